@@ -1,0 +1,671 @@
+"""The Transformer layer from its equations, in plain torch operations.
+
+Every function below computes one equation of the layer and writes that equation beside the line
+that computes it (Annotated-Transformer style). No ``nn.MultiheadAttention``, no
+``torch.nn.functional.scaled_dot_product_attention``, no ``transformers`` function is used to
+compute anything: ``transformers`` modules are only *read* (their weights) by
+:func:`extract_weights`, so that :func:`from_scratch_layer` can reproduce a real layer's output from
+its input and the tests can compare the two.
+
+Notation (one sequence; a leading batch dimension is allowed everywhere)::
+
+    x        [T, D]      the layer input (the residual stream)
+    H, d_h   heads, head size, D = H * d_h
+    W_q, W_k, W_v, W_o   [D, D] weights stored as torch ``nn.Linear`` stores them: [out, in],
+                         so a projection is  y = x W^T + b
+
+Supported layer types (the module classes of ``transformers`` 5.x):
+
+=======================================  ========  ==============================================
+module class                             kind      used by
+=======================================  ========  ==============================================
+``Wav2Vec2EncoderLayer``                 post_ln   wav2vec2-base, bhuang/asr-wav2vec2-french ...
+``Wav2Vec2EncoderLayerStableLayerNorm``  pre_ln    XLSR-53 (``do_stable_layer_norm=True``)
+``HubertEncoderLayer``                   post_ln   HuBERT base
+``HubertEncoderLayerStableLayerNorm``    pre_ln    HuBERT large / x-large
+``WhisperEncoderLayer``                  pre_ln    Whisper encoder
+``WhisperDecoderLayer``                  decoder   Whisper decoder (causal self-attn + cross-attn)
+=======================================  ========  ==============================================
+
+Differences between the models that matter at float32 tolerance (all read from the module, never
+assumed):
+
+* **scaling order** -- Whisper multiplies the *queries* by ``1/sqrt(d_h)`` before the product
+  (``q = (x W_q^T + b_q) / sqrt(d_h)``, then ``q k^T``); wav2vec2 / HuBERT multiply the *scores*
+  (``(q k^T) / sqrt(d_h)``). The two are equal in exact arithmetic; with ``d_h = 64`` the factor
+  is 1/8, a power of two, so they are equal bit for bit in floating point too.
+* **key bias** -- Whisper's ``k_proj`` has no bias (``b_k = None``); a bias on keys would cancel
+  in the softmax anyway (it adds ``q . b_k``, the same for every key of a row).
+* **layer-norm epsilon** -- ``config.layer_norm_eps`` (1e-5) for wav2vec2 / HuBERT; torch's
+  default 1e-5 for Whisper. Read from each ``nn.LayerNorm``.
+* **activation** -- all these models use exact GELU, ``0.5 x (1 + erf(x / sqrt 2))`` (``"gelu"``);
+  the tanh approximation (``"gelu_new"``) differs by up to ~1e-3 and would fail the comparison.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Callable, Optional
+
+import torch
+
+__all__ = [
+    "LayerNotSupportedError",
+    "AttentionParams",
+    "NormParams",
+    "FFNParams",
+    "LayerWeights",
+    "SUPPORTED_LAYERS",
+    "ACTIVATIONS",
+    "activation_fn",
+    "linear",
+    "layer_norm",
+    "split_heads",
+    "merge_heads",
+    "causal_mask",
+    "attention_weights",
+    "multi_head_attention",
+    "per_head_outputs",
+    "feed_forward",
+    "post_ln_layer",
+    "pre_ln_layer",
+    "whisper_decoder_layer",
+    "run_layer",
+    "extract_weights",
+    "from_scratch_layer",
+    "FromScratchLayer",
+]
+
+
+class LayerNotSupportedError(ValueError):
+    """Raised for a module this from-scratch implementation does not reproduce."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Activations (feed-forward non-linearity)
+# ----------------------------------------------------------------------------------------------
+
+
+def _gelu_exact(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))  # GELU(x) = x Phi(x) = x/2 (1 + erf(x/sqrt2))
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    # GELU(x) ~ x/2 (1 + tanh( sqrt(2/pi) (x + 0.044715 x^3) ))   (Hendrycks & Gimpel's approximation)
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)  # GELU(x) ~ x sigma(1.702 x)
+
+
+def _relu(x: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(x, min=0)  # ReLU(x) = max(0, x)
+
+
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(x)  # SiLU(x) = x sigma(x)
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": _gelu_exact,
+    "gelu_tanh": _gelu_tanh,
+    "gelu_new": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "quick_gelu": _quick_gelu,
+    "relu": _relu,
+    "silu": _silu,
+    "swish": _silu,
+}
+
+
+def activation_fn(activation) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Name (``"gelu"`` exact, ``"gelu_tanh"``/``"gelu_new"`` approximate, ``"relu"``, ...) -> function.
+
+    A callable is returned unchanged.
+    """
+    if callable(activation):
+        return activation
+    try:
+        return ACTIVATIONS[activation]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}"
+        ) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------
+
+
+def linear(x: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Affine map with torch's weight layout ``W: [out, in]``:  ``y = x W^T + b``."""
+    y = x @ W.transpose(-1, -2)  # y = x W^T
+    if b is not None:
+        y = y + b  # ... + b
+    return y
+
+
+def layer_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Layer normalisation over the last (feature) axis, per position.
+
+    ``LN(x) = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta`` with ``mu`` and the *biased*
+    variance ``sigma^2`` taken over the ``D`` features of each position.
+    """
+    mu = x.mean(dim=-1, keepdim=True)  # mu = (1/D) sum_d x_d
+    var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)  # sigma^2 = (1/D) sum_d (x_d - mu)^2   (divide by D, not D-1)
+    x_hat = (x - mu) / torch.sqrt(var + eps)  # x_hat = (x - mu) / sqrt(sigma^2 + eps)
+    return x_hat * gamma + beta  # LN(x) = gamma * x_hat + beta
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``[..., T, D] -> [..., H, T, d_h]``: head h owns features ``h*d_h : (h+1)*d_h``."""
+    *lead, T, D = x.shape
+    if D % num_heads:
+        raise ValueError(f"model dimension {D} is not divisible by num_heads={num_heads}")
+    return x.reshape(*lead, T, num_heads, D // num_heads).transpose(-3, -2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``[..., H, T, d_h] -> [..., T, H*d_h]``: Concat(head_1, ..., head_H) along features."""
+    *lead, H, T, dh = x.shape
+    return x.transpose(-3, -2).reshape(*lead, T, H * dh)
+
+
+def causal_mask(t_q: int, t_k: Optional[int] = None, device=None) -> torch.Tensor:
+    """Boolean ``[Tq, Tk]``, True where query ``i`` may attend key ``j``: ``j <= i + (Tk - Tq)``.
+
+    With ``Tq == Tk`` this is the lower triangle (``j <= i``): no position sees the future.
+    """
+    t_k = t_q if t_k is None else t_k
+    i = torch.arange(t_q, device=device)[:, None]
+    j = torch.arange(t_k, device=device)[None, :]
+    return j <= i + (t_k - t_q)  # M_ij = [j <= i]
+
+
+def _apply_mask(scores: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Boolean mask (True = keep) or additive float mask (0 = keep, very negative = drop)."""
+    if mask is None:
+        return scores
+    if mask.dtype == torch.bool:
+        # S_ij <- S_ij if M_ij else min_float   (same convention as transformers' eager masks:
+        # a fully-masked row becomes uniform instead of NaN)
+        return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return scores + mask.to(scores.dtype)  # S <- S + M  (additive mask: 0 or -large)
+
+
+def attention_weights(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    scale: Optional[float] = None,
+    causal: bool = False,
+    mask: Optional[torch.Tensor] = None,
+    scale_queries: bool = False,
+) -> torch.Tensor:
+    """Scaled dot-product attention weights, one row per query.
+
+    ``A = softmax( q k^T / sqrt(d_h) + M )``, softmax over the *key* axis (the last one), so each
+    row of ``A`` sums to 1. ``q: [..., Tq, d_h]``, ``k: [..., Tk, d_h]`` -> ``[..., Tq, Tk]``.
+
+    ``scale`` defaults to ``1/sqrt(d_h)``. ``scale_queries=True`` multiplies q before the product
+    (Whisper's order), otherwise the scores after it (wav2vec2's order).
+    """
+    if scale is None:
+        scale = q.shape[-1] ** -0.5  # 1/sqrt(d_h)
+    if scale_queries:
+        scores = (q * scale) @ k.transpose(-1, -2)  # S = (q / sqrt(d_h)) k^T
+    else:
+        scores = (q @ k.transpose(-1, -2)) * scale  # S = (q k^T) / sqrt(d_h)
+    if causal:
+        scores = _apply_mask(scores, causal_mask(q.shape[-2], k.shape[-2], device=q.device))  # S_ij = -inf for j > i
+    scores = _apply_mask(scores, mask)  # S <- S + M  (padding / custom mask)
+    scores = scores - scores.amax(dim=-1, keepdim=True)  # softmax is shift-invariant: subtract row max for stability
+    e = torch.exp(scores)  # e_ij = exp(S_ij)
+    return e / e.sum(dim=-1, keepdim=True)  # A_ij = e_ij / sum_j' e_ij'   (softmax over keys j)
+
+
+def multi_head_attention(
+    x_q: torch.Tensor,
+    x_kv: torch.Tensor,
+    W_q: torch.Tensor,
+    b_q: Optional[torch.Tensor],
+    W_k: torch.Tensor,
+    b_k: Optional[torch.Tensor],
+    W_v: torch.Tensor,
+    b_v: Optional[torch.Tensor],
+    W_o: torch.Tensor,
+    b_o: Optional[torch.Tensor],
+    num_heads: int,
+    causal: bool = False,
+    mask: Optional[torch.Tensor] = None,
+    return_weights: bool = False,
+    scale: Optional[float] = None,
+    scale_queries: bool = False,
+):
+    """Multi-head attention: queries from ``x_q`` ``[..., Tq, D]``, keys/values from ``x_kv`` ``[..., Tk, D]``.
+
+    Self-attention: ``x_kv is x_q``. Cross-attention (Whisper decoder): ``x_kv`` = encoder output.
+
+        q = x_q W_q^T + b_q,   k = x_kv W_k^T + b_k,   v = x_kv W_v^T + b_v        (all [T, D])
+        q^h, k^h, v^h = columns h*d_h:(h+1)*d_h of q, k, v                         (head h)
+        A^h = softmax(q^h k^h^T / sqrt(d_h) + M)                                   [Tq, Tk]
+        head_h = A^h v^h                                                           [Tq, d_h]
+        MHA(x) = Concat(head_1, ..., head_H) W_o^T + b_o
+               = sum_h head_h (W_o^h)^T + b_o,   W_o^h = W_o[:, h*d_h:(h+1)*d_h]   [D, d_h]
+
+    ``mask``: boolean (True = may attend) or additive float, broadcastable to ``[..., H, Tq, Tk]``
+    (a transformers 4-D mask ``[B, 1, Tq, Tk]`` works with batched input ``[B, T, D]``).
+    Returns ``out [..., Tq, D]`` or ``(out, A [..., H, Tq, Tk])`` with ``return_weights=True``.
+    """
+    q = linear(x_q, W_q, b_q)  # q = x_q W_q^T + b_q
+    k = linear(x_kv, W_k, b_k)  # k = x_kv W_k^T + b_k   (Whisper: b_k = None)
+    v = linear(x_kv, W_v, b_v)  # v = x_kv W_v^T + b_v
+    q, k, v = (split_heads(t, num_heads) for t in (q, k, v))  # [..., H, T, d_h]
+    A = attention_weights(q, k, scale=scale, causal=causal, mask=mask, scale_queries=scale_queries)
+    heads = A @ v  # head_h = A^h v^h
+    out = linear(merge_heads(heads), W_o, b_o)  # MHA = Concat_h(head_h) W_o^T + b_o
+    return (out, A) if return_weights else out
+
+
+def per_head_outputs(heads: torch.Tensor, W_o: torch.Tensor) -> torch.Tensor:
+    """Each head's own contribution to the output projection, bias left out.
+
+    ``heads: [..., H, Tq, d_h]`` -> ``[..., H, Tq, D]`` with ``out_h = head_h (W_o^h)^T``, so that
+    ``sum_h out_h + b_o == Concat_h(head_h) W_o^T + b_o`` (the identity notebooks 03/04 rely on).
+    """
+    H, dh = heads.shape[-3], heads.shape[-1]
+    W_oh = W_o.reshape(W_o.shape[0], H, dh).permute(1, 0, 2)  # W_o^h = W_o[:, h*d_h:(h+1)*d_h]  -> [H, D, d_h]
+    return heads @ W_oh.transpose(-1, -2)  # out_h = head_h (W_o^h)^T
+
+
+def feed_forward(
+    x: torch.Tensor,
+    W1: torch.Tensor,
+    b1: torch.Tensor,
+    W2: torch.Tensor,
+    b2: torch.Tensor,
+    activation="gelu",
+) -> torch.Tensor:
+    """Position-wise feed-forward network: ``FFN(x) = act(x W1^T + b1) W2^T + b2``.
+
+    ``W1: [D_ff, D]``, ``W2: [D, D_ff]``; ``activation`` is a name from :data:`ACTIVATIONS`
+    (``"gelu"`` = exact erf GELU, what every supported model uses) or a callable.
+    """
+    h = activation_fn(activation)(linear(x, W1, b1))  # h = act(x W1^T + b1)      [T, D_ff]
+    return linear(h, W2, b2)  # FFN(x) = h W2^T + b2   [T, D]
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameters of a layer
+# ----------------------------------------------------------------------------------------------
+
+
+def _to(t, dtype):
+    return t if (t is None or dtype is None) else t.to(dtype)
+
+
+@dataclass
+class AttentionParams:
+    """One attention block: projections ``[out, in]`` (biases may be None) and its conventions."""
+
+    W_q: torch.Tensor
+    b_q: Optional[torch.Tensor]
+    W_k: torch.Tensor
+    b_k: Optional[torch.Tensor]
+    W_v: torch.Tensor
+    b_v: Optional[torch.Tensor]
+    W_o: torch.Tensor
+    b_o: Optional[torch.Tensor]
+    num_heads: int
+    scale: float
+    scale_queries: bool = False  # True: Whisper (q scaled before q k^T); False: wav2vec2/HuBERT
+
+    @property
+    def d_model(self) -> int:
+        return self.W_o.shape[0]
+
+    @property
+    def head_dim(self) -> int:
+        return self.W_q.shape[0] // self.num_heads
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of :func:`multi_head_attention` (everything but the inputs)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def to(self, dtype) -> "AttentionParams":
+        return replace(self, **{n: _to(getattr(self, n), dtype) for n in
+                                ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")})
+
+
+@dataclass
+class NormParams:
+    """One layer norm: ``gamma`` (weight), ``beta`` (bias), ``eps``."""
+
+    gamma: torch.Tensor
+    beta: torch.Tensor
+    eps: float
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm(x, self.gamma, self.beta, self.eps)
+
+    def to(self, dtype) -> "NormParams":
+        return replace(self, gamma=_to(self.gamma, dtype), beta=_to(self.beta, dtype))
+
+
+@dataclass
+class FFNParams:
+    """The feed-forward block: ``W1 [D_ff, D]``, ``b1``, ``W2 [D, D_ff]``, ``b2``, activation name."""
+
+    W1: torch.Tensor
+    b1: torch.Tensor
+    W2: torch.Tensor
+    b2: torch.Tensor
+    activation: str = "gelu"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return feed_forward(x, self.W1, self.b1, self.W2, self.b2, self.activation)
+
+    def to(self, dtype) -> "FFNParams":
+        return replace(self, W1=_to(self.W1, dtype), b1=_to(self.b1, dtype),
+                       W2=_to(self.W2, dtype), b2=_to(self.b2, dtype))
+
+
+@dataclass
+class LayerWeights:
+    """Everything one layer computes with, detached from the ``transformers`` module.
+
+    ``kind``:
+      * ``"post_ln"`` -- ``norm_attn`` is applied *after* the attention residual sum, ``norm_ffn``
+        after the feed-forward residual sum (wav2vec2-base, HuBERT base, original Transformer);
+      * ``"pre_ln"``  -- ``norm_attn`` is applied to the attention *input*, ``norm_ffn`` to the
+        feed-forward input; the residual stream itself is never normalised (Whisper, XLSR);
+      * ``"decoder"`` -- Whisper decoder: pre-LN causal self-attention, then pre-LN cross-attention
+        (``cross_attn``, ``norm_cross``) to the encoder output, then pre-LN feed-forward.
+
+    Mapping to transformers names: ``norm_attn`` = ``layer_norm`` (wav2vec2/HuBERT) or
+    ``self_attn_layer_norm`` (Whisper); ``norm_ffn`` = ``final_layer_norm``; ``norm_cross`` =
+    ``encoder_attn_layer_norm``; ``ffn.W1/W2`` = ``feed_forward.intermediate_dense/output_dense``
+    (wav2vec2/HuBERT) or ``fc1/fc2`` (Whisper).
+    """
+
+    kind: str
+    self_attn: AttentionParams
+    norm_attn: NormParams
+    ffn: FFNParams
+    norm_ffn: NormParams
+    cross_attn: Optional[AttentionParams] = None
+    norm_cross: Optional[NormParams] = None
+    source: str = ""  # class name of the module the weights came from
+
+    @property
+    def causal(self) -> bool:
+        return self.kind == "decoder"
+
+    def to(self, dtype) -> "LayerWeights":
+        """A copy with every tensor cast to ``dtype`` (e.g. ``torch.float64`` for a reference)."""
+        return replace(
+            self,
+            self_attn=self.self_attn.to(dtype),
+            norm_attn=self.norm_attn.to(dtype),
+            ffn=self.ffn.to(dtype),
+            norm_ffn=self.norm_ffn.to(dtype),
+            cross_attn=None if self.cross_attn is None else self.cross_attn.to(dtype),
+            norm_cross=None if self.norm_cross is None else self.norm_cross.to(dtype),
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole layers
+# ----------------------------------------------------------------------------------------------
+
+
+def post_ln_layer(x: torch.Tensor, w: LayerWeights, mask: Optional[torch.Tensor] = None,
+                  return_weights: bool = False):
+    """Post-LN layer (Vaswani et al. 2017; wav2vec2-base; HuBERT base).
+
+        h = LN_1( x + MHA(x) )          "Add & Norm" after attention
+        y = LN_2( h + FFN(h) )          "Add & Norm" after the feed-forward
+
+    Returns ``y`` or ``(y, A)`` with ``A [..., H, T, T]``.
+    """
+    a, A = multi_head_attention(x, x, **w.self_attn.kwargs(), causal=w.causal, mask=mask, return_weights=True)
+    h = w.norm_attn(x + a)  # h = LN_1(x + MHA(x))
+    y = w.norm_ffn(h + w.ffn(h))  # y = LN_2(h + FFN(h))
+    return (y, A) if return_weights else y
+
+
+def pre_ln_layer(x: torch.Tensor, w: LayerWeights, mask: Optional[torch.Tensor] = None,
+                 return_weights: bool = False):
+    """Pre-LN layer (Whisper encoder; wav2vec2 "stable layer norm": XLSR-53, HuBERT large).
+
+        h = x + MHA( LN_1(x) )          the residual stream itself is never normalised
+        y = h + FFN( LN_2(h) )
+
+    (The model normalises the stream once, after its last layer: ``encoder.layer_norm``.)
+    Returns ``y`` or ``(y, A)``.
+    """
+    a, A = multi_head_attention(*(2 * (w.norm_attn(x),)), **w.self_attn.kwargs(), causal=w.causal, mask=mask,
+                                return_weights=True)  # MHA(LN_1(x)): queries, keys, values all from LN_1(x)
+    h = x + a  # h = x + MHA(LN_1(x))
+    y = h + w.ffn(w.norm_ffn(h))  # y = h + FFN(LN_2(h))
+    return (y, A) if return_weights else y
+
+
+def whisper_decoder_layer(
+    x: torch.Tensor,
+    encoder_states: torch.Tensor,
+    w: LayerWeights,
+    mask: Optional[torch.Tensor] = None,
+    encoder_mask: Optional[torch.Tensor] = None,
+    return_weights: bool = False,
+):
+    """Whisper decoder layer: pre-LN causal self-attention, pre-LN cross-attention, pre-LN FFN.
+
+        h1 = x  + MHA_self( LN_1(x) )                  causal: token i attends tokens j <= i
+        h2 = h1 + MHA_cross( LN_2(h1), e )             queries from h2's stream, keys/values
+                                                       from the encoder output e (no LN on e here)
+        y  = h2 + FFN( LN_3(h2) )
+
+    ``mask``: extra self-attention mask (the causal mask is always applied);
+    ``encoder_mask``: mask on the encoder positions (Whisper passes none).
+    Returns ``y`` or ``(y, {"self": A_self, "cross": A_cross})``.
+    """
+    if w.cross_attn is None or w.norm_cross is None:
+        raise ValueError("whisper_decoder_layer needs LayerWeights with cross_attn and norm_cross (kind 'decoder')")
+    z = w.norm_attn(x)  # LN_1(x)
+    a, A_self = multi_head_attention(z, z, **w.self_attn.kwargs(), causal=True, mask=mask, return_weights=True)
+    h1 = x + a  # h1 = x + MHA_self(LN_1(x))
+    c, A_cross = multi_head_attention(w.norm_cross(h1), encoder_states, **w.cross_attn.kwargs(),
+                                      mask=encoder_mask, return_weights=True)  # MHA_cross(LN_2(h1), e)
+    h2 = h1 + c  # h2 = h1 + MHA_cross(LN_2(h1), e)
+    y = h2 + w.ffn(w.norm_ffn(h2))  # y = h2 + FFN(LN_3(h2))
+    return (y, {"self": A_self, "cross": A_cross}) if return_weights else y
+
+
+def run_layer(w: LayerWeights, x: torch.Tensor, encoder_states: Optional[torch.Tensor] = None,
+              mask: Optional[torch.Tensor] = None, encoder_mask: Optional[torch.Tensor] = None,
+              return_weights: bool = False):
+    """Dispatch on ``w.kind``; see :func:`post_ln_layer`, :func:`pre_ln_layer`, :func:`whisper_decoder_layer`."""
+    if w.kind == "post_ln":
+        return post_ln_layer(x, w, mask=mask, return_weights=return_weights)
+    if w.kind == "pre_ln":
+        return pre_ln_layer(x, w, mask=mask, return_weights=return_weights)
+    if w.kind == "decoder":
+        if encoder_states is None:
+            raise ValueError("a decoder layer needs encoder_states (the encoder output) for its cross-attention")
+        return whisper_decoder_layer(x, encoder_states, w, mask=mask, encoder_mask=encoder_mask,
+                                     return_weights=return_weights)
+    raise ValueError(f"unknown layer kind {w.kind!r} (expected 'post_ln', 'pre_ln' or 'decoder')")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a transformers layer
+# ----------------------------------------------------------------------------------------------
+
+SUPPORTED_LAYERS = {
+    "Wav2Vec2EncoderLayer": "post_ln",
+    "Wav2Vec2EncoderLayerStableLayerNorm": "pre_ln",
+    "HubertEncoderLayer": "post_ln",
+    "HubertEncoderLayerStableLayerNorm": "pre_ln",
+    "WhisperEncoderLayer": "pre_ln",
+    "WhisperDecoderLayer": "decoder",
+}
+
+# transformers activation classes -> names in ACTIVATIONS
+_ACT_CLASSES = {
+    "GELUActivation": "gelu",
+    "GELU": "gelu",  # torch.nn.GELU(approximate='none'); 'tanh' handled below
+    "NewGELUActivation": "gelu_tanh",
+    "FastGELUActivation": "gelu_tanh",
+    "GELUTanh": "gelu_tanh",
+    "PytorchGELUTanh": "gelu_tanh",
+    "AccurateGELUActivation": "gelu_tanh",
+    "QuickGELUActivation": "quick_gelu",
+    "ReLU": "relu",
+    "SiLU": "silu",
+    "SiLUActivation": "silu",
+}
+
+
+def _activation_name(module) -> str:
+    cls = type(module).__name__
+    if cls == "GELU" and getattr(module, "approximate", "none") == "tanh":
+        return "gelu_tanh"
+    if cls == "GELUActivation" and getattr(module, "act", None) is not None:
+        act = module.act
+        if type(act).__name__ == "GELU" and getattr(act, "approximate", "none") == "tanh":
+            return "gelu_tanh"
+    try:
+        return _ACT_CLASSES[cls]
+    except KeyError:
+        raise LayerNotSupportedError(f"activation module {cls} is not reproduced from scratch "
+                                     f"(known: {sorted(_ACT_CLASSES)})") from None
+
+
+def _p(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.detach()
+
+
+def _attention_params(attn) -> AttentionParams:
+    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        if not hasattr(attn, name):
+            raise LayerNotSupportedError(f"attention module {type(attn).__name__} has no {name}")
+    H = int(attn.num_heads)
+    dh = attn.q_proj.weight.shape[0] // H
+    scale = float(getattr(attn, "scaling", dh ** -0.5))
+    return AttentionParams(
+        W_q=_p(attn.q_proj.weight), b_q=_p(attn.q_proj.bias),
+        W_k=_p(attn.k_proj.weight), b_k=_p(attn.k_proj.bias),
+        W_v=_p(attn.v_proj.weight), b_v=_p(attn.v_proj.bias),
+        W_o=_p(attn.out_proj.weight), b_o=_p(attn.out_proj.bias),
+        num_heads=H,
+        scale=scale,
+        # WhisperAttention.forward: q = q_proj(x) * scaling, then the product with scaling=1.0
+        scale_queries=type(attn).__name__.startswith("Whisper"),
+    )
+
+
+def _norm_params(ln) -> NormParams:
+    if type(ln).__name__ != "LayerNorm":
+        raise LayerNotSupportedError(f"expected an nn.LayerNorm, got {type(ln).__name__}")
+    if ln.weight is None or ln.bias is None:
+        raise LayerNotSupportedError("layer norm without affine weight/bias is not supported")
+    return NormParams(gamma=_p(ln.weight), beta=_p(ln.bias), eps=float(ln.eps))
+
+
+def extract_weights(layer) -> LayerWeights:
+    """Read a ``transformers`` layer module into :class:`LayerWeights` (tensors are shared, detached).
+
+    Supported: the classes in :data:`SUPPORTED_LAYERS`. Raises :class:`LayerNotSupportedError`
+    (a ``ValueError``) for anything else, or for options it does not reproduce (attention adapters).
+    """
+    cls = type(layer).__name__
+    kind = SUPPORTED_LAYERS.get(cls)
+    if kind is None:
+        raise LayerNotSupportedError(
+            f"{cls} is not a supported layer type; supported: {sorted(SUPPORTED_LAYERS)}"
+        )
+    if getattr(layer, "adapter_layer", None) is not None:
+        raise LayerNotSupportedError(f"{cls} with an attention adapter (config.adapter_attn_dim) is not supported")
+    if cls.startswith("Whisper"):
+        ffn = FFNParams(W1=_p(layer.fc1.weight), b1=_p(layer.fc1.bias), W2=_p(layer.fc2.weight),
+                        b2=_p(layer.fc2.bias), activation=_activation_name(layer.activation_fn))
+        return LayerWeights(
+            kind=kind,
+            self_attn=_attention_params(layer.self_attn),
+            norm_attn=_norm_params(layer.self_attn_layer_norm),
+            ffn=ffn,
+            norm_ffn=_norm_params(layer.final_layer_norm),
+            cross_attn=_attention_params(layer.encoder_attn) if kind == "decoder" else None,
+            norm_cross=_norm_params(layer.encoder_attn_layer_norm) if kind == "decoder" else None,
+            source=cls,
+        )
+    ff = layer.feed_forward
+    ffn = FFNParams(W1=_p(ff.intermediate_dense.weight), b1=_p(ff.intermediate_dense.bias),
+                    W2=_p(ff.output_dense.weight), b2=_p(ff.output_dense.bias),
+                    activation=_activation_name(ff.intermediate_act_fn))
+    return LayerWeights(
+        kind=kind,
+        self_attn=_attention_params(layer.attention),
+        norm_attn=_norm_params(layer.layer_norm),
+        ffn=ffn,
+        norm_ffn=_norm_params(layer.final_layer_norm),
+        source=cls,
+    )
+
+
+class FromScratchLayer:
+    """A callable that reproduces a ``transformers`` layer from its weights with the equations above.
+
+    ``layer(hidden_states, attention_mask=None, encoder_hidden_states=None,
+    encoder_attention_mask=None, return_weights=False)`` takes the same tensors the transformers
+    layer's ``forward`` receives (``[B, T, D]`` or ``[T, D]``; masks as transformers builds them:
+    additive float ``[B, 1, Tq, Tk]`` or boolean) and returns its output (and the attention weights:
+    ``[.., H, Tq, Tk]``, or a dict ``{"self", "cross"}`` for a decoder layer).
+
+    ``dtype``: compute in another precision (e.g. ``torch.float64``) to measure the float32 rounding
+    of the real layer; the output is returned in that dtype.
+    """
+
+    def __init__(self, weights: LayerWeights, dtype: Optional[torch.dtype] = None):
+        self.weights = weights.to(dtype) if dtype is not None else weights
+        self.dtype = dtype
+
+    @property
+    def kind(self) -> str:
+        return self.weights.kind
+
+    def __call__(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                 encoder_hidden_states: Optional[torch.Tensor] = None,
+                 encoder_attention_mask: Optional[torch.Tensor] = None, return_weights: bool = False):
+        cast = (lambda t: t if t is None or self.dtype is None or t.dtype == torch.bool else t.to(self.dtype))
+        if hidden_states.dim() not in (2, 3):
+            raise ValueError(f"hidden_states must be [T, D] or [B, T, D], got shape {tuple(hidden_states.shape)}")
+        D = self.weights.self_attn.d_model
+        if hidden_states.shape[-1] != D:
+            raise ValueError(f"hidden_states last dim {hidden_states.shape[-1]} != model dimension {D}")
+        if self.kind == "decoder" and encoder_hidden_states is None:
+            raise ValueError("a Whisper decoder layer needs encoder_hidden_states")
+        # A decoder layer applies causality itself; transformers also passes its causal mask as
+        # ``attention_mask``: applying both is the same mask (masked scores stay at -inf / min_float).
+        with torch.no_grad():
+            return run_layer(self.weights, cast(hidden_states), encoder_states=cast(encoder_hidden_states),
+                             mask=cast(attention_mask), encoder_mask=cast(encoder_attention_mask),
+                             return_weights=return_weights)
+
+    def __repr__(self) -> str:
+        a = self.weights.self_attn
+        return (f"FromScratchLayer({self.weights.source}, kind={self.kind!r}, D={a.d_model}, H={a.num_heads}, "
+                f"D_ff={self.weights.ffn.W1.shape[0]}, act={self.weights.ffn.activation!r}, "
+                f"eps={self.weights.norm_attn.eps})")
+
+
+def from_scratch_layer(hf_layer, dtype: Optional[torch.dtype] = None) -> FromScratchLayer:
+    """``from_scratch_layer(model.encoder.layers[3])(x) ~= model.encoder.layers[3](x)`` (float32: <= 1e-5).
+
+    See :class:`FromScratchLayer` for the call signature and :func:`extract_weights` for the
+    supported module classes.
+    """
+    return FromScratchLayer(extract_weights(hf_layer), dtype=dtype)
