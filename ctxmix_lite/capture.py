@@ -1,0 +1,481 @@
+"""Read every layer's internals from a real speech Transformer in one forward pass.
+
+``capture(model, processor, audio)`` runs the model once with forward hooks on the transformers
+modules themselves (no forked modelling code) and returns a :class:`~ctxmix_lite.capture_types.Capture`:
+for every layer of every component, the layer input, the attention weights and value vectors per
+head, the output projection, the attention output and the layer output, plus two closures:
+
+* ``post(resid, attn_out)`` -- the rest of the layer after attention, run by the model's own
+  sub-modules (residual, layer norms, feed-forward; Whisper's decoder self-attention block also
+  runs the cross-attention, which is position-wise for fixed encoder states), with the model's
+  final layer norm on the last layer where the model's last hidden state includes it;
+* ``rerun(positions)`` -- the real transformers layer called again on its recorded inputs with the
+  value vectors of ``positions`` zeroed in every head (a hook on ``v_proj``): the reference for
+  value zeroing.
+
+Components: ``"encoder"`` (Whisper encoder or wav2vec2/XLSR/HuBERT encoder), ``"decoder"``
+(Whisper decoder self-attention, causal) and ``"cross"`` (decoder -> encoder attention). The
+decoder is teacher-forced on a transcription (by default the model's own greedy one) after the
+prefix ``<|startoftranscript|><|fr|><|transcribe|><|notimestamps|>``.
+
+Only the eager attention path exposes weights and values: anything else is refused
+(:class:`~ctxmix_lite.models.AttentionImplementationError`), and every captured tensor is
+checked (shape, rows summing to 1) before it is returned.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, check_duration, duration, load_audio, wav2vec2_num_frames
+from .capture_types import COMPONENTS, Capture, LayerCapture
+from .models import ensure_eager, model_family
+
+WHISPER_MAX_SECONDS = 30.0
+WHISPER_FRAMES = 1500
+
+
+class CaptureError(RuntimeError):
+    """The forward pass did not deliver what a measure needs (never returned silently)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# model anatomy
+# ----------------------------------------------------------------------------------------------
+def _whisper_parts(model):
+    core = model.model if hasattr(model, "model") else model
+    return core.encoder, core.decoder
+
+
+def _wav2vec2_encoder(model):
+    for attr in ("wav2vec2", "hubert"):
+        if hasattr(model, attr):
+            return getattr(model, attr).encoder
+    if hasattr(model, "encoder") and hasattr(model.encoder, "layers"):
+        return model.encoder
+    raise CaptureError(f"cannot find the transformer encoder of {type(model).__name__}")
+
+
+def _is_stable(encoder) -> bool:
+    return "StableLayerNorm" in type(encoder).__name__
+
+
+def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``[1, T, H*dh]`` -> ``[H, T, dh]``."""
+    _, T, D = x.shape
+    return x[0].reshape(T, num_heads, D // num_heads).permute(1, 0, 2).contiguous()
+
+
+def _zero_hook(positions: Sequence[int]):
+    idx = torch.as_tensor(list(positions), dtype=torch.long)
+
+    def hook(module, args, output):
+        out = output.clone()
+        out[:, idx, :] = 0.0  # v_j = 0 in every head (after the projection, bias included)
+        return out
+
+    return hook
+
+
+class _Recorder:
+    """Forward hooks that record, per attention block, what a LayerCapture needs."""
+
+    def __init__(self):
+        self.handles = []
+        self.store: dict = {}
+
+    def _put(self, key, name, value):
+        self.store.setdefault(key, {})[name] = value
+
+    def layer(self, key, layer_module):
+        def pre(module, args, kwargs):
+            self._put(key, "args", args)
+            self._put(key, "kwargs", dict(kwargs))
+
+        def post(module, args, kwargs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            self._put(key, "layer_out", out.detach())
+
+        self.handles.append(layer_module.register_forward_pre_hook(pre, with_kwargs=True))
+        self.handles.append(layer_module.register_forward_hook(post, with_kwargs=True))
+
+    def attention(self, key, attn_module):
+        def hook(module, args, kwargs, output):
+            if not isinstance(output, tuple) or len(output) < 2:
+                raise CaptureError(
+                    f"{type(module).__name__} returned {type(output).__name__}; expected "
+                    "(attn_output, attn_weights): this transformers version is not supported"
+                )
+            self._put(key, "attn_out", output[0].detach())
+            self._put(key, "weights", None if output[1] is None else output[1].detach())
+
+        self.handles.append(attn_module.register_forward_hook(hook, with_kwargs=True))
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            self.handles.append(
+                getattr(attn_module, proj).register_forward_hook(
+                    lambda m, a, o, _p=proj: self._put(key, _p, o.detach())
+                )
+            )
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+@contextlib.contextmanager
+def _hooked(recorder: _Recorder):
+    try:
+        yield recorder
+    finally:
+        recorder.remove()
+
+
+# ----------------------------------------------------------------------------------------------
+# the position-wise rest of each layer type, run by the model's own sub-modules
+# ----------------------------------------------------------------------------------------------
+def _as_batch(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(0) if x.dim() == 2 else x
+
+
+def _post_whisper_encoder(layer, final_norm):
+    def post(resid, attn_out):
+        h = _as_batch(resid + attn_out)  # h = x + Attn(LN1(x))
+        out = h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))  # + FFN(LN2(h))
+        if final_norm is not None:
+            out = final_norm(out)  # the encoder's last layer norm
+        return out[0]
+
+    return post
+
+
+def _whisper_ffn(layer, h):
+    return h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
+
+
+def _post_whisper_decoder_self(layer, enc_states, final_norm):
+    def post(resid, attn_out):
+        h = _as_batch(resid + attn_out)  # h1 = x + SelfAttn(LN1(x))
+        cross, _ = layer.encoder_attn(
+            layer.encoder_attn_layer_norm(h), key_value_states=enc_states
+        )  # position-wise for fixed encoder states
+        out = _whisper_ffn(layer, h + cross)  # h2 = h1 + CrossAttn(LN2(h1)); out = h2 + FFN(LN3(h2))
+        if final_norm is not None:
+            out = final_norm(out)
+        return out[0]
+
+    return post
+
+
+def _post_whisper_cross(layer, final_norm):
+    def post(resid, attn_out):
+        out = _whisper_ffn(layer, _as_batch(resid + attn_out))
+        if final_norm is not None:
+            out = final_norm(out)
+        return out[0]
+
+    return post
+
+
+def _post_w2v_postln(layer):
+    def post(resid, attn_out):
+        h = layer.layer_norm(_as_batch(resid + attn_out))  # h = LN1(x + Attn(x))
+        return layer.final_layer_norm(h + layer.feed_forward(h))[0]  # out = LN2(h + FFN(h))
+
+    return post
+
+
+def _post_w2v_stable(layer, final_norm):
+    def post(resid, attn_out):
+        h = _as_batch(resid + attn_out)  # h = x + Attn(LN1(x))
+        out = h + layer.feed_forward(layer.final_layer_norm(h))  # out = h + FFN(LN2(h))
+        if getattr(layer, "adapter_layer", None) is not None:
+            out = out + layer.adapter_layer(out)
+        if final_norm is not None:
+            out = final_norm(out)  # the encoder's layer norm after the last layer
+        return out[0]
+
+    return post
+
+
+def _make_rerun(layer_module, v_proj, args, kwargs, final_norm) -> Callable:
+    def rerun(positions: Sequence[int]) -> torch.Tensor:
+        handle = v_proj.register_forward_hook(_zero_hook(positions))
+        try:
+            with torch.no_grad():
+                out = layer_module(*args, **kwargs)
+        finally:
+            handle.remove()
+        out = out[0] if isinstance(out, tuple) else out
+        if final_norm is not None:
+            out = final_norm(out)
+        return out[0]
+
+    return rerun
+
+
+# ----------------------------------------------------------------------------------------------
+def _check(cap: LayerCapture, model_name: str):
+    where = f"{model_name} {cap.component} layer {cap.layer}"
+    w = cap.weights
+    if w is None or w.numel() == 0:
+        raise CaptureError(f"{where}: no attention weights were returned (non-eager attention?)")
+    H, Tq, Tk = w.shape
+    if cap.values.shape[:2] != (H, Tk):
+        raise CaptureError(f"{where}: values {tuple(cap.values.shape)} do not match weights {tuple(w.shape)}")
+    sums = w.sum(-1)
+    if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+        raise CaptureError(f"{where}: attention rows do not sum to 1 (max error {float((sums - 1).abs().max()):.2e})")
+    if not torch.isfinite(cap.out).all():
+        raise CaptureError(f"{where}: the layer output contains NaN/inf")
+
+
+def _build(key, rec, component, layer_idx, layer_module, attn_module, post, final_norm, causal):
+    s = rec.store.get(key)
+    if s is None or "weights" not in s:
+        raise CaptureError(f"{component} layer {layer_idx} was not run by the forward pass")
+    H = attn_module.num_heads
+    if component == "cross":
+        resid = s["args"][0][0] if s["args"] else s["kwargs"]["hidden_states"][0]
+        # the residual stream entering the cross-attention block: x + SelfAttn(LN1(x))
+        resid = rec.store[("decoder", layer_idx)]["attn_out"][0] + resid
+    else:
+        resid = (s["args"][0] if s["args"] else s["kwargs"]["hidden_states"])[0]
+    out = s["layer_out"]
+    if final_norm is not None:
+        with torch.no_grad():
+            out = final_norm(out)
+    cap = LayerCapture(
+        component=component,
+        layer=layer_idx,
+        weights=s["weights"][0].float(),
+        values=_heads(s["v_proj"], H),
+        W_O=attn_module.out_proj.weight.detach(),
+        b_O=None if attn_module.out_proj.bias is None else attn_module.out_proj.bias.detach(),
+        resid=resid.detach(),
+        attn_out=s["attn_out"][0],
+        out=out[0].detach(),
+        post=post,
+        rerun=_make_rerun(layer_module, attn_module.v_proj, s["args"], s["kwargs"], final_norm),
+        causal=causal,
+        final_norm_applied=final_norm is not None,
+        queries=_heads(s["q_proj"], H),
+        keys=_heads(s["k_proj"], H),
+    )
+    return cap
+
+
+def _want(components, available):
+    if components is None:
+        return list(available)
+    if isinstance(components, str):
+        components = [components]
+    bad = [c for c in components if c not in available]
+    if bad:
+        raise ValueError(f"unknown component(s) {bad}; this model has {list(available)}")
+    return list(components)
+
+
+# ----------------------------------------------------------------------------------------------
+# Whisper
+# ----------------------------------------------------------------------------------------------
+def whisper_prefix_ids(processor, language: str = "fr", task: str = "transcribe") -> list[int]:
+    tok = processor.tokenizer
+    names = ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>", "<|notimestamps|>"]
+    ids = tok.convert_tokens_to_ids(names)
+    if any(i is None or i == tok.unk_token_id for i in ids):
+        raise ValueError(f"the tokenizer does not know one of {names} (language {language!r}?)")
+    return list(ids)
+
+
+def whisper_features(processor, audio: np.ndarray) -> torch.Tensor:
+    check_duration(audio, WHISPER_MAX_SECONDS, "Whisper")
+    feats = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+    return feats.input_features.float()
+
+
+def transcribe(model, processor, audio, language: str = "fr", task: str = "transcribe", sampling_rate=None):
+    """Greedy transcription with forced language and task. Returns ``(text, token_ids)`` where
+    ``token_ids`` are the text tokens only (no prefix, no timestamps, no end-of-text)."""
+    if model_family(model) != "whisper":
+        raise ValueError("transcribe() is for Whisper models")
+    audio = load_audio(audio, sampling_rate)
+    feats = whisper_features(processor, audio)
+    with torch.no_grad():
+        seq = model.generate(feats, language=language, task=task, do_sample=False, num_beams=1)
+    seq = seq.sequences if hasattr(seq, "sequences") else seq
+    eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    ids = [int(t) for t in seq[0].tolist() if int(t) < eot]
+    text = processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return text, ids
+
+
+def _text_ids(processor, text: str) -> list[int]:
+    text = text if text.startswith(" ") else " " + text  # Whisper's own transcripts start with a space
+    return list(processor.tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, components, language, task, name):
+    want = _want(components, COMPONENTS)
+    feats = whisper_features(processor, audio)
+    encoder, decoder = _whisper_parts(model)
+    need_decoder = any(c in want for c in ("decoder", "cross"))
+    prefix = whisper_prefix_ids(processor, language, task)
+    text_ids = None
+    if need_decoder:
+        if decoder_input_ids is not None:
+            ids = [int(i) for i in (decoder_input_ids.tolist() if hasattr(decoder_input_ids, "tolist") else decoder_input_ids)]
+            text_ids = ids[len(prefix):] if ids[: len(prefix)] == prefix else ids
+        elif transcription is not None:
+            text_ids = _text_ids(processor, transcription)
+        else:
+            transcription, text_ids = transcribe(model, processor, audio, language, task)
+        if len(text_ids) == 0:
+            raise ValueError("the transcription is empty: nothing to teacher-force the decoder on")
+        max_len = model.config.max_target_positions
+        if len(prefix) + len(text_ids) > max_len:
+            raise ValueError(f"the transcription has {len(text_ids)} tokens; Whisper takes at most {max_len - len(prefix)}")
+    rec = _Recorder()
+    n_enc, n_dec = len(encoder.layers), len(decoder.layers)
+    with _hooked(rec):
+        for i, layer in enumerate(encoder.layers):
+            rec.layer(("encoder", i), layer)
+            rec.attention(("encoder", i), layer.self_attn)
+        if need_decoder:
+            for i, layer in enumerate(decoder.layers):
+                rec.layer(("decoder", i), layer)
+                rec.layer(("cross", i), layer)
+                rec.attention(("decoder", i), layer.self_attn)
+                rec.attention(("cross", i), layer.encoder_attn)
+        with torch.no_grad():
+            if need_decoder:
+                dec_ids = torch.tensor([prefix + text_ids])
+                enc = encoder(feats).last_hidden_state
+                decoder(input_ids=dec_ids, encoder_hidden_states=enc, use_cache=False)
+            else:
+                enc = encoder(feats).last_hidden_state
+    comps = {}
+    if "encoder" in want:
+        comps["encoder"] = [
+            _build(("encoder", i), rec, "encoder", i, layer, layer.self_attn,
+                   _post_whisper_encoder(layer, encoder.layer_norm if i == n_enc - 1 else None),
+                   encoder.layer_norm if i == n_enc - 1 else None, False)
+            for i, layer in enumerate(encoder.layers)
+        ]
+    for comp in ("decoder", "cross"):
+        if comp not in want:
+            continue
+        caps = []
+        for i, layer in enumerate(decoder.layers):
+            fn = decoder.layer_norm if i == n_dec - 1 else None
+            if comp == "decoder":
+                post, attn = _post_whisper_decoder_self(layer, enc, fn), layer.self_attn
+            else:
+                post, attn = _post_whisper_cross(layer, fn), layer.encoder_attn
+            caps.append(_build((comp, i), rec, comp, i, layer, attn, post, fn, comp == "decoder"))
+        comps[comp] = caps
+    tok = processor.tokenizer
+    all_ids = prefix + (text_ids or [])
+    return Capture(
+        model_name=name,
+        family="whisper",
+        components=comps,
+        n_frames=WHISPER_FRAMES,
+        frame_duration=WHISPER_MAX_SECONDS / WHISPER_FRAMES,
+        window=WHISPER_MAX_SECONDS,
+        audio_duration=duration(audio),
+        decoder_tokens=all_ids if need_decoder else None,
+        decoder_token_strings=[tok.decode([t]) for t in all_ids] if need_decoder else None,
+        prefix_length=len(prefix),
+        transcription=transcription,
+        embeddings={"encoder_out": enc[0]},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# wav2vec2 / XLSR / HuBERT
+# ----------------------------------------------------------------------------------------------
+def _capture_wav2vec2(model, processor, audio, components, name):
+    _want(components, ("encoder",))
+    fe = getattr(processor, "feature_extractor", processor)
+    inputs = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+    encoder = _wav2vec2_encoder(model)
+    stable = _is_stable(encoder)
+    n = len(encoder.layers)
+    rec = _Recorder()
+    with _hooked(rec):
+        for i, layer in enumerate(encoder.layers):
+            rec.layer(("encoder", i), layer)
+            rec.attention(("encoder", i), layer.attention)
+        with torch.no_grad():
+            kw = {"input_values": inputs.input_values.float()}
+            if "attention_mask" in inputs:
+                kw["attention_mask"] = inputs.attention_mask
+            model(**kw)
+    caps = []
+    for i, layer in enumerate(encoder.layers):
+        fn = encoder.layer_norm if (stable and i == n - 1) else None
+        post = _post_w2v_stable(layer, fn) if stable else _post_w2v_postln(layer)
+        caps.append(_build(("encoder", i), rec, "encoder", i, layer, layer.attention, post, fn, False))
+    T = caps[0].weights.shape[-1]
+    c = model.config
+    expected = wav2vec2_num_frames(len(audio), c.conv_kernel, c.conv_stride)
+    if T != expected:
+        raise CaptureError(f"encoder has {T} frames but the feature encoder should give {expected}")
+    d = duration(audio)
+    return Capture(
+        model_name=name,
+        family="wav2vec2",
+        components={"encoder": caps},
+        n_frames=T,
+        frame_duration=d / T,
+        window=d,
+        audio_duration=d,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+def capture(
+    model,
+    processor,
+    audio,
+    transcription: str | None = None,
+    decoder_input_ids=None,
+    components=None,
+    language: str = "fr",
+    task: str = "transcribe",
+    sampling_rate: int | None = None,
+) -> Capture:
+    """One eager forward pass with hooks; every layer of every requested component.
+
+    audio: path, array (+ ``sampling_rate``) or datasets audio dict; resampled to 16 kHz mono.
+    transcription / decoder_input_ids: what the Whisper decoder is teacher-forced on (text tokens,
+        with or without the prefix); both None -> the model's own greedy transcription.
+    components: subset of ``("encoder", "decoder", "cross")`` (default: all the model has).
+    """
+    family = model_family(model)
+    ensure_eager(model)
+    if model.training:
+        raise ValueError("the model is in training mode (dropout active); call model.eval() first")
+    audio = load_audio(audio, sampling_rate)
+    name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+    if family == "whisper":
+        cap = _capture_whisper(model, processor, audio, transcription, decoder_input_ids, components, language, task, name)
+    else:
+        cap = _capture_wav2vec2(model, processor, audio, components, name)
+    for layers in cap.components.values():
+        for lc in layers:
+            _check(lc, name)
+    return cap
+
+
+def encoder_frames(model, audio) -> tuple[int, float]:
+    """``(n_frames, window_seconds)`` of the encoder for this clip, without running the model."""
+    audio = load_audio(audio, SAMPLE_RATE) if not isinstance(audio, np.ndarray) else audio
+    if model_family(model) == "whisper":
+        return WHISPER_FRAMES, WHISPER_MAX_SECONDS
+    c = model.config
+    return wav2vec2_num_frames(len(audio), c.conv_kernel, c.conv_stride), duration(audio)
