@@ -1,0 +1,241 @@
+"""Number probe: is the grammatical number of the target word linearly decodable, layer by layer?
+
+The paper's probe (Mohebbi et al. 2023, section on probing): for every layer, one feature vector per
+item -- the mean of the layer's hidden states over the target word's encoder frames (encoder) or over
+the decoder positions that *predict* the target's tokens (decoder) -- and a logistic-regression
+classifier (L2, default ``C``) scored by 3-fold cross-validation after a seeded shuffle. Accuracy
+and macro-F1, trained vs randomly initialised models, depth normalised to [0, 1] so that models of
+different depths share one axis.
+
+Functions here are plain numpy / scikit-learn; the features come from the study pipeline
+(:func:`ctxmix_lite.study.run_study` stores them next to the cue-contribution scores) or from
+:func:`mfcc_features` (the acoustic baseline and the minimal-pair control).
+
+    x_n^(l) = mean_{t in target(n)} h_t^(l)                       one vector per item and layer
+    p(y = plural | x) = sigmoid(w . x + b),  min_w  sum_n CE + ||w||^2 / (2C)
+    accuracy = mean_folds mean_n [y_hat_n == y_n],  macro-F1 = mean_classes F1_c
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "cross_validate_probe",
+    "probe_layers",
+    "normalised_depth",
+    "shuffled_label_control",
+    "planted_signal",
+    "mfcc_features",
+    "chance_level",
+]
+
+
+def _as_labels(y) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {y.shape}")
+    return y
+
+
+def chance_level(y) -> float:
+    """Accuracy of always answering the majority class: ``max_c n_c / N``."""
+    y = _as_labels(y)
+    if len(y) == 0:
+        raise ValueError("no labels")
+    _, counts = np.unique(y, return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
+def _folds(y: np.ndarray, n_splits: int, seed: int):
+    """Seeded shuffle, then stratified folds: (train_idx, test_idx) in the original indexing."""
+    from sklearn.model_selection import StratifiedKFold
+
+    n = len(y)
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(f"the probe needs two classes at least, got only {classes.tolist()}")
+    if counts.min() < n_splits:
+        raise ValueError(
+            f"every class needs >= n_splits={n_splits} items for {n_splits}-fold cross-validation; "
+            f"class counts are {dict(zip(classes.tolist(), counts.tolist()))}"
+        )
+    perm = np.random.default_rng(seed).permutation(n)  # the seeded shuffle
+    skf = StratifiedKFold(n_splits=n_splits, shuffle=False)
+    for tr, te in skf.split(np.zeros(n), y[perm]):
+        yield perm[tr], perm[te]
+
+
+def cross_validate_probe(
+    X,
+    y,
+    n_splits: int = 3,
+    seed: int = 0,
+    C: float = 1.0,
+    standardize: bool = True,
+    max_iter: int = 2000,
+) -> dict:
+    """Logistic-regression probe scored by ``n_splits``-fold cross-validation after a seeded shuffle.
+
+    Parameters
+    ----------
+    X : array [N, D]
+        One feature vector per item.
+    y : array [N]
+        Labels (any hashable type, e.g. ``"singular"`` / ``"plural"``).
+    standardize : bool
+        z-score every feature with the *training* fold's mean and std before the regression (keeps
+        lbfgs well conditioned across layers whose scales differ by orders of magnitude; the
+        decision rule of an L2 probe changes only through the penalty's scale).
+
+    Returns
+    -------
+    dict with ``accuracy``, ``accuracy_std``, ``macro_f1``, ``macro_f1_std`` (mean / std over folds),
+    ``fold_accuracy``, ``fold_macro_f1`` (lists), ``chance`` (majority-class rate) and ``n``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.asarray(X, dtype=np.float64)
+    y = _as_labels(y)
+    if X.ndim != 2:
+        raise ValueError(f"X must be [N, D], got shape {X.shape}")
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]} labels")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X contains NaN or infinite values")
+    accs, f1s = [], []
+    for tr, te in _folds(y, n_splits, seed):
+        clf = LogisticRegression(C=C, max_iter=max_iter)  # L2 penalty is sklearn's default
+        model = make_pipeline(StandardScaler(), clf) if standardize else clf
+        model.fit(X[tr], y[tr])
+        pred = model.predict(X[te])
+        accs.append(accuracy_score(y[te], pred))
+        f1s.append(f1_score(y[te], pred, average="macro"))
+    return {
+        "accuracy": float(np.mean(accs)),
+        "accuracy_std": float(np.std(accs)),
+        "macro_f1": float(np.mean(f1s)),
+        "macro_f1_std": float(np.std(f1s)),
+        "fold_accuracy": [float(a) for a in accs],
+        "fold_macro_f1": [float(f) for f in f1s],
+        "chance": chance_level(y),
+        "n": int(len(y)),
+    }
+
+
+def normalised_depth(layer, n_layers: int):
+    """Depth in [0, 1]: ``layer / n_layers`` where layer 0 is the input to the first Transformer layer
+    (the embeddings) and layer ``n_layers`` the output of the last one."""
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    layer = np.asarray(layer)
+    if np.any(layer < 0) or np.any(layer > n_layers):
+        raise ValueError(f"layer indices must lie in [0, {n_layers}], got {layer}")
+    out = layer / float(n_layers)
+    return float(out) if out.ndim == 0 else out
+
+
+def probe_layers(
+    features,
+    y,
+    n_splits: int = 3,
+    seed: int = 0,
+    C: float = 1.0,
+    standardize: bool = True,
+    progress: bool = False,
+    **meta,
+):
+    """Run :func:`cross_validate_probe` on every layer.
+
+    ``features``: array ``[L+1, N, D]`` (layer 0 = the embeddings) or a mapping ``layer -> [N, D]``.
+    Extra keyword arguments (e.g. ``model="whisper-base", init="trained", component="encoder"``) are
+    copied into every row. Returns a tidy ``pandas.DataFrame`` with columns ``layer, depth, accuracy,
+    accuracy_std, macro_f1, macro_f1_std, chance, n`` (+ the meta columns).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if isinstance(features, Mapping):
+        layers = sorted(features)
+        mats = [features[k] for k in layers]
+    else:
+        arr = np.asarray(features)
+        if arr.ndim != 3:
+            raise ValueError(f"features must be [L+1, N, D] or a dict of [N, D], got shape {arr.shape}")
+        layers = list(range(arr.shape[0]))
+        mats = list(arr)
+    n_layers = max(layers) if max(layers) > 0 else 1
+    rows = []
+    for layer, X in tqdm(list(zip(layers, mats)), desc="probe", disable=not progress):
+        r = cross_validate_probe(X, y, n_splits=n_splits, seed=seed, C=C, standardize=standardize)
+        rows.append(
+            {
+                **meta,
+                "layer": int(layer),
+                "depth": normalised_depth(layer, n_layers),
+                **{k: r[k] for k in ("accuracy", "accuracy_std", "macro_f1", "macro_f1_std", "chance", "n")},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def shuffled_label_control(X, y, seed: int = 0, **kw) -> dict:
+    """Same probe with the labels randomly permuted (seeded): a probe that finds 'signal' here
+    overfits. Expected accuracy ~ chance."""
+    y = _as_labels(y)
+    y_perm = y[np.random.default_rng(seed + 1).permutation(len(y))]
+    return cross_validate_probe(X, y_perm, seed=seed, **kw)
+
+
+def planted_signal(n: int = 200, d: int = 32, strength: float = 2.0, noise_dims: Optional[int] = None, seed: int = 0):
+    """Synthetic probe data with a known answer: ``x = noise + strength * y_pm * u`` where ``u`` is a
+    random unit direction and ``y_pm`` = +-1. With ``strength`` >= 2 a linear probe is near 100 %.
+    Returns ``(X [n, d], y [n] in {"singular", "plural"})`` balanced."""
+    rng = np.random.default_rng(seed)
+    if n < 6 or d < 1:
+        raise ValueError(f"need n >= 6 and d >= 1, got n={n}, d={d}")
+    y01 = np.arange(n) % 2
+    rng.shuffle(y01)
+    u = rng.standard_normal(d)
+    u /= np.linalg.norm(u)
+    X = rng.standard_normal((n, d)) + strength * (2 * y01[:, None] - 1) * u[None, :]
+    y = np.where(y01 == 1, "plural", "singular")
+    return X, y
+
+
+def mfcc_features(
+    audio,
+    span: Optional[Sequence[float]] = None,
+    sampling_rate: int = 16000,
+    n_mfcc: int = 13,
+    margin: float = 0.0,
+) -> np.ndarray:
+    """Acoustic baseline: MFCCs (25 ms window, 10 ms hop) of ``audio`` restricted to the time span
+    ``span = (start, end)`` in seconds, summarised as ``[mean, std]`` over frames -> ``[2 * n_mfcc]``.
+
+    Used twice in notebook 06: on the target word's span (the *minimal-pair control*: singular and
+    plural targets are homophones, so their own acoustics should not carry the label) and on the
+    cue's span (which does carry it)."""
+    import librosa
+
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"audio must be a non-empty 1-D array, got shape {x.shape}")
+    if span is not None:
+        start, end = float(span[0]) - margin, float(span[1]) + margin
+        if not end > start:
+            raise ValueError(f"span end must be after start, got {span}")
+        a = max(0, int(round(start * sampling_rate)))
+        b = min(len(x), int(round(end * sampling_rate)))
+        if b - a < int(0.025 * sampling_rate):
+            raise ValueError(f"span {span} covers {b - a} samples: shorter than one 25 ms MFCC window")
+        x = x[a:b]
+    m = librosa.feature.mfcc(
+        y=x, sr=sampling_rate, n_mfcc=n_mfcc, n_fft=int(0.025 * sampling_rate),
+        hop_length=int(0.010 * sampling_rate), n_mels=40, center=False,
+    )  # [n_mfcc, frames]
+    return np.concatenate([m.mean(axis=1), m.std(axis=1)]).astype(np.float32)

@@ -1,0 +1,115 @@
+"""Tests of the number probe (ctxmix_lite.probe): a planted linear signal is recovered, shuffled labels
+give chance, the cross-validation is deterministic under a seed and independent of item order."""
+import numpy as np
+import pytest
+
+from ctxmix_lite import probe
+
+
+def test_planted_signal_is_recovered():
+    X, y = probe.planted_signal(n=240, d=64, strength=2.0, seed=3)
+    r = probe.cross_validate_probe(X, y, seed=0)
+    assert r["accuracy"] > 0.9
+    assert r["macro_f1"] > 0.9
+    assert len(r["fold_accuracy"]) == 3
+    assert r["chance"] == pytest.approx(0.5)
+
+
+def test_shuffled_labels_are_at_chance():
+    X, y = probe.planted_signal(n=300, d=64, strength=2.0, seed=1)
+    accs = [probe.shuffled_label_control(X, y, seed=s)["accuracy"] for s in range(5)]
+    # 5 x 300 held-out predictions: the mean of chance-level accuracies has sd ~ 0.013
+    assert abs(np.mean(accs) - 0.5) < 0.06
+    assert max(accs) < 0.65
+
+
+def test_no_signal_is_at_chance():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 16))
+    y = np.array(["a", "b"] * 150)
+    assert abs(probe.cross_validate_probe(X, y)["accuracy"] - 0.5) < 0.1
+
+
+def test_seeded_determinism_and_seed_matters():
+    X, y = probe.planted_signal(n=90, d=20, strength=0.6, seed=5)
+    a = probe.cross_validate_probe(X, y, seed=7)
+    b = probe.cross_validate_probe(X, y, seed=7)
+    c = probe.cross_validate_probe(X, y, seed=8)
+    assert a["fold_accuracy"] == b["fold_accuracy"]
+    assert a["fold_accuracy"] != c["fold_accuracy"]  # a different shuffle, different folds
+
+
+def test_folds_partition_and_are_stratified():
+    y = np.array(["s"] * 30 + ["p"] * 60)
+    seen = []
+    for tr, te in probe._folds(y, 3, seed=0):
+        assert len(set(tr) & set(te)) == 0
+        assert (y[te] == "s").sum() == 10  # stratified: every fold keeps the 1:2 ratio
+        seen.extend(te.tolist())
+    assert sorted(seen) == list(range(90))
+
+
+def test_matches_a_direct_sklearn_loop():
+    """Independent formulation: shuffle, StratifiedKFold, StandardScaler+LogisticRegression by hand."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = probe.planted_signal(n=120, d=10, strength=0.8, seed=2)
+    perm = np.random.default_rng(4).permutation(len(y))
+    Xs, ys = X[perm], y[perm]
+    accs = []
+    for tr, te in StratifiedKFold(3).split(Xs, ys):
+        sc = StandardScaler().fit(Xs[tr])
+        clf = LogisticRegression(max_iter=2000).fit(sc.transform(Xs[tr]), ys[tr])
+        accs.append(np.mean(clf.predict(sc.transform(Xs[te])) == ys[te]))
+    r = probe.cross_validate_probe(X, y, seed=4)
+    np.testing.assert_allclose(r["fold_accuracy"], accs)
+
+
+def test_probe_layers_table_and_depth():
+    rng = np.random.default_rng(0)
+    y = np.array(["singular", "plural"] * 60)
+    feats = rng.standard_normal((4, 120, 8))
+    feats[3, :, 0] += 3.0 * (y == "plural")  # only the last layer carries the label
+    df = probe.probe_layers(feats, y, model="m", init="trained")
+    assert list(df["layer"]) == [0, 1, 2, 3]
+    np.testing.assert_allclose(df["depth"], [0, 1 / 3, 2 / 3, 1])
+    assert df.loc[3, "accuracy"] > 0.9 and df.loc[0, "accuracy"] < 0.7
+    assert set(df["model"]) == {"m"}
+
+
+def test_normalised_depth():
+    assert probe.normalised_depth(0, 6) == 0.0
+    assert probe.normalised_depth(6, 6) == 1.0
+    np.testing.assert_allclose(probe.normalised_depth(np.arange(25), 24)[12], 0.5)
+    with pytest.raises(ValueError):
+        probe.normalised_depth(7, 6)
+
+
+def test_bad_inputs_raise():
+    X, y = probe.planted_signal(n=30, d=4)
+    with pytest.raises(ValueError, match="rows"):
+        probe.cross_validate_probe(X[:10], y)
+    with pytest.raises(ValueError, match="two classes"):
+        probe.cross_validate_probe(X, np.array(["a"] * 30))
+    with pytest.raises(ValueError, match="n_splits"):
+        probe.cross_validate_probe(X[:8], np.array(["a"] * 6 + ["b"] * 2))
+    Xn = X.copy()
+    Xn[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        probe.cross_validate_probe(Xn, y)
+
+
+def test_mfcc_features_span_and_errors():
+    sr = 16000
+    t = np.arange(sr) / sr
+    audio = (0.1 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    audio[sr // 2:] = 0.1 * np.sin(2 * np.pi * 2000 * t[sr // 2:])
+    f1 = probe.mfcc_features(audio, (0.1, 0.4))
+    f2 = probe.mfcc_features(audio, (0.6, 0.9))
+    assert f1.shape == (26,)
+    assert not np.allclose(f1, f2)  # different content in the two spans
+    np.testing.assert_allclose(probe.mfcc_features(audio, (0.1, 0.4)), f1)
+    with pytest.raises(ValueError, match="shorter"):
+        probe.mfcc_features(audio, (0.1, 0.11))
