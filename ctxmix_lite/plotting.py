@@ -1,0 +1,261 @@
+"""Figures of the course: audio with its words, and labelled heatmaps.
+
+* :func:`plot_waveform_words` -- waveform, time in seconds, word boundaries and labels.
+* :func:`plot_spectrogram_words` -- log-mel spectrogram (Whisper's 25 ms / 10 ms framing, 80 bands)
+  with the same word boundaries.
+* :func:`plot_matrix` -- any 2-D array (attention map, contribution matrix, word x word table) with
+  labelled axes and a labelled colour bar; :func:`mark_spans` draws word spans over frame axes.
+* :func:`plot_layer_heatmap` -- layers (rows, first layer at the bottom) x columns (measures,
+  components, words), every cell annotated: the figure type of the homophony study.
+
+Every function draws on ``ax`` when given (else on a new figure) and returns the axes, so several
+panels can be combined with ``plt.subplots``. Save with :func:`ctxmix_lite.paths.savefig`.
+
+An *alignment* is a list of words with times in seconds: dicts ``{"start": s, "end": s, "word": w}``
+(the data sets' format), ``(start, end, word)`` tuples, or objects with those attributes.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _new_ax(ax, figsize):
+    if ax is not None:
+        return ax
+    fig, ax = _plt().subplots(figsize=figsize)
+    return ax
+
+
+def _to_numpy(x, name="array") -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, without importing torch here
+        x = x.detach().cpu().float().numpy()
+    arr = np.asarray(x)
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be numeric, got an object array")
+    return arr.astype(np.float64, copy=False)
+
+
+def _audio(audio, sr) -> np.ndarray:
+    arr = _to_numpy(audio, "audio")
+    if arr.ndim != 1:
+        raise ValueError(f"audio must be 1-D (mono samples), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError("audio is empty")
+    if not (isinstance(sr, (int, np.integer)) and sr > 0):
+        raise ValueError(f"sampling rate must be a positive integer (Hz), got {sr!r}")
+    return arr
+
+
+def normalize_alignment(alignment) -> list:
+    """Alignment as a list of ``(start, end, word)`` with float seconds; checks order and bounds."""
+    if alignment is None:
+        return []
+    words = []
+    for k, item in enumerate(alignment):
+        if isinstance(item, dict):
+            try:
+                start, end, word = item["start"], item["end"], item["word"]
+            except KeyError as err:
+                raise ValueError(f"alignment entry {k} lacks key {err} (needs start, end, word)")
+        elif isinstance(item, (tuple, list)) and len(item) == 3:
+            start, end, word = item
+        elif all(hasattr(item, a) for a in ("start", "end", "word")):
+            start, end, word = item.start, item.end, item.word
+        else:
+            raise ValueError(f"alignment entry {k} must be a dict/tuple/object with start, end, "
+                             f"word; got {item!r}")
+        start, end = float(start), float(end)
+        if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end < start:
+            raise ValueError(f"alignment entry {k} ({word!r}) has invalid times "
+                             f"start={start}, end={end} (need 0 <= start <= end)")
+        words.append((start, end, str(word)))
+    return words
+
+
+def _draw_words(ax, words, duration, color, label_color, box):
+    """Boundaries as vertical lines, word labels staggered on two rows at the top of the axes."""
+    trans = ax.get_xaxis_transform()  # x in data (seconds), y in axes fraction
+    for k, (start, end, word) in enumerate(words):
+        ax.axvline(start, color=color, lw=0.9, ls="--", alpha=0.9)
+        ax.axvline(end, color=color, lw=0.9, ls="--", alpha=0.9)
+        y = 0.97 if k % 2 == 0 else 0.86
+        ax.text((start + end) / 2, y, word, transform=trans, ha="center", va="top",
+                fontsize=9, color=label_color, clip_on=True,
+                bbox=dict(boxstyle="round,pad=0.15", fc=box, ec="none", alpha=0.75))
+    ax.set_xlim(0, duration)
+
+
+def plot_waveform_words(audio, sr: int, alignment=None, ax=None, title: Optional[str] = None):
+    """Waveform (amplitude vs time in seconds) with word boundaries and labels."""
+    y = _audio(audio, sr)
+    words = normalize_alignment(alignment)
+    ax = _new_ax(ax, (10, 2.6))
+    t = np.arange(y.size) / sr
+    ax.plot(t, y, lw=0.5, color="tab:blue")
+    duration = y.size / sr
+    _draw_words(ax, words, duration, color="0.35", label_color="black", box="white")
+    peak = float(np.max(np.abs(y))) or 1.0
+    ax.set_ylim(-1.25 * peak, 1.45 * peak)  # head room for the labels
+    ax.set_xlabel("Time (s)")
+    ax.set_ylabel("Amplitude")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def mel_spectrogram_db(audio, sr: int, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160,
+                       fmax: Optional[float] = 8000.0) -> np.ndarray:
+    """Log-mel spectrogram in dB (0 dB = loudest bin), ``[n_mels, frames]``.
+
+    Defaults follow Whisper at 16 kHz: 25 ms windows (n_fft=400) every 10 ms (hop 160), 80 bands.
+    """
+    import librosa
+
+    y = _audio(audio, sr).astype(np.float32)
+    fmax = min(fmax or sr / 2, sr / 2)
+    S = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop_length,
+                                       n_mels=n_mels, fmax=fmax)
+    return librosa.power_to_db(S, ref=np.max)
+
+
+def plot_spectrogram_words(audio, sr: int, alignment=None, ax=None, n_mels: int = 80,
+                           n_fft: int = 400, hop_length: int = 160, fmax: Optional[float] = 8000.0,
+                           colorbar: bool = True, title: Optional[str] = None):
+    """Log-mel spectrogram (time in seconds, frequency in Hz on a mel scale) with word boundaries."""
+    import librosa.display
+
+    S_db = mel_spectrogram_db(audio, sr, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
+                              fmax=fmax)
+    words = normalize_alignment(alignment)
+    ax = _new_ax(ax, (10, 3.2))
+    fmax = min(fmax or sr / 2, sr / 2)
+    img = librosa.display.specshow(S_db, sr=sr, hop_length=hop_length, x_axis="time",
+                                   y_axis="mel", fmax=fmax, ax=ax, cmap="magma")
+    duration = _to_numpy(audio).size / sr
+    _draw_words(ax, words, duration, color="white", label_color="black", box="white")
+    ax.set_xlabel("Time (s)")
+    ax.set_ylabel("Frequency (Hz, mel scale)")
+    if colorbar:
+        ax.figure.colorbar(img, ax=ax, format="%+.0f dB", pad=0.01).set_label("Power (dB)")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def _set_ticks(ax, labels, n, axis):
+    if labels is None:
+        return
+    labels = [str(x) for x in labels]
+    if len(labels) != n:
+        raise ValueError(f"{axis} labels: got {len(labels)} labels for {n} {axis}s")
+    if axis == "row":
+        ax.set_yticks(range(n))
+        ax.set_yticklabels(labels)
+    else:
+        ax.set_xticks(range(n))
+        rotate = n > 8 or max((len(s) for s in labels), default=0) > 6
+        ax.set_xticklabels(labels, rotation=90 if rotate else 0)
+
+
+def plot_matrix(mat, row_labels: Optional[Sequence] = None, col_labels: Optional[Sequence] = None,
+                xlabel: str = "key / source position j", ylabel: str = "query / target position i",
+                title: Optional[str] = None, ax=None, cmap: str = "viridis",
+                colorbar_label: str = "value", vmin=None, vmax=None, annotate: bool = False,
+                fmt: str = "{:.2f}"):
+    """Heatmap of a 2-D array (row i, column j) with labelled axes and colour bar.
+
+    ``row_labels`` / ``col_labels`` (e.g. words) must match the shape; ``annotate`` writes each
+    value in its cell (for small word x word matrices).
+    """
+    m = _to_numpy(mat, "mat")
+    if m.ndim != 2:
+        raise ValueError(f"plot_matrix needs a 2-D array, got shape {m.shape}")
+    ax = _new_ax(ax, (5.5, 4.5))
+    img = ax.imshow(m, aspect="auto", interpolation="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
+    _set_ticks(ax, row_labels, m.shape[0], "row")
+    _set_ticks(ax, col_labels, m.shape[1], "column")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.figure.colorbar(img, ax=ax, pad=0.02).set_label(colorbar_label)
+    if annotate:
+        _annotate(ax, m, img, fmt)
+    return ax
+
+
+def _annotate(ax, m, img, fmt):
+    norm = img.norm
+    for (i, j), v in np.ndenumerate(m):
+        if not np.isfinite(v):
+            continue
+        shade = norm(v) if norm.vmax != norm.vmin else 0.0
+        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                color="black" if shade > 0.6 else "white")
+
+
+def mark_spans(ax, spans, labels: Optional[Sequence] = None, axis: str = "both",
+               color: str = "white"):
+    """Outline inclusive index spans ``(first, last)`` (e.g. the frames of each word) on a matrix
+    drawn by :func:`plot_matrix`: lines at span edges, labels at span centres."""
+    if axis not in ("x", "y", "both"):
+        raise ValueError(f"axis must be 'x', 'y' or 'both', got {axis!r}")
+    spans = [(int(a), int(b)) for a, b in spans]
+    if labels is not None and len(labels) != len(spans):
+        raise ValueError(f"{len(labels)} labels for {len(spans)} spans")
+    for k, (a, b) in enumerate(spans):
+        if b < a:
+            raise ValueError(f"span {k} = ({a}, {b}) has last < first")
+        for edge in (a - 0.5, b + 0.5):
+            if axis in ("x", "both"):
+                ax.axvline(edge, color=color, lw=0.6, alpha=0.8)
+            if axis in ("y", "both"):
+                ax.axhline(edge, color=color, lw=0.6, alpha=0.8)
+    if labels is not None:
+        centres = [(a + b) / 2 for a, b in spans]
+        if axis in ("x", "both"):
+            ax.set_xticks(centres)
+            ax.set_xticklabels([str(s) for s in labels], rotation=90)
+        if axis in ("y", "both"):
+            ax.set_yticks(centres)
+            ax.set_yticklabels([str(s) for s in labels])
+    return ax
+
+
+def plot_layer_heatmap(values, col_labels: Sequence, layer_labels: Optional[Sequence] = None,
+                       title: Optional[str] = None, ax=None, xlabel: str = "",
+                       ylabel: str = "Layer", colorbar_label: str = "cue contribution",
+                       cmap: str = "Blues", vmin=None, vmax=None, annotate: bool = True,
+                       fmt: str = "{:.2f}"):
+    """Layers x columns heatmap, layer 1 at the bottom, each cell annotated.
+
+    ``values``: ``[n_layers, n_cols]``; ``col_labels`` name the columns (measures, components...);
+    ``layer_labels`` default to 1..n_layers.
+    """
+    m = _to_numpy(values, "values")
+    if m.ndim != 2:
+        raise ValueError(f"plot_layer_heatmap needs [layers, columns], got shape {m.shape}")
+    n_layers, n_cols = m.shape
+    if layer_labels is None:
+        layer_labels = list(range(1, n_layers + 1))
+    ax = _new_ax(ax, (1.2 + 1.1 * n_cols, 1.0 + 0.45 * n_layers))
+    img = ax.imshow(m, aspect="auto", origin="lower", interpolation="nearest", cmap=cmap,
+                    vmin=vmin, vmax=vmax)
+    _set_ticks(ax, layer_labels, n_layers, "row")
+    _set_ticks(ax, col_labels, n_cols, "column")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.figure.colorbar(img, ax=ax, pad=0.02).set_label(colorbar_label)
+    if annotate:
+        _annotate(ax, m, img, fmt)
+    return ax
