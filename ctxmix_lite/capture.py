@@ -142,6 +142,7 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
 
 
 def _post_whisper_encoder(layer, final_norm):
+    @torch.no_grad()
     def post(resid, attn_out):
         h = _as_batch(resid + attn_out)  # h = x + Attn(LN1(x))
         out = h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))  # + FFN(LN2(h))
@@ -157,6 +158,7 @@ def _whisper_ffn(layer, h):
 
 
 def _post_whisper_decoder_self(layer, enc_states, final_norm):
+    @torch.no_grad()
     def post(resid, attn_out):
         h = _as_batch(resid + attn_out)  # h1 = x + SelfAttn(LN1(x))
         cross, _ = layer.encoder_attn(
@@ -171,6 +173,7 @@ def _post_whisper_decoder_self(layer, enc_states, final_norm):
 
 
 def _post_whisper_cross(layer, final_norm):
+    @torch.no_grad()
     def post(resid, attn_out):
         out = _whisper_ffn(layer, _as_batch(resid + attn_out))
         if final_norm is not None:
@@ -181,6 +184,7 @@ def _post_whisper_cross(layer, final_norm):
 
 
 def _post_w2v_postln(layer):
+    @torch.no_grad()
     def post(resid, attn_out):
         h = layer.layer_norm(_as_batch(resid + attn_out))  # h = LN1(x + Attn(x))
         return layer.final_layer_norm(h + layer.feed_forward(h))[0]  # out = LN2(h + FFN(h))
@@ -189,6 +193,7 @@ def _post_w2v_postln(layer):
 
 
 def _post_w2v_stable(layer, final_norm):
+    @torch.no_grad()
     def post(resid, attn_out):
         h = _as_batch(resid + attn_out)  # h = x + Attn(LN1(x))
         out = h + layer.feed_forward(layer.final_layer_norm(h))  # out = h + FFN(LN2(h))
@@ -211,7 +216,8 @@ def _make_rerun(layer_module, v_proj, args, kwargs, final_norm) -> Callable:
             handle.remove()
         out = out[0] if isinstance(out, tuple) else out
         if final_norm is not None:
-            out = final_norm(out)
+            with torch.no_grad():
+                out = final_norm(out)
         return out[0]
 
     return rerun
@@ -332,7 +338,7 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
         elif transcription is not None:
             text_ids = _text_ids(processor, transcription)
         else:
-            transcription, text_ids = transcribe(model, processor, audio, language, task)
+            transcription, text_ids = transcribe(model, processor, audio, language, task, sampling_rate=SAMPLE_RATE)
         if len(text_ids) == 0:
             raise ValueError("the transcription is empty: nothing to teacher-force the decoder on")
         max_len = model.config.max_target_positions
