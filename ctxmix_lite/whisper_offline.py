@@ -59,6 +59,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
@@ -138,6 +139,11 @@ NAMED_SPECIAL_IDS = {
 }
 
 PathLike = Union[str, os.PathLike]
+
+# transformers' from_pretrained is not thread-safe (threads loading at once can leave the output
+# projection untied): loads and conversions in one process go one at a time. Across processes the
+# fcntl lock below does the same job.
+_PROCESS_LOCK = threading.RLock()
 
 
 class OfflineWhisperError(RuntimeError):
@@ -829,8 +835,14 @@ def load_whisper_base_offline(cache_dir: Optional[PathLike] = None, force: bool 
         lock.touch(exist_ok=True)
     except OSError as e:
         logger.warning("cannot write the Whisper cache at %s (%s): converting in memory", target, e)
-        return build_whisper_base_offline(progress=progress)
+        with _PROCESS_LOCK:
+            return build_whisper_base_offline(progress=progress)
 
+    with _PROCESS_LOCK:
+        return _load_or_convert(target, lock, files, force, progress)
+
+
+def _load_or_convert(target: Path, lock: Path, files: Mapping[str, Path], force: bool, progress: bool):
     if not force:
         with _locked(lock, exclusive=False):
             if _cache_is_valid(target, files):
@@ -858,7 +870,7 @@ def load_whisper_processor_offline(cache_dir: Optional[PathLike] = None):
     target = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     lock = target.parent / f".{target.name}.lock"
     if lock.is_file():
-        with _locked(lock, exclusive=False):
+        with _PROCESS_LOCK, _locked(lock, exclusive=False):
             if _cache_is_valid(target, files):
                 try:
                     processor = WhisperProcessor.from_pretrained(target, local_files_only=True)
@@ -873,19 +885,31 @@ def load_whisper_processor_offline(cache_dir: Optional[PathLike] = None):
 # Small helpers
 # ----------------------------------------------------------------------------------------------
 @torch.no_grad()
-def language_probabilities(model, input_features: torch.Tensor, tokenizer=None) -> Dict[str, float]:
+def language_probabilities(model, input_features: Optional[torch.Tensor] = None, tokenizer=None, *,
+                           encoder_outputs=None) -> Dict[str, float]:
     """Language identification as OpenAI does it: the first decoder step after
     ``<|startoftranscript|>``, softmax over the 99 language tokens only::
 
         p(lang) = softmax_{l in languages}(logits[SOT -> l])
 
-    ``input_features``: ``[1, 80, 3000]``. Returns ``{code: p}`` sorted by decreasing p.
+    Give ``input_features`` ``[1, 80, 3000]`` or, to skip the encoder, ``encoder_outputs``
+    (``model.model.encoder(...)`` output or its ``[1, 1500, 512]`` hidden states).
+    Returns ``{code: p}`` sorted by decreasing p.
     """
-    if input_features.ndim != 3 or input_features.shape[0] != 1:
-        raise ValueError(f"input_features must be [1, n_mels, 3000], got {tuple(input_features.shape)}")
-    feats = input_features.to(dtype=model.dtype, device=model.device)
+    if (input_features is None) == (encoder_outputs is None):
+        raise ValueError("give exactly one of input_features or encoder_outputs")
     dec = torch.tensor([[SOT]], device=model.device)
-    logits = model(input_features=feats, decoder_input_ids=dec).logits[0, -1]
+    if input_features is not None:
+        if input_features.ndim != 3 or input_features.shape[0] != 1:
+            raise ValueError(f"input_features must be [1, n_mels, 3000], got {tuple(input_features.shape)}")
+        feats = input_features.to(dtype=model.dtype, device=model.device)
+        logits = model(input_features=feats, decoder_input_ids=dec).logits[0, -1]
+    else:
+        if isinstance(encoder_outputs, torch.Tensor):
+            encoder_outputs = (encoder_outputs,)
+        if encoder_outputs[0].ndim != 3 or encoder_outputs[0].shape[0] != 1:
+            raise ValueError(f"encoder_outputs must be [1, frames, d_model], got {tuple(encoder_outputs[0].shape)}")
+        logits = model(encoder_outputs=encoder_outputs, decoder_input_ids=dec).logits[0, -1]
     ids = list(range(FIRST_LANGUAGE, FIRST_LANGUAGE + N_LANGUAGES))
     p = torch.softmax(logits[ids].double(), dim=-1)
     if tokenizer is None:
