@@ -62,7 +62,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -792,8 +792,14 @@ def _load_cached(target: Path):
 
 def _write_cache(target: Path, files: Mapping[str, Path], progress: bool) -> None:
     """Convert and place the result at ``target`` atomically (caller holds the exclusive lock)."""
+    # leftovers of a process killed mid-conversion (only lock holders create them): ~290 MB each
+    for stale in list(target.parent.glob(f".{target.name}.tmp-*")) + list(target.parent.glob(f".{target.name}.old-*")):
+        shutil.rmtree(stale, ignore_errors=True)
     model, processor = build_whisper_base_offline(progress=progress)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the cache is an ordinary folder
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)

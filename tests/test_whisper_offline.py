@@ -8,6 +8,7 @@ shipped ``vocabulary.txt`` / ``config.json``. No network.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -481,8 +482,13 @@ def test_stale_or_damaged_cache_is_reconverted(tmp_path, fake_build):
     model, _ = W.load_whisper_base_offline(cache_dir=target, progress=False)
     assert len(fake_build) == 5 and model.num_parameters() == 72_593_920
 
+    (tmp_path / ".wb.tmp-killed").mkdir()  # a conversion killed half-way
+    (tmp_path / ".wb.tmp-killed" / "model.safetensors").write_bytes(b"x" * 100)
     W.load_whisper_base_offline(cache_dir=target, force=True, progress=False)
     assert len(fake_build) == 6
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~mask  # an ordinary folder, not mkdtemp's 0700
     assert sorted(p.name for p in tmp_path.iterdir()) == [".wb.lock", "wb"]  # no temp dirs left behind
 
 
