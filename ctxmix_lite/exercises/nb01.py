@@ -573,8 +573,14 @@ def check_pre_ln_layer(fn, data: Optional[ExerciseData] = None, strict=None) -> 
 
 
 def real_layer_table(records: Sequence[L.LayerIO], model_label: str, float64: bool = True) -> list:
-    """:func:`ctxmix_lite.layer.compare_with_transformers` rows, tagged with the model's label."""
-    return [dict(model=model_label, **row) for row in L.compare_with_transformers(records, float64=float64)]
+    """:func:`ctxmix_lite.layer.compare_with_transformers` rows, tagged with the model's label and
+    ``layer``: the layer's index within its own stack (Whisper: encoder 0-5, decoder 0-5)."""
+    rows, seen = [], {}
+    for row in L.compare_with_transformers(records, float64=float64):
+        row["layer"] = seen.get(row["layer_type"], 0)  # index within its stack (encoder / decoder)
+        seen[row["layer_type"]] = row["layer"] + 1
+        rows.append(dict(model=model_label, **row))
+    return rows
 
 
 def print_real_layer_table(rows: Sequence[dict]) -> None:
@@ -584,7 +590,7 @@ def print_real_layer_table(rows: Sequence[dict]) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['model']:<28} {r['layer_type']:<36} {r['index']:>2} {r['max_abs_diff']:9.1e} "
+        print(f"{r['model']:<28} {r['layer_type']:<36} {r['layer']:>2} {r['max_abs_diff']:9.1e} "
               f"{r['max_abs_out']:8.1f} {r['scaled_diff']:8.1e} {r.get('f64_vs_transformers', math.nan):8.1e} "
               f"{r.get('f64_vs_ours', math.nan):8.1e}")
 
