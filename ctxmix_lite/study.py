@@ -1,0 +1,1102 @@
+"""The homophony study (Mohebbi et al., EMNLP 2023), end to end: cue contribution per layer.
+
+French nouns and verbs whose singular and plural sound the same (*livre / livres*, *trouve /
+trouvent*) can only be transcribed right by reading an earlier *cue* word that marks number audibly
+(*le / les*, *il / ils* before a vowel). For every item, every model (trained and randomly
+initialised), every component and every context-mixing measure, the study asks: how much of what
+the target word reads in a layer comes from the cue?
+
+Pipeline, per item and per model (one forward pass each)::
+
+    capture once  ->  rows of the target only  ->  word-level target row  ->  share of the cue
+
+* **Encoder** (Whisper encoder, wav2vec2 / XLSR). Rows = the target word's frames, columns = the
+  aligned words (frames of word ``w`` = ``span_to_frames(start_w, end_w)``, ``ceil(F t / T)`` with
+  T = 30 s for Whisper and the clip duration for wav2vec2; padding and silence are never columns)::
+
+      S[w]   = mean_{i in target frames} mean_{j in frames(w)} M_ij      (Attention, Attention-Norm)
+      S[w]   = mean_{i in target frames} VZ_i(zero all of w's frames at once)       (Value Zeroing)
+      s[w]   = S[w] / sum_{w'} S[w']                 (rows re-normalised over aligned words only)
+
+  (Attention is pooled and normalised per head, then averaged over heads.)
+* **Decoder** (Whisper, teacher-forced on the trained model's own greedy transcription after
+  ``<|startoftranscript|><|fr|><|transcribe|><|notimestamps|>``). Rows = the positions that
+  *predict* the target's subword tokens (the position before each target token); columns = the
+  transcript's tokens grouped into the aligned words (prefix and unaligned tokens excluded;
+  value zeroing zeroes one token at a time as in the paper, scores summed over a word's tokens)::
+
+      s_r[w] = sum_{j in tokens(w)} M_rj / sum_{w'} sum_{j in tokens(w')} M_rj ,   s = mean_r s_r
+* **Cross-attention**: the same decoder rows, columns = the aligned words' encoder frames (mean
+  over frames for Attention / Attention-Norm, whole word zeroed for Value Zeroing), per-row
+  normalisation over aligned words, mean over rows.
+
+**Cue contribution** of a layer = ``sum_{w in cue} s[w]``; figures average it over items.
+``Det_Noun_Verb`` items are used twice (cue = det -> target = noun; cue = det + noun -> target =
+verb). Items that a trained ASR model of the run did not transcribe with cue and target right and
+in order are excluded from every model and component (the paper's rule), and counted.
+
+Speed (the point of ``rows``): a Whisper encoder has 1,500 frames but the study reads only the ~10-40
+rows of the target word. The Whisper pass here (:func:`whisper_rows_capture`) runs the model's
+forward once with its default attention kernel and hooks on the projections; the attention weights
+of the rows the study reads are recomputed from the recorded queries and keys with the eager
+formula ``softmax(q_i K^T / sqrt(d_h))`` (tested equal to :func:`ctxmix_lite.capture.capture`).
+Value zeroing runs in the fast rows-only mode of :mod:`ctxmix_lite.value_zeroing` with one column
+per aligned word. See ``bench/bench_study.py`` for the cost against a plain forward pass.
+
+Results: one tidy ``pandas.DataFrame`` (item, template, label, model, init, component, measure,
+layer, score, ...), cached per (model, init, seed, settings, item) under
+``cache_dir()/study/`` (one ``.npz`` shard per item, written atomically: an interrupted run
+resumes), transcriptions cached once per trained model and item.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .capture_types import LayerCapture
+
+__all__ = [
+    "STUDY_VERSION",
+    "MEASURES",
+    "MEASURE_LABELS",
+    "COMPONENT_LABELS",
+    "ModelRun",
+    "Use",
+    "StudyResult",
+    "default_model_runs",
+    "item_uses",
+    "item_key",
+    "dataset_fingerprint",
+    "normalize_word",
+    "transcript_words",
+    "map_transcript",
+    "decoder_positions",
+    "whisper_rows_capture",
+    "attention_implementation",
+    "get_transcriptions",
+    "item_distributions",
+    "cue_contribution",
+    "run_study",
+    "summarize",
+    "study_cache_dir",
+]
+
+#: bump when the scores a cached shard holds would change
+STUDY_VERSION = 1
+MEASURES = ("attention", "attention_norm", "value_zeroing")
+MEASURE_LABELS = {"attention": "Attention", "attention_norm": "Attention-Norm", "value_zeroing": "Value Zeroing"}
+COMPONENT_LABELS = {"encoder": "encoder", "decoder": "decoder", "cross": "cross-attention"}
+INITS = ("trained", "random")
+
+
+# ================================================================================================
+# model runs
+# ================================================================================================
+@dataclass(frozen=True)
+class ModelRun:
+    """One model of the study: a known name (see :data:`ctxmix_lite.models.KNOWN_MODELS`), trained
+    weights or a random initialisation (``seed``), optional config overrides (random only, e.g. a
+    4-layer XLSR for smoke runs)."""
+
+    name: str
+    init: str = "trained"
+    seed: int = 0
+    config_overrides: tuple = ()  # sorted (key, value) pairs
+
+    def __post_init__(self):
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.config_overrides and self.init != "random":
+            raise ValueError("config_overrides only apply to randomly initialised models")
+
+    @classmethod
+    def make(cls, spec) -> "ModelRun":
+        """``ModelRun``, ``"name"`` (trained), ``("name", "random")`` or a dict of the fields."""
+        if isinstance(spec, ModelRun):
+            return spec
+        if isinstance(spec, str):
+            return cls(spec)
+        if isinstance(spec, dict):
+            d = dict(spec)
+            co = d.pop("config_overrides", None) or {}
+            return cls(config_overrides=tuple(sorted(dict(co).items())), **d)
+        if isinstance(spec, (tuple, list)):
+            return cls(*spec)
+        raise ValueError(f"cannot read a model run from {spec!r}")
+
+    @property
+    def label(self) -> str:
+        short = self.name.split("/")[-1]
+        extra = "" if not self.config_overrides else "[" + ",".join(f"{k}={v}" for k, v in self.config_overrides) + "]"
+        return f"{short}{extra} ({self.init})"
+
+    @property
+    def slug(self) -> str:
+        s = re.sub(r"[^A-Za-z0-9._-]+", "_", self.name)
+        tail = f"{self.init}-seed{self.seed}" if self.init == "random" else "trained"
+        if self.config_overrides:
+            tail += "-" + hashlib.sha1(repr(self.config_overrides).encode()).hexdigest()[:8]
+        return f"{s}__{tail}"
+
+    def load(self):
+        from .models import load_model
+
+        if self.init == "trained":
+            return load_model(self.name, pretrained=True)
+        return load_model(self.name, pretrained=False, seed=self.seed, config_overrides=dict(self.config_overrides) or None)
+
+
+def default_model_runs(hub: bool = False, smoke: bool = False, whisper: str = "openai/whisper-base") -> list:
+    """The study's models. Offline: Whisper-base trained (packaged weights) + random, and the XLSR-53
+    architecture randomly initialised. ``hub=True`` adds the trained French XLSR checkpoint
+    (``jonatasgrosman/wav2vec2-large-xlsr-53-french``). ``smoke=True`` shrinks the random XLSR to 4
+    layers (same layer type) so that a CI run stays within its budget."""
+    runs = [ModelRun(whisper, "trained"), ModelRun(whisper, "random")]
+    xlsr_random = ModelRun(
+        "jonatasgrosman/wav2vec2-large-xlsr-53-french" if hub else "facebook/wav2vec2-large-xlsr-53",
+        "random",
+        config_overrides=(("num_hidden_layers", 4),) if smoke else (),
+    )
+    if hub:
+        runs.append(ModelRun("jonatasgrosman/wav2vec2-large-xlsr-53-french", "trained"))
+    runs.append(xlsr_random)
+    return runs
+
+
+# ================================================================================================
+# items
+# ================================================================================================
+@dataclass(frozen=True)
+class Use:
+    """One analysis of an item: the cue words and the target word (alignment indices)."""
+
+    name: str  # "main" | "noun" | "verb"
+    cue: tuple
+    target: int
+
+
+def _opt_int(v) -> Optional[int]:
+    if v is None:
+        return None
+    try:
+        v = int(v)
+    except (TypeError, ValueError):
+        return None
+    return v if v >= 0 else None
+
+
+def item_uses(item) -> list:
+    """The analyses of an item. ``Det_Noun_Verb`` items give two, as in the paper: cue = det ->
+    target = noun, and cue = det + noun -> target = verb. Others give one (``"main"``)."""
+    n = len(item["alignment"])
+    ci, ti = _opt_int(item.get("cue_index")), _opt_int(item.get("target_index"))
+    if ci is None or ti is None:
+        raise ValueError(f"item lacks cue_index/target_index: {item.get('transcription')!r}")
+    if not (0 <= ci < ti < n):
+        raise ValueError(f"cue_index={ci} must precede target_index={ti} inside the {n} aligned words")
+    t2 = _opt_int(item.get("target_index_2"))
+    if t2 is not None:  # Det_Noun_Verb: det -> noun, then det + noun -> verb
+        if not (ti < t2 < n):
+            raise ValueError(f"target_index_2={t2} must follow target_index={ti} inside the {n} aligned words")
+        return [Use("noun", (ci,), ti), Use("verb", (ci, ti), t2)]
+    return [Use("main", (ci,), ti)]
+
+
+def _audio_of(item) -> np.ndarray:
+    from .audio import load_audio
+
+    a = item["audio"]
+    if isinstance(a, dict):
+        if a.get("array") is not None:
+            return load_audio(a["array"], a.get("sampling_rate"))
+        return load_audio(a["path"])
+    return load_audio(a, 16000)
+
+
+def _alignment_of(item) -> list:
+    al = item["alignment"]
+    if isinstance(al, dict):  # columnar {start: [...], end: [...], word: [...]} or {"intervals": [...]}
+        if "intervals" in al:
+            al = al["intervals"]
+        else:
+            al = [dict(start=s, end=e, word=w) for s, e, w in zip(al["start"], al["end"], al["word"])]
+    return [dict(start=float(w["start"]), end=float(w["end"]), word=str(w["word"])) for w in al]
+
+
+def item_key(item, audio: Optional[np.ndarray] = None) -> str:
+    """Content hash of an item (audio samples, transcription, alignment, cue/target indices): the
+    cache key, stable across subsets and orderings of a dataset."""
+    audio = _audio_of(item) if audio is None else audio
+    h = hashlib.sha1()
+    meta = dict(
+        transcription=item.get("transcription"),
+        alignment=_alignment_of(item),
+        cue=item.get("cue_index"),
+        target=item.get("target_index"),
+        target2=item.get("target_index_2"),
+        template=item.get("template"),
+    )
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    h.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(keys: Iterable[str]) -> str:
+    """Fingerprint of a set of items: hash of their sorted content keys."""
+    return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
+def _item_id(item, index: int) -> str:
+    for k in ("id", "item_id", "uid"):
+        if item.get(k) is not None:
+            return str(item[k])
+    return f"{index:04d}"
+
+
+# ================================================================================================
+# transcript <-> alignment
+# ================================================================================================
+_EDGE_PUNCT = re.compile(r"^[^\w']+|[^\w']+$")
+
+
+def normalize_word(w: str) -> str:
+    """Lower case, NFC, typographic apostrophe -> ``'``, punctuation stripped at both ends
+    (``"Livres."`` -> ``"livres"``, ``"L'arbre"`` -> ``"l'arbre"``)."""
+    w = unicodedata.normalize("NFC", str(w)).lower().replace("\u2019", "'").replace("\u02bc", "'")
+    return _EDGE_PUNCT.sub("", w).strip("'") if w.strip("'") else ""
+
+
+def _bytes_to_unicode() -> dict:
+    """GPT-2 byte-level BPE table: byte -> printable character (the inverse decodes tokens)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(range(ord("\xae"), ord("\xff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+_BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}
+
+
+def _token_bytes(tokenizer, ids: Sequence[int]) -> list:
+    out = []
+    for i, tok in zip(ids, tokenizer.convert_ids_to_tokens(list(ids))):
+        try:
+            out.append(bytes(_BYTE_DECODER[c] for c in tok))
+        except (KeyError, TypeError):  # not a byte-level token: fall back to its decoded text
+            out.append(tokenizer.decode([i]).encode("utf-8"))
+    return out
+
+
+def transcript_words(token_ids: Sequence[int], tokenizer) -> list:
+    """Split a Whisper transcript (text token ids) into whitespace-separated words, each with the
+    indices of the tokens that carry its characters: ``[(text, [token_index, ...]), ...]``.
+
+    Works on the tokens' raw bytes, so a multi-byte character split over two tokens (é, è, ç...) is
+    counted once, in the word it belongs to."""
+    words = []
+    cur, cur_toks = bytearray(), []
+    for k, b in enumerate(_token_bytes(tokenizer, token_ids)):
+        for byte in b:
+            if byte in b" \t\n\r":
+                if cur:
+                    words.append((bytes(cur), cur_toks))
+                cur, cur_toks = bytearray(), []
+            else:
+                cur.append(byte)
+                if not cur_toks or cur_toks[-1] != k:
+                    cur_toks.append(k)
+    if cur:
+        words.append((bytes(cur), cur_toks))
+    return [(w.decode("utf-8", errors="replace"), toks) for w, toks in words]
+
+
+def map_transcript(alignment_words: Sequence[str], transcript: Sequence[str]) -> dict:
+    """Monotonic word matching (``difflib``) of normalised words: ``{alignment index: transcript
+    index}`` for every aligned word that the transcript contains, in order."""
+    a = [normalize_word(w) for w in alignment_words]
+    b_idx = [k for k, w in enumerate(transcript) if normalize_word(w)]
+    b = [normalize_word(transcript[k]) for k in b_idx]
+    sm = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    out = {}
+    for blk in sm.get_matching_blocks():
+        for k in range(blk.size):
+            out[blk.a + k] = b_idx[blk.b + k]
+    return out
+
+
+def decoder_positions(alignment: Sequence[dict], token_ids: Sequence[int], tokenizer, prefix_length: int) -> list:
+    """For every aligned word, the decoder *input* positions of its tokens in the transcript
+    (``prefix_length + token index``), or ``None`` when the transcript lacks the word."""
+    tw = transcript_words(token_ids, tokenizer)
+    m = map_transcript([w["word"] for w in alignment], [t for t, _ in tw])
+    out = []
+    for w in range(len(alignment)):
+        if w in m:
+            out.append([prefix_length + k for k in tw[m[w]][1]])
+        else:
+            out.append(None)
+    return out
+
+
+def check_use(positions: Sequence, use: Use) -> Optional[str]:
+    """None when cue and target of ``use`` were transcribed (present, in order), else the reason."""
+    missing = [i for i in (*use.cue, use.target) if positions[i] is None]
+    if missing:
+        return "not transcribed: word(s) " + ", ".join(str(i) for i in missing)
+    return None
+
+
+# ================================================================================================
+# attention implementation switch and the rows-only Whisper capture
+# ================================================================================================
+@contextlib.contextmanager
+def attention_implementation(model, impl: str):
+    """Temporarily run ``model`` with another attention kernel (e.g. ``"sdpa"`` for a plain forward
+    or generation, where no weights are read), restoring the previous one afterwards."""
+    old = getattr(model.config, "_attn_implementation", None) or "eager"
+    if old == impl:
+        yield model
+        return
+    model.set_attn_implementation(impl)
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(old)
+
+
+def _heads(x: torch.Tensor, H: int) -> torch.Tensor:
+    """``[T, H*dh]`` -> ``[H, T, dh]``."""
+    T, D = x.shape
+    return x.reshape(T, H, D // H).permute(1, 0, 2).contiguous()
+
+
+def _no_rerun(positions):
+    raise NotImplementedError(
+        "a rows-only capture has no reference re-run; use ctxmix_lite.capture.capture() for "
+        "method='reference'"
+    )
+
+
+def _eager_rows(q_rows: torch.Tensor, k: torch.Tensor, scaling: float, H: int, query_pos=None) -> torch.Tensor:
+    """Eager attention weights of some query rows: ``softmax((q_i * s) K^T)`` per head ``[H, R, Tk]``
+    (Whisper scales the query projection before the product, as transformers does). ``query_pos``:
+    the rows' positions for a causal mask (keys after the query get probability 0)."""
+    q = _heads(q_rows * scaling, H)
+    kk = _heads(k, H)
+    scores = torch.matmul(q, kk.transpose(1, 2))  # [H, R, Tk]
+    if query_pos is not None:
+        qp = torch.as_tensor(query_pos)[:, None]
+        future = torch.arange(k.shape[0])[None, :] > qp  # j > i
+        scores = scores.masked_fill(future[None], float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
+def _decoder_self_post(layer, k_enc: torch.Tensor, v_enc: torch.Tensor, final_norm):
+    """The position-wise rest of a Whisper decoder layer after its self-attention, for fixed
+    encoder states: ``h1 = x + SelfAttn``; ``h2 = h1 + CrossAttn(LN2(h1))``; ``out = h2 + FFN(LN3(h2))``
+    (+ final norm). The cross-attention reuses the keys / values recorded in the forward pass
+    (``k_enc``, ``v_enc`` ``[Tk, D]``) instead of projecting 1,500 encoder states again per call;
+    same numbers as :func:`ctxmix_lite.capture._post_whisper_decoder_self` (tested)."""
+    ca = layer.encoder_attn
+    H = ca.num_heads
+    kh, vh = _heads(k_enc, H), _heads(v_enc, H)  # [H, Tk, dh]
+
+    def post(resid, attn_out):
+        h = resid + attn_out  # [N, D]
+        N = h.shape[0]
+        q = _heads(ca.q_proj(layer.encoder_attn_layer_norm(h)) * ca.scaling, H)  # [H, N, dh]
+        a = torch.softmax(torch.matmul(q, kh.transpose(1, 2)), dim=-1)  # [H, N, Tk]
+        cross = ca.out_proj(torch.matmul(a, vh).permute(1, 0, 2).reshape(N, -1))
+        h = h + cross
+        out = h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
+        return out if final_norm is None else final_norm(out)
+
+    return post
+
+
+def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optional[Sequence[int]],
+                         encoder_rows: Sequence[int], attn_implementation: str = "sdpa"):
+    """One forward pass of a Whisper model (its default attention kernel) with hooks; returns
+    ``{"encoder": [LayerCapture], "decoder": [...], "cross": [...], "encoder_hidden": [L+1, R, D],
+    "decoder_hidden": [L+1, T, D]}``.
+
+    Encoder captures hold only the query rows ``encoder_rows`` (``weights [H, R, 1500]``, ``resid``,
+    ``attn_out``, ``out`` ``[R, D]``); values, ``W_O`` and ``post`` are those of the full layer, so
+    :func:`~ctxmix_lite.attention_norm.attention_norm` and the fast
+    :func:`~ctxmix_lite.value_zeroing.value_zeroing` give exactly the rows of the full matrices.
+    Decoder and cross-attention captures hold every decoder position (a few dozen). Weights are
+    recomputed from the recorded queries and keys with the eager formula; ``rerun`` is not
+    available (use :func:`ctxmix_lite.capture.capture` for the reference loop).
+
+    ``attn_implementation``: the kernel the forward pass runs with (default ``"sdpa"``, the
+    transformers default; no weights are read from it), restored afterwards.
+    """
+    from .capture import (
+        _post_whisper_cross,
+        _post_whisper_encoder,
+        _whisper_parts,
+        whisper_features,
+    )
+
+    encoder, decoder = _whisper_parts(model)
+    rows = torch.as_tensor(list(encoder_rows), dtype=torch.long)
+    if rows.numel() == 0:
+        raise ValueError("encoder_rows is empty")
+    feats = whisper_features(processor, audio)
+    store: dict = {}
+    handles = []
+
+    def put(key, name, value):
+        store.setdefault(key, {})[name] = value
+
+    def reg_layer(key, layer):
+        def pre(m, args, kwargs):
+            put(key, "in", (args[0] if args else kwargs["hidden_states"])[0].detach())
+
+        def post(m, args, kwargs, out):
+            put(key, "out", (out[0] if isinstance(out, tuple) else out)[0].detach())
+
+        handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(layer.register_forward_hook(post, with_kwargs=True))
+
+    def reg_attn(key, attn, q_rows=None):
+        def out_hook(m, args, kwargs, out):
+            put(key, "attn_out", (out[0] if isinstance(out, tuple) else out)[0].detach())
+
+        handles.append(attn.register_forward_hook(out_hook, with_kwargs=True))
+        handles.append(attn.q_proj.register_forward_hook(
+            lambda m, a, o: put(key, "q", (o[0] if q_rows is None else o[0, q_rows]).detach())))
+        handles.append(attn.k_proj.register_forward_hook(lambda m, a, o: put(key, "k", o[0].detach())))
+        handles.append(attn.v_proj.register_forward_hook(lambda m, a, o: put(key, "v", o[0].detach())))
+
+    for i, layer in enumerate(encoder.layers):
+        reg_layer(("encoder", i), layer)
+        reg_attn(("encoder", i), layer.self_attn, rows)
+    need_dec = decoder_ids is not None
+    if need_dec:
+        for i, layer in enumerate(decoder.layers):
+            reg_layer(("decoder", i), layer)
+            reg_attn(("decoder", i), layer.self_attn)
+            reg_attn(("cross", i), layer.encoder_attn)
+    try:
+        with torch.no_grad(), attention_implementation(model, attn_implementation):
+            enc = encoder(feats).last_hidden_state
+            if need_dec:
+                decoder(input_ids=torch.tensor([list(decoder_ids)]), encoder_hidden_states=enc, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+
+    out: dict = {}
+    n_enc, n_dec = len(encoder.layers), len(decoder.layers)
+    caps, hidden = [], []
+    with torch.no_grad():
+        for i, layer in enumerate(encoder.layers):
+            s = store[("encoder", i)]
+            attn = layer.self_attn
+            fn = encoder.layer_norm if i == n_enc - 1 else None
+            lo = s["out"][rows]
+            if fn is not None:
+                lo = fn(lo)
+            if i == 0:
+                hidden.append(s["in"][rows])
+            hidden.append(lo)
+            caps.append(LayerCapture(
+                component="encoder", layer=i,
+                weights=_eager_rows(s["q"], s["k"], attn.scaling, attn.num_heads),
+                values=_heads(s["v"], attn.num_heads),
+                W_O=attn.out_proj.weight.detach(),
+                b_O=None if attn.out_proj.bias is None else attn.out_proj.bias.detach(),
+                resid=s["in"][rows], attn_out=s["attn_out"][rows], out=lo,
+                post=_post_whisper_encoder(layer, fn), rerun=_no_rerun,
+                causal=False, final_norm_applied=fn is not None,
+            ))
+        out["encoder"] = caps
+        out["encoder_hidden"] = torch.stack(hidden)
+        if need_dec:
+            dcaps, ccaps, dhidden = [], [], []
+            T = len(decoder_ids)
+            for i, layer in enumerate(decoder.layers):
+                sd, sc = store[("decoder", i)], store[("cross", i)]
+                fn = decoder.layer_norm if i == n_dec - 1 else None
+                lo = sd["out"] if fn is None else fn(sd["out"])
+                if i == 0:
+                    dhidden.append(sd["in"])
+                dhidden.append(lo)
+                sa, ca = layer.self_attn, layer.encoder_attn
+                dcaps.append(LayerCapture(
+                    component="decoder", layer=i,
+                    weights=_eager_rows(sd["q"], sd["k"], sa.scaling, sa.num_heads, query_pos=torch.arange(T)),
+                    values=_heads(sd["v"], sa.num_heads), W_O=sa.out_proj.weight.detach(),
+                    b_O=None if sa.out_proj.bias is None else sa.out_proj.bias.detach(),
+                    resid=sd["in"], attn_out=sd["attn_out"], out=lo,
+                    post=_decoder_self_post(layer, sc["k"], sc["v"], fn), rerun=_no_rerun,
+                    causal=True, final_norm_applied=fn is not None,
+                ))
+                ccaps.append(LayerCapture(
+                    component="cross", layer=i,
+                    weights=_eager_rows(sc["q"], sc["k"], ca.scaling, ca.num_heads),
+                    values=_heads(sc["v"], ca.num_heads), W_O=ca.out_proj.weight.detach(),
+                    b_O=None if ca.out_proj.bias is None else ca.out_proj.bias.detach(),
+                    resid=sd["in"] + sd["attn_out"],  # x + SelfAttn(LN1(x)) enters the cross block
+                    attn_out=sc["attn_out"], out=lo,
+                    post=_post_whisper_cross(layer, fn), rerun=_no_rerun,
+                    causal=False, final_norm_applied=fn is not None,
+                ))
+            out["decoder"], out["cross"] = dcaps, ccaps
+            out["decoder_hidden"] = torch.stack(dhidden)
+    return out
+
+
+# ================================================================================================
+# word-level target rows
+# ================================================================================================
+def _normalize(x: np.ndarray) -> np.ndarray:
+    """Divide the last axis by its sum; an all-zero vector stays zero."""
+    s = x.sum(-1, keepdims=True)
+    return np.divide(x, s, out=np.zeros_like(x), where=s > 0)
+
+
+def _span_mean_matrix(spans, n_keys: int) -> torch.Tensor:
+    """``[Tk, W]`` with ``1/len(w)`` on the frames of word ``w``: ``M @ A`` = mean over each span."""
+    m = torch.zeros(n_keys, len(spans))
+    for w, (f, l) in enumerate(spans):
+        m[f : l + 1, w] = 1.0 / (l - f + 1)
+    return m
+
+
+def keys_upto(lc: LayerCapture, n_keys: int) -> LayerCapture:
+    """A view of ``lc`` with only its first ``n_keys`` keys (weights and values). Row-selected
+    Attention, Attention-Norm and fast value zeroing of span columns inside ``[0, n_keys)`` are
+    unchanged (``attn_out`` keeps the full attention; ``delta`` only reads the span's keys), and
+    the ``v_j W_O`` products shrink from 1,500 Whisper frames to the speech part of the clip."""
+    if n_keys >= lc.weights.shape[-1]:
+        return lc
+    return dataclasses.replace(lc, weights=lc.weights[..., :n_keys], values=lc.values[:, :n_keys])
+
+
+def _encoder_row(lc: LayerCapture, local_rows, spans, measure: str) -> np.ndarray:
+    """Encoder (or any frame-keyed component with pooled rows): ``s[w]`` over aligned words."""
+    from .attention_norm import attention_norm
+    from .value_zeroing import value_zeroing
+
+    lc = keys_upto(lc, max(l for _, l in spans) + 1)
+    Tk = lc.weights.shape[-1]
+    r = torch.as_tensor(local_rows, dtype=torch.long)
+    if measure == "attention":
+        a = lc.weights[:, r, :] @ _span_mean_matrix(spans, Tk)  # [H, R, W] mean over column frames
+        per_head = _normalize(a.mean(1).double().numpy())  # mean over row frames, then per-head norm
+        return per_head.mean(0)
+    if measure == "attention_norm":
+        lens = torch.tensor([l - f + 1 for f, l in spans], dtype=torch.float32)
+        m = attention_norm(lc, rows=r, spans=spans) / lens  # span sums -> span means
+        return _normalize(m.mean(0).double().numpy())
+    if measure == "value_zeroing":
+        m = value_zeroing(lc, rows=r, spans=spans, method="fast", normalize=False)  # word zeroed at once
+        return _normalize(m.mean(0).double().numpy())
+    raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
+
+
+def _per_row_words(m: np.ndarray, word_cols) -> np.ndarray:
+    """``[..., R, Tk]`` token scores -> ``[..., R, W]`` summed over each word's columns."""
+    out = np.zeros(m.shape[:-1] + (len(word_cols),))
+    for w, cols in enumerate(word_cols):
+        if cols:
+            out[..., w] = m[..., cols].sum(-1)
+    return out
+
+
+def _decoder_row(lc: LayerCapture, rows, word_tokens, measure: str) -> np.ndarray:
+    """Decoder self-attention: rows = positions predicting the target tokens, columns = the
+    aligned words' tokens (summed), per-row normalised, mean over rows."""
+    from .attention_norm import attention_norm
+    from .value_zeroing import value_zeroing
+
+    r = torch.as_tensor(rows, dtype=torch.long)
+    cols = [list(t) if t else [] for t in word_tokens]
+    if measure == "attention":
+        a = lc.weights[:, r, :].double().numpy()  # [H, R, T]
+        return _normalize(_per_row_words(a, cols)).mean(0).mean(0)
+    if measure == "attention_norm":
+        m = attention_norm(lc, rows=r).double().numpy()
+    elif measure == "value_zeroing":
+        m = value_zeroing(lc, rows=r, method="fast", normalize=False).double().numpy()  # per token
+    else:
+        raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
+    return _normalize(_per_row_words(m, cols)).mean(0)
+
+
+def _cross_row(lc: LayerCapture, rows, spans, measure: str) -> np.ndarray:
+    """Cross-attention: decoder rows, aligned words' encoder frames as columns, per-row norm."""
+    from .attention_norm import attention_norm
+    from .value_zeroing import value_zeroing
+
+    lc = keys_upto(lc, max(l for _, l in spans) + 1)
+    Tk = lc.weights.shape[-1]
+    r = torch.as_tensor(rows, dtype=torch.long)
+    if measure == "attention":
+        a = (lc.weights[:, r, :] @ _span_mean_matrix(spans, Tk)).double().numpy()  # [H, R, W]
+        return _normalize(a).mean(0).mean(0)
+    if measure == "attention_norm":
+        lens = torch.tensor([l - f + 1 for f, l in spans], dtype=torch.float32)
+        m = (attention_norm(lc, rows=r, spans=spans) / lens).double().numpy()
+    elif measure == "value_zeroing":
+        m = value_zeroing(lc, rows=r, spans=spans, method="fast", normalize=False).double().numpy()
+    else:
+        raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
+    return _normalize(m).mean(0)
+
+
+def _frame_spans(alignment, n_frames: int, window: float, duration: float) -> list:
+    from .audio import words_to_frame_spans
+
+    return words_to_frame_spans(alignment, n_frames, window, duration)
+
+
+def item_distributions(
+    model,
+    processor,
+    item,
+    uses: Optional[Sequence[Use]] = None,
+    decoder_ids: Optional[Sequence[int]] = None,
+    prefix_length: int = 4,
+    components: Optional[Sequence[str]] = None,
+    measures: Sequence[str] = MEASURES,
+    audio: Optional[np.ndarray] = None,
+) -> dict:
+    """Everything the study keeps about one item and one model, from one forward pass.
+
+    Returns ``{"dist": {(use, component, measure): [L, W] target-row distributions over the
+    aligned words}, "probe": {(use, component): [L+1, D] mean hidden state of the target (encoder)
+    or of the positions predicting it (decoder)}, "positions": decoder positions per word,
+    "n_frames": ..., "window": ...}``. ``decoder_ids``: full decoder input (prefix + transcript
+    tokens) for Whisper's decoder and cross-attention; None -> encoder only.
+    """
+    from .models import model_family
+
+    family = model_family(model)
+    audio = _audio_of(item) if audio is None else audio
+    alignment = _alignment_of(item)
+    uses = item_uses(item) if uses is None else list(uses)
+    dur = len(audio) / 16000
+    bad = [m for m in measures if m not in MEASURES]
+    if bad:
+        raise ValueError(f"unknown measure(s) {bad}; choose from {MEASURES}")
+    if family == "whisper":
+        comps = list(components or ("encoder", "decoder", "cross"))
+        n_frames, window = 1500, 30.0
+    else:
+        comps = list(components or ("encoder",))
+        if any(c != "encoder" for c in comps):
+            raise ValueError(f"{family} models have only an encoder; asked for {comps}")
+        from .capture import encoder_frames
+
+        n_frames, window = encoder_frames(model, audio)
+    spans = _frame_spans(alignment, n_frames, window, dur)
+    result = {"dist": {}, "probe": {}, "n_frames": n_frames, "window": window, "spans": spans}
+
+    # rows of every use's target, once
+    enc_rows = sorted({f for u in uses for f in range(spans[u.target][0], spans[u.target][1] + 1)})
+    local = {f: k for k, f in enumerate(enc_rows)}
+    want_dec = family == "whisper" and decoder_ids is not None and any(c in comps for c in ("decoder", "cross"))
+    positions = None
+    if want_dec:
+        text_ids = list(decoder_ids)[prefix_length:]
+        positions = decoder_positions(alignment, text_ids, processor.tokenizer, prefix_length)
+    result["positions"] = positions
+
+    if family == "whisper":
+        caps = whisper_rows_capture(model, processor, audio, list(decoder_ids) if want_dec else None, enc_rows)
+        enc_caps, enc_hidden = caps["encoder"], caps["encoder_hidden"]
+        row_of = local
+    else:
+        from .capture import capture
+
+        cap = capture(model, processor, audio, sampling_rate=16000)
+        enc_caps = cap["encoder"]
+        r = torch.tensor(enc_rows)
+        enc_hidden = torch.stack([enc_caps[0].resid[r]] + [lc.out[r] for lc in enc_caps])
+        row_of = {f: f for f in enc_rows}
+
+    with torch.no_grad():
+        for u in uses:
+            f0, f1 = spans[u.target]
+            lrows = [row_of[f] for f in range(f0, f1 + 1)]
+            if "encoder" in comps:
+                for m in measures:
+                    result["dist"][(u.name, "encoder", m)] = np.stack([_encoder_row(lc, lrows, spans, m) for lc in enc_caps]).astype(np.float32)
+                hr = [local[f] for f in range(f0, f1 + 1)]
+                result["probe"][(u.name, "encoder")] = enc_hidden[:, hr].mean(1).numpy().astype(np.float32)
+            if not want_dec or check_use(positions, u) is not None:
+                continue
+            pred_rows = [p - 1 for p in positions[u.target]]  # the position before each target token
+            if "decoder" in comps:
+                for m in measures:
+                    result["dist"][(u.name, "decoder", m)] = np.stack([_decoder_row(lc, pred_rows, positions, m) for lc in caps["decoder"]]).astype(np.float32)
+                result["probe"][(u.name, "decoder")] = caps["decoder_hidden"][:, pred_rows].mean(1).numpy().astype(np.float32)
+            if "cross" in comps:
+                for m in measures:
+                    result["dist"][(u.name, "cross", m)] = np.stack([_cross_row(lc, pred_rows, spans, m) for lc in caps["cross"]]).astype(np.float32)
+    return result
+
+
+def cue_contribution(dist: np.ndarray, cue: Sequence[int]) -> np.ndarray:
+    """Share of the target row's mass on the cue word(s): ``sum_{w in cue} s[..., w]``."""
+    dist = np.asarray(dist)
+    return dist[..., list(cue)].sum(-1)
+
+
+# ================================================================================================
+# caching
+# ================================================================================================
+def study_cache_dir() -> Path:
+    from .paths import cache_dir
+
+    return cache_dir() / "study" / f"v{STUDY_VERSION}"
+
+
+def _settings_tag(components, measures, language: str) -> str:
+    s = json.dumps(dict(c=sorted(components) if components else None, m=list(measures), lang=language), sort_keys=True)
+    return hashlib.sha1(s.encode()).hexdigest()[:8]
+
+
+def _atomic_write(path: Path, writer: Callable[[str], None]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _save_shard(path: Path, res: dict, meta: dict):
+    arrays = {}
+    for (u, c, m), v in res["dist"].items():
+        arrays[f"dist|{u}|{c}|{m}"] = v
+    for (u, c), v in res["probe"].items():
+        arrays[f"probe|{u}|{c}"] = v
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+    def w(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    _atomic_write(path, w)
+
+
+def _load_shard(path: Path):
+    with np.load(path) as z:
+        meta = json.loads(bytes(z["meta"]).decode())
+        dist, probe = {}, {}
+        for k in z.files:
+            parts = k.split("|")
+            if parts[0] == "dist":
+                dist[tuple(parts[1:])] = z[k]
+            elif parts[0] == "probe":
+                probe[tuple(parts[1:])] = z[k]
+    return {"dist": dist, "probe": probe}, meta
+
+
+# ================================================================================================
+# transcriptions
+# ================================================================================================
+def _ctc_transcribe(model, processor, audio) -> str:
+    fe = getattr(processor, "feature_extractor", processor)
+    inputs = fe(audio, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad(), attention_implementation(model, "sdpa"):
+        logits = model(inputs.input_values.float()).logits
+    ids = logits.argmax(-1)
+    return processor.batch_decode(ids)[0]
+
+
+def get_transcriptions(run: ModelRun, items: Sequence, keys: Sequence[str], model=None, processor=None,
+                       cache: bool = True, progress: bool = True, language: str = "fr") -> dict:
+    """Greedy transcription of every item by a *trained* ASR model, generated once and cached:
+    ``{key: {"text": str, "ids": [text token ids] (Whisper) or None (CTC)}}``."""
+    from tqdm.auto import tqdm
+
+    from .models import model_family
+
+    if run.init != "trained":
+        raise ValueError("transcriptions come from trained models")
+    root = study_cache_dir() / "transcripts" / run.slug / language
+    out, todo = {}, []
+    for k, it in zip(keys, items):
+        p = root / f"{k}.json"
+        if cache and p.exists():
+            out[k] = json.loads(p.read_text())
+        else:
+            todo.append((k, it))
+    if todo:
+        if model is None:
+            model, processor = run.load()
+        fam = model_family(model)
+        for k, it in tqdm(todo, desc=f"transcribe {run.label}", disable=not progress):
+            audio = _audio_of(it)
+            if fam == "whisper":
+                from .capture import transcribe
+
+                with attention_implementation(model, "sdpa"):  # no weights read: fastest kernel
+                    text, ids = transcribe(model, processor, audio, language=language, sampling_rate=16000)
+                rec = {"text": text, "ids": [int(i) for i in ids]}
+            else:
+                if not hasattr(processor, "batch_decode"):
+                    continue  # no tokenizer: not an ASR model
+                rec = {"text": _ctc_transcribe(model, processor, audio), "ids": None}
+            out[k] = rec
+            if cache:
+                _atomic_write(root / f"{k}.json", lambda tmp, r=rec: Path(tmp).write_text(json.dumps(r, ensure_ascii=False)))
+    return out
+
+
+def _is_asr(run: ModelRun, model=None) -> bool:
+    """Trained models that output text (Whisper, CTC heads) vote on which items are kept."""
+    if run.init != "trained":
+        return False
+    from .models import resolve_name
+
+    spec = resolve_name(run.name)
+    if spec.family == "whisper":
+        return True
+    return any(s in run.name.lower() for s in ("french", "-fr", "asr"))
+
+
+# ================================================================================================
+# the study
+# ================================================================================================
+@dataclass
+class StudyResult:
+    """``table``: the tidy cue-contribution table after the paper's exclusion rule (when on);
+    ``all_table``: before it; ``exclusions``: one row per excluded (item, use) and the model and
+    reason; ``probe``: per (model label, component) -> dict(X=[L+1, N, D], y, items DataFrame);
+    ``items``: one row per (item, use) with metadata and the transcriptions; ``runs``: the
+    :class:`ModelRun` list; ``fingerprint``: the dataset fingerprint; ``timings``: seconds per
+    model run."""
+
+    table: "object"
+    all_table: "object"
+    exclusions: "object"
+    items: "object"
+    probe: dict
+    runs: list
+    fingerprint: str
+    timings: dict = field(default_factory=dict)
+
+    def summary(self, **kw):
+        return summarize(self.table, **kw)
+
+    @property
+    def n_excluded(self) -> int:
+        return int(self.exclusions[["item", "use"]].drop_duplicates().shape[0]) if len(self.exclusions) else 0
+
+
+def _as_items(items, n_items: Optional[int]) -> list:
+    if n_items is not None:
+        n = min(int(n_items), len(items))
+        items = items.select(range(n)) if hasattr(items, "select") else list(items)[:n]
+    return [dict(it) for it in items]
+
+
+def run_study(
+    items,
+    models=None,
+    components: Optional[Sequence[str]] = None,
+    measures: Sequence[str] = MEASURES,
+    n_items: Optional[int] = None,
+    exclude_misrecognised: bool = True,
+    cache: bool = True,
+    progress: bool = True,
+    threads: Optional[int] = None,
+    language: str = "fr",
+    loaded: Optional[dict] = None,
+) -> StudyResult:
+    """Cue contribution for every item × model × component × measure × layer.
+
+    Args:
+        items: the homophony items (``load_homophony(...)`` rows or dicts with audio, alignment,
+            cue_index, target_index[, target_index_2], template, label...).
+        models: :class:`ModelRun` specs (default :func:`default_model_runs`).
+        components: subset of ``("encoder", "decoder", "cross")`` (default: all a model has).
+        n_items: only the first ``n_items`` items.
+        exclude_misrecognised: the paper's rule: drop (item, use) pairs that any trained ASR model of
+            the run did not transcribe with cue and target right and in order (all models, all
+            components). False: keep them for the encoder; decoder/cross rows exist only where the
+            transcript contains cue and target.
+        cache: read / write per-item shards under :func:`study_cache_dir` (resumable).
+        threads: ``torch.set_num_threads(threads)`` for the run (e.g. 2 cores).
+        loaded: optional ``{ModelRun: (model, processor)}`` of already loaded models.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .models import resolve_name
+
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    runs = [ModelRun.make(m) for m in (models if models is not None else default_model_runs())]
+    items = _as_items(items, n_items)
+    if not items:
+        raise ValueError("no items to analyse")
+    audios = [_audio_of(it) for it in items]
+    keys = [item_key(it, a) for it, a in zip(items, audios)]
+    ids = [_item_id(it, k) for k, it in enumerate(items)]
+    uses = [item_uses(it) for it in items]
+    fp = dataset_fingerprint(keys)
+    loaded = dict(loaded or {})
+    tag = _settings_tag(components, measures, language)
+
+    # ---- transcriptions, once per trained Whisper / CTC model (also needed by random twins)
+    transcripts: dict = {}
+    whisper_names = {r.name for r in runs if resolve_name(r.name).family == "whisper"}
+    asr_runs = [r for r in runs if _is_asr(r)]
+    for name in sorted(whisper_names):
+        tr = ModelRun(name, "trained")
+        try:
+            if tr in runs and tr not in loaded:
+                loaded[tr] = tr.load()  # loaded once: transcribes, then runs the study
+            mp = loaded.get(tr)
+            transcripts[tr] = get_transcriptions(tr, items, keys, *(mp or (None, None)), cache=cache,
+                                                 progress=progress, language=language)
+        except OSError as err:  # no trained weights (offline): teacher-force on the reference text
+            print(f"[study] no trained {name} to transcribe with ({err}); random twin teacher-forced on the reference text")
+    for r in asr_runs:
+        if r not in transcripts:
+            mp = loaded.get(r)
+            transcripts[r] = get_transcriptions(r, items, keys, *(mp or (None, None)), cache=cache,
+                                                progress=progress, language=language)
+
+    # ---- which (item, use) pairs each ASR model got right
+    excl_rows = []
+    for r in asr_runs:
+        tr = transcripts.get(r, {})
+        for k, it in enumerate(items):
+            rec = tr.get(keys[k])
+            if rec is None:
+                continue
+            words = [w["word"] for w in _alignment_of(it)]
+            m = map_transcript(words, rec["text"].split())
+            for u in uses[k]:
+                missing = [i for i in (*u.cue, u.target) if i not in m]
+                if missing:
+                    excl_rows.append(dict(
+                        item=ids[k] if u.name == "main" else f"{ids[k]}:{u.name}", base_item=ids[k], use=u.name,
+                        template=it.get("template"), label=it.get("label"), model=r.name,
+                        reason="misrecognised: " + ", ".join(repr(words[i]) for i in missing),
+                        transcription=rec["text"], reference=it.get("transcription"),
+                    ))
+    exclusions = pd.DataFrame(excl_rows, columns=["item", "base_item", "use", "template", "label", "model", "reason", "transcription", "reference"])
+    excluded = set(zip(exclusions["base_item"], exclusions["use"])) if len(exclusions) else set()
+
+    # ---- per model run: one pass per item, cached
+    rows, probe_rows, timings = [], {}, {}
+    from .capture import whisper_prefix_ids
+
+    for run in runs:
+        spec = resolve_name(run.name)
+        shard_dir = study_cache_dir() / run.slug / tag
+        todo = [k for k in range(len(items)) if not (cache and (shard_dir / f"{keys[k]}.npz").exists())]
+        model = processor = None
+        if todo:
+            model, processor = loaded.get(run) or run.load()
+        t0 = time.perf_counter()
+        n_layers = None
+        for k in tqdm(range(len(items)), desc=f"study {run.label}", disable=not progress):
+            path = shard_dir / f"{keys[k]}.npz"
+            if cache and path.exists():
+                res, meta = _load_shard(path)
+            else:
+                dec_ids, src = None, None
+                if spec.family == "whisper" and (components is None or any(c in components for c in ("decoder", "cross"))):
+                    tr = transcripts.get(ModelRun(run.name, "trained"), {}).get(keys[k])
+                    prefix = whisper_prefix_ids(processor, language)
+                    if tr is not None:
+                        dec_ids, src = prefix + list(tr["ids"]), "trained-model transcription"
+                    else:
+                        text = " " + str(items[k]["transcription"]).strip()
+                        dec_ids = prefix + list(processor.tokenizer(text, add_special_tokens=False).input_ids)
+                        src = "reference text"
+                res = item_distributions(model, processor, items[k], uses[k], dec_ids, 4, components, measures, audios[k])
+                meta = dict(key=keys[k], transcript_source=src, n_frames=res["n_frames"], window=res["window"],
+                            positions=res["positions"], study_version=STUDY_VERSION)
+                if cache:
+                    _save_shard(path, res, meta)
+            it = items[k]
+            for (u_name, comp, meas), dist in res["dist"].items():
+                u = next(u for u in uses[k] if u.name == u_name)
+                L = dist.shape[0]
+                n_layers = L
+                scores = cue_contribution(dist, u.cue)
+                item_id = ids[k] if u.name == "main" else f"{ids[k]}:{u.name}"
+                for layer in range(L):
+                    rows.append((item_id, ids[k], u.name, it.get("template"), it.get("label"), run.name, run.init, run.label,
+                                 comp, meas, layer + 1, (layer + 1) / L, float(scores[layer]),
+                                 it.get("voice"), it.get("pair_id"), keys[k]))
+            for (u_name, comp), vec in res["probe"].items():
+                probe_rows.setdefault((run.label, comp), []).append(
+                    (ids[k] if u_name == "main" else f"{ids[k]}:{u_name}", ids[k], u_name, it.get("template"), it.get("label"), vec))
+        timings[run.label] = time.perf_counter() - t0
+        loaded.pop(run, None)
+        del model
+
+    cols = ["item", "base_item", "use", "template", "label", "model", "init", "model_label", "component", "measure",
+            "layer", "depth", "score", "voice", "pair_id", "key"]
+    all_table = pd.DataFrame(rows, columns=cols)
+    if exclude_misrecognised and excluded:
+        drop = all_table.set_index(["base_item", "use"]).index.isin(list(excluded))
+        table = all_table[~drop].reset_index(drop=True)
+    else:
+        table = all_table
+    probe = {}
+    for (label, comp), lst in probe_rows.items():
+        keep = [r for r in lst if not (exclude_misrecognised and (r[1], r[2]) in excluded)]
+        if not keep:
+            continue
+        meta_df = pd.DataFrame([r[:5] for r in keep], columns=["item", "base_item", "use", "template", "label"])
+        probe[(label, comp)] = dict(X=np.stack([r[5] for r in keep], axis=1), y=meta_df["label"].to_numpy(), items=meta_df)
+    item_rows = []
+    for k, it in enumerate(items):
+        for u in uses[k]:
+            d = dict(item=ids[k] if u.name == "main" else f"{ids[k]}:{u.name}", base_item=ids[k], use=u.name,
+                     template=it.get("template"), label=it.get("label"), voice=it.get("voice"),
+                     reference=it.get("transcription"), cue=" ".join(_alignment_of(it)[i]["word"] for i in u.cue),
+                     target=_alignment_of(it)[u.target]["word"], key=keys[k],
+                     excluded=(ids[k], u.name) in excluded, whisper_ok=it.get("whisper_ok"))
+            for r, tr in transcripts.items():
+                rec = tr.get(keys[k])
+                d[f"transcription[{r.name.split('/')[-1]}]"] = None if rec is None else rec["text"]
+            item_rows.append(d)
+    return StudyResult(table=table, all_table=all_table, exclusions=exclusions, items=pd.DataFrame(item_rows),
+                       probe=probe, runs=runs, fingerprint=fp, timings=timings)
+
+
+def summarize(table, by=("model", "init", "model_label", "component", "measure", "layer", "depth")):
+    """Mean cue contribution per layer with its standard error and a 95 % interval over items:
+    columns ``mean, sem, ci95, n`` beside the ``by`` columns."""
+    by = [b for b in by if b in table.columns]
+    g = table.groupby(by, sort=True)["score"]
+    out = g.agg(["mean", "std", "count"]).reset_index()
+    out["sem"] = out["std"] / np.sqrt(out["count"].clip(lower=1))
+    out["ci95"] = 1.96 * out["sem"]
+    return out.rename(columns={"count": "n"}).drop(columns="std")
