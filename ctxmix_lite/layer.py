@@ -639,7 +639,8 @@ class FromScratchLayer:
     encoder_attention_mask=None, return_weights=False)`` takes the same tensors the transformers
     layer's ``forward`` receives (``[B, T, D]`` or ``[T, D]``; masks as transformers builds them:
     additive float ``[B, 1, Tq, Tk]`` or boolean) and returns its output (and the attention weights:
-    ``[.., H, Tq, Tk]``, or a dict ``{"self", "cross"}`` for a decoder layer).
+    ``[B, H, Tq, Tk]``, or a dict ``{"self", "cross"}`` for a decoder layer). Unbatched ``[T, D]``
+    input runs as a batch of one and comes back unbatched (``[T, D]``, ``[H, Tq, Tk]``).
 
     ``dtype``: compute in another precision (e.g. ``torch.float64``) to measure the float32 rounding
     of the real layer; the output is returned in that dtype.
@@ -666,10 +667,21 @@ class FromScratchLayer:
             raise ValueError("a Whisper decoder layer needs encoder_hidden_states")
         # A decoder layer applies causality itself; transformers also passes its causal mask as
         # ``attention_mask``: applying both is the same mask (masked scores stay at -inf / min_float).
+        unbatched = hidden_states.dim() == 2  # [T, D]: run as a batch of one, return [T, D]
+        if unbatched:
+            hidden_states = hidden_states[None]
+            if encoder_hidden_states is not None and encoder_hidden_states.dim() == 2:
+                encoder_hidden_states = encoder_hidden_states[None]
         with torch.no_grad():
-            return run_layer(self.weights, cast(hidden_states), encoder_states=cast(encoder_hidden_states),
-                             mask=cast(attention_mask), encoder_mask=cast(encoder_attention_mask),
-                             return_weights=return_weights)
+            res = run_layer(self.weights, cast(hidden_states), encoder_states=cast(encoder_hidden_states),
+                            mask=cast(attention_mask), encoder_mask=cast(encoder_attention_mask),
+                            return_weights=return_weights)
+        if not unbatched:
+            return res
+        if not return_weights:
+            return res[0]
+        y, A = res
+        return y[0], ({k: v[0] for k, v in A.items()} if isinstance(A, dict) else A[0])
 
     def __repr__(self) -> str:
         a = self.weights.self_attn

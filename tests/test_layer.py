@@ -338,7 +338,20 @@ def test_unbatched_input_equals_batched(w2v_capture):
     mod, x, kw, out = rec[0]
     f = L.from_scratch_layer(mod)
     assert kw.get("attention_mask") is None
-    assert torch.allclose(f(x[0]), f(x)[0], atol=1e-6, rtol=0)
+    y1, A1 = f(x[0], return_weights=True)
+    yb, Ab = f(x, return_weights=True)
+    assert y1.shape == x.shape[1:] and A1.dim() == 3
+    assert torch.allclose(y1, yb[0], atol=1e-6, rtol=0) and torch.allclose(A1, Ab[0], atol=1e-7, rtol=0)
+
+
+def test_unbatched_decoder_with_transformers_mask(whisper_random):
+    """[T, D] decoder input with transformers' 4-D causal mask and [Tk, D] encoder states."""
+    rec, _ = whisper_random
+    mod, x, kw, out = rec[-1]
+    y, A = L.from_scratch_layer(mod)(x[0], kw["attention_mask"], kw["encoder_hidden_states"][0],
+                                     return_weights=True)
+    assert y.shape == out.shape[1:] and (y - out[0]).abs().max().item() <= ATOL
+    assert A["self"].shape == (8, x.shape[1], x.shape[1]) and A["cross"].shape == (8, x.shape[1], 1500)
 
 
 # ----------------------------------------------------------------------------------------------
