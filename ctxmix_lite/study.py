@@ -18,7 +18,8 @@ Pipeline, per item and per model (one forward pass each)::
       S[w]   = mean_{i in target frames} VZ_i(zero all of w's frames at once)       (Value Zeroing)
       s[w]   = S[w] / sum_{w'} S[w']                 (rows re-normalised over aligned words only)
 
-  (Attention is pooled and normalised per head, then averaged over heads.)
+  (Attention is pooled and normalised per head, then averaged over heads, in the encoder and the
+  cross-attention; in the decoder it is averaged over heads first, as in the paper's code.)
 * **Decoder** (Whisper, teacher-forced on the trained model's own greedy transcription after
   ``<|startoftranscript|><|fr|><|transcribe|><|notimestamps|>``). Rows = the positions that
   *predict* the target's subword tokens (the position before each target token); columns = the
@@ -634,8 +635,10 @@ def _decoder_row(lc: LayerCapture, rows, word_tokens, measure: str) -> np.ndarra
     r = torch.as_tensor(rows, dtype=torch.long)
     cols = [list(t) if t else [] for t in word_tokens]
     if measure == "attention":
-        a = lc.weights[:, r, :].double().numpy()  # [H, R, T]
-        return _normalize(_per_row_words(a, cols)).mean(0).mean(0)
+        # head mean over all tokens first (softmax rows), then renormalised over the aligned words'
+        # tokens: the paper's decoder recipe with the prefix tokens skipped
+        a = lc.weights[:, r, :].mean(0).double().numpy()  # [R, T]
+        return _normalize(_per_row_words(a, cols)).mean(0)
     if measure == "attention_norm":
         m = attention_norm(lc, rows=r).double().numpy()
     elif measure == "value_zeroing":
