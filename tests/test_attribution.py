@@ -1,0 +1,158 @@
+"""Tests of ctxmix_lite.attribution: gradients against finite differences, integrated-gradients
+completeness, the value-zeroing rollout's mass, word pooling, blank-out and decoder token
+replacement (the real trained Whisper-base for the behavioural checks)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ctxmix_lite import attribution as A
+
+TEXT = "Elle a perdu les livres dans le train."
+
+
+@pytest.fixture(scope="module")
+def item():
+    from ctxmix_lite import synth
+
+    try:
+        s = synth.synthesize(TEXT, voice="mb-fr1", rate=130)
+    except Exception as err:  # pragma: no cover
+        pytest.skip(f"synthesiser unavailable: {err}")
+    return s.audio, s.words
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from ctxmix_lite.models import load_model
+
+    return load_model("openai/whisper-tiny", pretrained=False, seed=0,
+                      config_overrides=dict(encoder_layers=2, decoder_layers=2, d_model=64,
+                                            encoder_attention_heads=2, decoder_attention_heads=2,
+                                            encoder_ffn_dim=128, decoder_ffn_dim=128))
+
+
+def _ids(proc, text=TEXT):
+    from ctxmix_lite.capture import whisper_prefix_ids
+
+    return whisper_prefix_ids(proc) + list(proc.tokenizer(" " + text, add_special_tokens=False).input_ids)
+
+
+def test_target_positions_and_log_prob_match_a_manual_softmax(tiny, item):
+    model, proc = tiny
+    audio, al = item
+    ids = _ids(proc)
+    pos = A.target_positions(proc, ids, al, 4)
+    assert proc.tokenizer.decode([ids[p] for p in pos]).strip() == "livres"
+    x = A._features(proc, audio)
+    with torch.no_grad():
+        lp = A.target_log_prob(model, x, ids, pos)[0]
+        logits = model(input_features=x, decoder_input_ids=torch.tensor([ids])).logits[0]
+    manual = sum(torch.log_softmax(logits[p - 1], -1)[ids[p]] for p in pos)
+    torch.testing.assert_close(lp, manual, atol=1e-4, rtol=1e-5)
+    assert A.target_probability(model, proc, audio, ids, pos) == pytest.approx(float(manual.exp()), rel=1e-4)
+
+
+def test_gradient_matches_finite_differences(tiny, item):
+    """<grad f, v> against (f(x + h v) - f(x - h v)) / 2h for a random direction v."""
+    model, proc = tiny
+    audio, al = item
+    ids = _ids(proc)
+    pos = A.target_positions(proc, ids, al, 4)
+    gx = A.gradient_x_input(model, proc, audio, ids, pos)
+    x = A._features(proc, audio)
+    grad = torch.as_tensor(gx.extra["per_mel"]) / x[0]  # per_mel = g * x
+    v = torch.randn_like(x[0], generator=torch.Generator().manual_seed(0)) * (x[0].abs() > 1e-3)
+    h = 1e-2
+    with torch.no_grad():
+        fp = A.target_log_prob(model, x + h * v, ids, pos).exp()[0]
+        fm = A.target_log_prob(model, x - h * v, ids, pos).exp()[0]
+    fd = float((fp - fm) / (2 * h))
+    an = float((grad * v)[x[0].abs() > 1e-3].sum())
+    assert an == pytest.approx(fd, rel=0.05, abs=1e-3 * abs(gx.value))
+    assert gx.scores.shape == (3000,) and gx.times[1] == pytest.approx(0.01)
+
+
+def test_integrated_gradients_completeness(tiny, item):
+    model, proc = tiny
+    audio, al = item
+    ids = _ids(proc)
+    pos = A.target_positions(proc, ids, al, 4)
+    ig = A.integrated_gradients(model, proc, audio, ids, pos, steps=32, batch_size=8)
+    total = ig.value - ig.extra["baseline_value"]
+    assert abs(ig.extra["completeness_gap"]) < 0.05 * abs(total) + 1e-9
+    np.testing.assert_allclose(ig.scores.sum(), total + ig.extra["completeness_gap"], rtol=1e-4)
+
+
+def test_vz_rollout_is_a_distribution_over_the_clip(tiny, item):
+    model, proc = tiny
+    audio, al = item
+    ids = _ids(proc)
+    pos = A.target_positions(proc, ids, al, 4)
+    vz = A.vz_rollout(model, proc, audio, ids, pos, chunk_frames=4)
+    assert (vz.scores >= 0).all()
+    assert vz.scores.sum() == pytest.approx(1.0, abs=1e-5)  # rolled-out rows and cross rows sum to 1
+    assert vz.times[-1] < len(audio) / 16000 + 0.08  # speech frames only, no padding
+    np.testing.assert_allclose(vz.extra["encoder_rollout"].sum(-1), 1.0, atol=1e-5)
+
+
+def test_word_scores_sum_over_spans():
+    attr = A.Attribution("x", np.arange(10, dtype=float), np.arange(10) * 0.1, 0.1, 1.0)
+    al = [dict(start=0.0, end=0.3, word="a"), dict(start=0.3, end=0.55, word="b"), dict(start=0.55, end=1.0, word="c")]
+    np.testing.assert_allclose(A.word_scores(attr, al), [0 + 1 + 2, 3 + 4, 5 + 6 + 7 + 8 + 9])
+    np.testing.assert_allclose(A.word_scores(A.Attribution("x", -np.ones(10), attr.times, 0.1, 1.0), al, absolute=True), [3, 2, 5])
+
+
+def test_flip_number():
+    assert A.flip_number("les") == "le" and A.flip_number("Les") == "Le"
+    assert A.flip_number("elle") == "elles" and A.flip_number("ils") == "il"
+    assert A.flip_number("les", partner="la") == "la"
+    with pytest.raises(ValueError, match="cue"):
+        A.flip_number("maison")
+
+
+def test_replace_decoder_word(tiny, item):
+    _, proc = tiny
+    _, al = item
+    ids = _ids(proc)
+    new, pos = A.replace_decoder_word(proc, ids, al, 3, "le")
+    assert proc.tokenizer.decode(new[4:]).strip() == "Elle a perdu le livres dans le train."
+    assert proc.tokenizer.decode([new[p] for p in pos[4]]).strip() == "livres"
+    with pytest.raises(ValueError, match="not in the transcript"):
+        A.replace_decoder_word(proc, _ids(proc, "Elle a perdu"), al, 3, "le")
+
+
+def test_blank_input_validation(item):
+    audio, _ = item
+    out = A._blank(audio, [(0.1, 0.2)])
+    assert np.all(out[1600:3200] == 0) and np.array_equal(out[:1600], audio[:1600])
+    with pytest.raises(ValueError, match="no sample"):
+        A._blank(audio, [(5.0, 6.0)])
+
+
+def test_wav2vec2_is_refused():
+    from ctxmix_lite.models import load_model
+
+    model, proc = load_model("facebook/wav2vec2-base", pretrained=False,
+                             config_overrides=dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64))
+    with pytest.raises(ValueError, match="decoder"):
+        A.target_probability(model, proc, np.zeros(16000, dtype=np.float32), [1, 2], [1])
+
+
+@pytest.mark.slow
+def test_blank_out_and_token_replacement_change_the_probability(whisper_base, item):
+    """Trained Whisper-base: silencing the target's own audio, or replacing the cue token in the
+    teacher-forced transcript, lowers p(target); silencing nothing leaves it unchanged."""
+    model, proc = whisper_base
+    audio, al = item
+    ids = _ids(proc)
+    pos = A.target_positions(proc, ids, al, 4)
+    tgt = A.blank_out(model, proc, audio, ids, pos, [(al[4]["start"], al[4]["end"])])
+    assert tgt["p"] > 0.5  # the model is confident on the clean clip
+    assert tgt["drop"] > 0.3
+    same = A.target_probability(model, proc, audio, ids, pos)
+    assert same == pytest.approx(tgt["p"], rel=1e-6)
+    rep = A.cue_token_replacement(model, proc, audio, ids, al, [3], 4, ["le"])
+    assert rep["text"].startswith("Elle a perdu le livres")
+    assert rep["drop"] > 0.3  # the decoder reads number from the cue token
