@@ -1,0 +1,112 @@
+"""Tests of notebook 05's explorer (ctxmix_lite.explorer): every option renders headlessly, the word
+view's target row is the study's target row, the widget builds on the installed ipywidgets."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ctxmix_lite import study
+from ctxmix_lite.explorer import Explorer
+
+SENTS = [("Elle a perdu les livres dans le train.", 3, 4, -1, "Det_Noun", "plural"),
+         ("Les enfants jouent dans le jardin.", 0, 1, 2, "Det_Noun_Verb", "plural")]
+
+
+@pytest.fixture(scope="module")
+def items():
+    from ctxmix_lite import synth
+
+    out = []
+    for k, (text, c, t, t2, tpl, lab) in enumerate(SENTS):
+        try:
+            s = synth.synthesize(text, voice="mb-fr1", rate=140)
+        except Exception as err:  # pragma: no cover
+            pytest.skip(f"synthesiser unavailable: {err}")
+        out.append(dict(item_id=f"e{k}", audio=dict(array=s.audio, sampling_rate=s.sampling_rate, path=""),
+                        transcription=text, alignment=s.words, cue_index=c, target_index=t, target_index_2=t2,
+                        template=tpl, label=lab, voice="mb-fr1", pair_id=f"p{k}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def models():
+    from ctxmix_lite.models import load_model
+
+    small = dict(encoder_layers=2, decoder_layers=2, d_model=64, encoder_attention_heads=2,
+                 decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128)
+    w = load_model("openai/whisper-tiny", pretrained=False, seed=0, config_overrides=small)
+    x = load_model("facebook/wav2vec2-large-xlsr-53", pretrained=False, seed=0,
+                   config_overrides=dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128))
+    return {"whisper-tiny (random)": w, "xlsr-53 (random)": x}
+
+
+def _explorer(items, models):
+    from ctxmix_lite.capture import whisper_prefix_ids
+
+    proc = models["whisper-tiny (random)"][1]
+    ids = {k: whisper_prefix_ids(proc) + list(proc.tokenizer(" " + it["transcription"], add_special_tokens=False).input_ids)
+           for k, it in enumerate(items)}
+    return Explorer(items, models, transcripts={"whisper-tiny (random)": ids})
+
+
+def test_every_option_renders_headlessly(items, models):
+    ex = _explorer(items, models)
+    n = ex.run_all(mode="each")
+    # base + each other value of every control: items, models, components, layers, measures
+    assert n == 1 + (len(items) - 1) + (len(models) - 1) + 2 + 1 + 2
+
+
+@pytest.mark.slow
+def test_all_combinations_for_one_item(items, models):
+    ex = _explorer(items, models)
+    import matplotlib.pyplot as plt
+
+    for model in models:
+        for comp in ex.components(model):
+            for layer in range(ex.n_layers(model)):
+                for m in study.MEASURES:
+                    fig = ex.show(item=1, model=model, component=comp, layer=layer, measure=m, audio=False)
+                    assert fig.axes
+                    plt.close(fig)
+                    v = ex.view(1, model, comp, layer, m)
+                    s = v.word.sum(-1)
+                    assert np.all((np.abs(s - 1) < 1e-5) | (s == 0))
+                    assert np.all(v.word >= 0) and np.all(v.frame >= -1e-12)
+                    fs = v.frame.sum(-1)
+                    assert np.all((np.abs(fs - 1) < 1e-5) | (fs == 0))
+
+
+def test_word_view_target_row_is_the_study_row(items, models):
+    ex = _explorer(items, models)
+    model, proc = models["whisper-tiny (random)"]
+    it = items[0]
+    res = study.item_distributions(model, proc, it, decoder_ids=ex.decoder_ids("whisper-tiny (random)", 0))
+    for comp in ("encoder", "decoder", "cross"):
+        for m in study.MEASURES:
+            for layer in range(2):
+                v = ex.view(0, "whisper-tiny (random)", comp, layer, m)
+                np.testing.assert_allclose(v.word[4], res["dist"][("main", comp, m)][layer], atol=2e-5,
+                                           err_msg=f"{comp} {m} layer {layer}")
+                assert v.cue_contribution == pytest.approx(float(res["dist"][("main", comp, m)][layer][3]), abs=2e-5)
+
+
+def test_widget_builds_and_redraws(items, models):
+    pytest.importorskip("ipywidgets")
+    ex = _explorer(items, models)
+    w = ex.widget(draw=False)
+    assert set(w.controls) == {"item", "model", "component", "layer", "measure"}
+    w.controls["measure"].value = "attention"  # an observe() callback redraws into the Output
+    w.controls["component"].value = "cross"
+    assert w.values()["component"] == "cross"
+
+
+def test_bad_requests_raise(items, models):
+    ex = _explorer(items, models)
+    with pytest.raises(ValueError, match="component"):
+        ex.view(0, "xlsr-53 (random)", "decoder", 0, "attention")
+    with pytest.raises(ValueError, match="layer"):
+        ex.view(0, "whisper-tiny (random)", "encoder", 5, "attention")
+    with pytest.raises(ValueError, match="measure"):
+        ex.view(0, "whisper-tiny (random)", "encoder", 0, "rollout")
+    with pytest.raises(ValueError, match="at least one"):
+        Explorer([], models)
