@@ -51,8 +51,10 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
 
 $(STAMP): pyproject.toml | $(PY)
+	@echo "== torch"
 	$(PY) scripts/install_torch.py
-	$(PY) -m pip install -e ".[$(EXTRAS)]"
+	@echo "== the course package with extras $(EXTRAS)"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (ctxmix)"
 	@touch $@
 
@@ -70,7 +72,7 @@ run: data
 	$(PY) scripts/run_notebooks.py $(RUN_ARGS)
 
 test: system
-	CTXMIX_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -n $(WORKERS) --dist loadfile -ra $(PYTEST_ARGS)
+	CTXMIX_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -n $(WORKERS) --dist loadfile -ra --durations=15 $(PYTEST_ARGS)
 
 # ---- extras --------------------------------------------------------------------------------
 lab: system
