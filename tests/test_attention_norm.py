@@ -91,3 +91,25 @@ def test_real_models(key, french_clip):
             assert rel(attention_norm(lc, rows=rows, per_head=True), ph) <= 1e-5
             if lc.causal:
                 assert torch.all(torch.triu(attention_norm(lc), 1) == 0)
+
+
+def test_cancelling_heads_recomputed_exactly():
+    """Two heads sending (almost) opposite vectors: the float32 Gram form would lose the small
+    remainder; such cells are recomputed from the vectors."""
+    g = torch.Generator().manual_seed(0)
+    H, T, dh, D = 2, 6, 4, 4
+    W_O = torch.eye(D).repeat(1, H)  # [D, H*dh]: both heads write into the same space
+    v0 = torch.randn(T, dh, generator=g) * 1e3
+    values = torch.stack([v0, -v0 + 1e-2 * torch.randn(T, dh, generator=g)])
+    weights = torch.full((H, T, T), 1.0 / T)
+    cap = LayerCaptureLike(weights, values, W_O)
+    s, ph = explicit(cap)
+    got = attention_norm(cap)
+    assert float(((got - s).abs() / s).max()) < 1e-5
+    assert float(s.max()) < 1e-2 * float(ph.sum(0).max())  # the case really cancels
+
+
+def LayerCaptureLike(weights, values, W_O):
+    from ctxmix_lite.exercises.nb03 import as_capture
+
+    return as_capture(weights, values, W_O)
