@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Generate notebooks/05_homophony_cue_contribution.ipynb (committed without outputs).
+
+    python scripts/make_nb05.py            # writes the notebook
+    python scripts/make_nb05.py --check    # exit 1 if the committed notebook differs from this script
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ctxmix_lite.colab import COLAB_SETUP_CELL  # noqa: E402
+
+OUT = ROOT / "notebooks" / "05_homophony_cue_contribution.ipynb"
+STEM = "nb05"
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str, tags=None):
+    cell = new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+CELLS = [
+    new_code_cell(COLAB_SETUP_CELL),
+    md(r"""
+# 05 · Homophony: does the target read the cue? (Mohebbi et al., EMNLP 2023)
+
+*Context-Mixing in Speech Transformers* — notebook 6 of 8.
+
+French *livre* and *livres* sound the same; so do *trouve* and *trouvent*. A speech recogniser can
+only write the right form by reading an earlier word that marks number audibly: the **cue**
+(*le / les*; *il / ils* before a vowel, through the liaison /z/). This notebook replicates the
+study's central measurement with the three context-mixing measures of notebooks 02–04.
+
+**Learning goals**
+
+- turn a frame-level (or token-level) context-mixing matrix into the study's number: the **cue
+  contribution**, the share of the target word's row that falls on the cue (you write it);
+- explore items word × word and frame × frame, layer by layer, for every component and measure;
+- run the whole study — every item × model (trained and random) × component × measure × layer —
+  as one tidy table, cached and resumable;
+- draw the paper's Fig. 1 and Fig. 2 analogues and compare our findings with the paper's, saying
+  where they agree, where they differ and why.
+"""),
+    md(r"""
+## What runs here (and how it differs from the paper)
+
+| | paper | this notebook (offline default) |
+|---|---|---|
+| speech | Common Voice 11 French, test split (1,000 items) | synthetic French (espeak-ng + MBROLA voices), exact word times, minimal pairs |
+| Whisper | whisper-base/small/**medium** | **whisper-base** (packaged weights), trained + random init |
+| encoder-only | XLSR-53 fine-tuned for French (trained) | the **XLSR-53 architecture, random init** (trained checkpoint with `HUB = True`) |
+| templates | Det_Noun 720, Pronoun_Verb 257, Det_Noun_Verb 23 | same templates; Det_Noun_Verb more frequent |
+
+With the Hugging Face hub (e.g. on Colab) set `HUB = True`, `MODEL = "openai/whisper-medium"` and
+`DATA = "hub"` to run on the released dataset with the paper's models. A GPU helps a lot there.
+
+**Method, as in the paper.** Encoder rows are the target word's frames (Whisper: 1,500 frames for
+the 30 s padded window, $t \mapsto \lceil F t / T\rceil$; wav2vec2: $T$ = clip duration); columns
+are the aligned words (mean over their frames; value zeroing zeroes a whole word at once); rows
+are re-normalised over aligned words only, so padding and silence never count. The Whisper decoder
+is teacher-forced on the *trained* model's own greedy transcription (forced French); its rows are
+the positions that **predict** the target's subword tokens, its columns the transcript's tokens
+grouped into words (prefix tokens excluded). Cross-attention: the same rows, the encoder's word
+frames as columns. `Det_Noun_Verb` items are used twice (det → noun; det + noun → verb). Items
+that the trained ASR model does not transcribe with cue and target right are excluded from every
+model and component, and counted.
+"""),
+    code(r"""
+MODEL = "openai/whisper-base"     # Whisper (trained: packaged weights; "openai/whisper-medium" needs the hub)
+HUB = False                       # True: trained French XLSR-53 as the encoder-only model (needs the hub)
+DATA = "offline"                  # "offline" (synthetic) or "hub" (hosein-m/french_homophone_asr)
+N_ITEMS = 200                     # items of the study (None: the whole set, 1,000 offline)
+EXPLORER_ITEMS = 4                # items in the interactive explorer
+EXCLUDE_MISRECOGNISED = True      # the paper's rule (False: keep them for the encoder)
+THREADS = 2                       # CPU threads (torch.set_num_threads)
+SMOKE = False                     # True: tiny run (CI): 6 items, a 4-layer random XLSR
+SOLUTIONS = False                 # True: use the reference solution of the exercise
+SEED = 0                          # random initialisation and choice of items
+""", tags=["parameters"]),
+    code(r"""
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from ctxmix_lite import study
+from ctxmix_lite.exercises import nb05, use_solution
+from ctxmix_lite.explorer import Explorer
+from ctxmix_lite.paths import outputs_dir, savefig
+from ctxmix_lite.plotting import plot_waveform_words
+from ctxmix_lite.widgets import audio_player
+
+torch.set_num_threads(THREADS)
+if SMOKE:
+    N_ITEMS, EXPLORER_ITEMS = 6, 1
+pd.set_option("display.width", 160)
+pd.set_option("display.max_colwidth", 60)
+T0 = time.perf_counter()
+"""),
+    md(r"""
+## 1 · The items
+
+Every item comes with its minimal pair (same sentence, voice and prosody, other number). The
+target's own sound is the same in both members: only the cue tells them apart.
+"""),
+    code(r"""
+items = study.course_items(DATA, N_ITEMS, smoke=SMOKE, seed=SEED, progress=False)
+print(f"{len(items)} items")
+print(pd.crosstab(pd.Series(items["template"], name="template"), pd.Series(items["label"], name="label")))
+
+it = items[0]
+uses = study.item_uses(it)
+al = it["alignment"]
+wav = study._audio_of(it)
+ax = plot_waveform_words(wav, 16000, al, title=f"{it['transcription']}  ({it['template']}, {it['label']})")
+for u in uses:
+    ax.axvspan(al[u.target]["start"], al[u.target]["end"], color="tab:red", alpha=0.15)
+    for c in u.cue:
+        ax.axvspan(al[c]["start"], al[c]["end"], color="tab:green", alpha=0.15)
+savefig(ax.figure, "05_item_waveform")
+plt.show()
+print("cue:", [al[c]["word"] for c in uses[0].cue], " target:", al[uses[0].target]["word"])
+audio_player(wav, 16000)
+"""),
+    md(r"""
+## 2 · Exercise: the cue contribution
+
+The study reads a word-level matrix $M$ (rows: the word that *receives*, columns: the word that
+*contributes*, non-negative) and reports, for one layer,
+
+$$\text{cue contribution} = \frac{\sum_{j \in \text{cue}} M_{\text{target}, j}}{\sum_j M_{\text{target}, j}}$$
+
+(0 for an all-zero row). `cue` is a list: the second use of a `Det_Noun_Verb` item has two cue
+words (det + noun → verb). Make it work on one matrix `[W, W]` (return a float) and on a stack of
+layers `[L, W, W]` (return `[L]`).
+"""),
+    code(r"""
+def cue_contribution(word_matrix, cue, target):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+cue_contribution = use_solution(cue_contribution, nb05.cue_contribution, SOLUTIONS)
+nb05.check_cue_contribution(cue_contribution)
+"""),
+    md(r"""
+## 3 · The models
+
+Whisper trained and randomly initialised (same architecture, seeded default initialisation), and
+the encoder-only model of Fig. 1: the XLSR-53 architecture, randomly initialised offline (the
+trained French checkpoint with `HUB = True`). In `SMOKE` mode the random XLSR keeps 4 of its 24
+layers (same layer type) to fit the CI budget.
+"""),
+    code(r"""
+RUNS = study.default_model_runs(hub=HUB, smoke=SMOKE, whisper=MODEL)
+t = time.perf_counter()
+loaded = {run: run.load() for run in RUNS}
+print(f"loaded {len(RUNS)} models in {time.perf_counter() - t:.0f} s:")
+for run in RUNS:
+    print("  ", run.label)
+"""),
+    md(r"""
+## 4 · Explore an item
+
+Pick an item, a model, a component (encoder, decoder self-attention, cross-attention), a layer and
+a measure. Left: the word × word matrix (rows re-normalised over aligned words; the target row's
+cue cell is the cue contribution). Right: the frame × frame (encoder), token × token (decoder) or
+token × frame (cross-attention) matrix with the word boundaries. The explorer runs one forward
+pass per (item, model) and computes the chosen layer on demand.
+"""),
+    code(r"""
+explorer = Explorer(list(items.select(range(EXPLORER_ITEMS))), {run.label: loaded[run] for run in RUNS})
+trained = RUNS[0].label
+view = explorer.view(0, trained, "encoder", 5 if not SMOKE else 1, "value_zeroing")
+u = study.item_uses(items[0])[0]
+print(f"{trained}, encoder, value zeroing: cue contribution = {view.cue_contribution:.3f}")
+# your function on the real word-level matrix
+nb05.check_cue_contribution(cue_contribution, view.word, list(u.cue), u.target)
+explorer.widget()
+"""),
+    md(r"""
+## 5 · The whole study
+
+One forward pass per item and model (the rows-only pass of `ctxmix_lite.study`: the model's own
+forward plus, for the target rows only, the eager attention weights), then all three measures for
+every component and layer. Shards are cached per (model, init, settings, item): run the cell
+again, or resume after an interruption, and only missing items are computed. Transcriptions are
+generated once with the trained Whisper.
+"""),
+    code(r"""
+t = time.perf_counter()
+res = study.run_study(items, RUNS, exclude_misrecognised=EXCLUDE_MISRECOGNISED, threads=THREADS, loaded=loaded)
+print(f"study: {time.perf_counter() - t:.0f} s; per model: " + ", ".join(f"{k} {v:.0f} s" for k, v in res.timings.items()))
+print(f"{res.table['item'].nunique()} analysed items (Det_Noun_Verb counted twice), "
+      f"{res.n_excluded} excluded as misrecognised by the trained model(s)")
+res.table.head()
+"""),
+    code(r"""
+# what the trained model got wrong (the paper's exclusion rule)
+print(res.exclusions.groupby(["template", "use"]).size().rename("excluded").to_frame() if len(res.exclusions) else "no exclusions")
+res.exclusions[["item", "reason", "transcription", "reference"]].head(10)
+"""),
+    md(r"""
+## 6 · Fig. 1 analogue: encoders, trained vs random
+
+Mean cue contribution per layer (rows, layer 1 at the bottom) and measure (columns). The paper's
+Fig. 1 shows a trained encoder-only ASR model (XLSR-53 French) whose upper layers draw on the cue,
+and random models that do not.
+"""),
+    code(r"""
+summary = res.summary()
+enc_only = [r.label for r in RUNS if "whisper" not in r.name]
+whisper_runs = [r.label for r in RUNS if "whisper" in r.name]
+fig1 = study.plot_cue_panels(summary, [(l, "encoder") for l in enc_only + whisper_runs],
+                             suptitle="Cue contribution in the encoder (Fig. 1 analogue)")
+savefig(fig1, "05_fig1_encoders")
+plt.show()
+"""),
+    md(r"""
+## 7 · Fig. 2 analogue: Whisper's encoder, cross-attention and decoder
+
+The paper's Fig. 2: in Whisper most of the cue → target mixing happens in the **decoder** (the
+decoder reads the cue *token* it has already written); the encoder contributes little.
+"""),
+    code(r"""
+panels = [(l, c) for l in whisper_runs for c in ("encoder", "cross", "decoder")]
+fig2 = study.plot_cue_panels(summary, panels, ncols=3, suptitle="Whisper: encoder / cross-attention / decoder (Fig. 2 analogue)")
+savefig(fig2, "05_fig2_whisper_components")
+plt.show()
+"""),
+    md(r"""
+## 8 · Per template
+
+Value zeroing, mean ± 95 % interval over items. `Det_Noun_Verb (verb)` is the second use: cue =
+det + noun.
+"""),
+    code(r"""
+for comp in ("encoder", "decoder"):
+    labels = [l for l in (whisper_runs if comp == "decoder" else enc_only + whisper_runs)]
+    fig = study.plot_template_breakdown(res.table, labels, comp)
+    savefig(fig, f"05_templates_{comp}")
+    plt.show()
+"""),
+    md(r"""
+## 9 · The paper's findings beside ours
+
+`verdict` is computed from the numbers (value zeroing, the paper's reference measure); `why` says
+what differs between the two set-ups.
+"""),
+    code(r"""
+cmp = study.paper_comparison(summary, RUNS)
+out = outputs_dir() / "05_cue_contribution.csv"
+res.table.to_csv(out, index=False)
+print("table saved to", out, f"({len(res.table)} rows); total notebook time {time.perf_counter() - T0:.0f} s")
+cmp
+"""),
+    md(r"""
+## Wrap-up
+
+- The cue contribution is one number per item, model, component, measure and layer: the share of
+  the target's row on the cue. Averaged over items it gives the paper's heatmaps.
+- Attention, Attention-Norm and Value Zeroing do not always agree: which one moves most between
+  trained and random models? Which one puts most weight on the target itself?
+- In Whisper the decoder does most of the work: the row that predicts the target often *is* the
+  cue token (*les* → *livres*). Notebook 07 tests that directly: replace the cue token in the
+  teacher-forced transcript, or silence the cue's audio, and watch the target's probability.
+
+To think about:
+
+1. Synthetic voices give exact homophony and clean word times. Which of our differences from the
+   paper would you expect to shrink on Common Voice, and which would not?
+2. Why can a *random* model show a non-zero cue contribution at all? What sets its level?
+"""),
+]
+
+
+def build():
+    nb = new_notebook(cells=CELLS)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["colab"] = {"provenance": []}
+    for i, cell in enumerate(nb.cells):  # stable ids, so regenerating gives the same file
+        cell["id"] = f"{STEM}-{i:02d}"
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    return nb
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    text = nbformat.writes(build())
+    if args.check:
+        same = OUT.exists() and OUT.read_text() == text
+        print("up to date" if same else f"{OUT} differs from scripts/make_nb05.py")
+        return 0 if same else 1
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    print("wrote", OUT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
