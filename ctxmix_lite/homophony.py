@@ -690,8 +690,12 @@ def build_dir(key: str) -> Path:
 def _build_key(n_items, seed, voices, mix, lists: WordLists) -> Tuple[str, dict]:
     from . import lexicon
 
+    code = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for mod in ("homophony.py", "synth.py", "lexicon.py"):  # the code that makes the data
+        code.update((here / mod).read_bytes())
     ident = {
-        "code": CODE_VERSION, "n_items": n_items, "seed": seed, "voices": list(voices),
+        "code": CODE_VERSION, "code_sha256": code.hexdigest()[:16], "n_items": n_items, "seed": seed, "voices": list(voices),
         "mix": dict(mix), "word_lists": {k: hashlib.sha256(v.encode()).hexdigest()
                                          for k, v in lists.sources.items()},
         "synth": _synth_identity(), "lexicon": lexicon.source_version(),
@@ -793,9 +797,19 @@ def _save_build(ds, report, out: Path):
 
 
 def _load_build(out: Path):
+    """Load a build; if a transcription check was saved for it, fill ``whisper_ok`` from it."""
     from datasets import load_from_disk
 
     ds = load_from_disk(str(out / "dataset"))
+    wc = out / "whisper_check.json"
+    if wc.is_file():
+        items = json.loads(wc.read_text())["items"]
+        if all(i in items for i in ds["item_id"]):
+            with _quiet_datasets(True):
+                ds = ds.remove_columns("whisper_ok").add_column(
+                    "whisper_ok", [bool(items[i]["ok"]) for i in ds["item_id"]])
+                ds = ds.select_columns(list(FIELDS)).cast(features())
+            ds._ctxmix_transcripts = {i: items[i]["text"] for i in ds["item_id"]}
     ds._ctxmix_build_dir = str(out)  # type: ignore[attr-defined]
     return ds
 
@@ -1361,21 +1375,42 @@ def _default_model():
         return load_whisper_base_offline()
 
 
-def transcription_check(dataset, model=None, processor=None, batch_size: int = 16,
-                        progress: bool = True, cache: bool = True, model_name: str = None):
+def model_fingerprint(model) -> str:
+    """A short name that identifies the *weights* (not just the architecture): cached transcripts
+    of a trained model are never reused for a randomly initialised one of the same shape."""
+    import torch
+
+    base = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "").split("/")[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base) or type(model).__name__.lower()
+    h = hashlib.sha1()
+    n = 0
+    for name, p in model.named_parameters():
+        n += p.numel()
+        if n < 5_000_000:  # the first parameters suffice
+            h.update(name.encode())
+            h.update(p.detach().reshape(-1)[:4096].to(torch.float32).cpu().numpy().tobytes())
+    return f"{base}-{n}-{h.hexdigest()[:10]}"
+
+
+def transcription_check(dataset, model=None, processor=None, batch_size: int = 8,
+                        progress: bool = True, cache: bool = True, save: bool = True):
     """Transcribe every item with Whisper (greedy, forced French) and set ``whisper_ok``: True when
     the transcript has cue and target (and second target) correct and in order (the study keeps
-    only those for the decoder analysis). Results are cached by audio hash in
-    ``paths.cache_dir()/homophony_whisper/<model>.jsonl`` and the committed seed file
-    ``data/checks/<model>.tsv`` (used when the audio is bit-identical). Returns a new Dataset;
-    the transcripts are in ``ds._ctxmix_transcripts`` (item_id -> text)."""
+    only those for the decoder analysis).
+
+    model/processor: default the offline trained Whisper-base (``models.load_model``).
+    cache: reuse transcripts by audio hash from ``paths.cache_dir()/homophony_whisper/<model>.jsonl``
+    and from the committed ``data/checks/<model>.tsv`` (bit-identical audio only).
+    save: when ``dataset`` is an offline build, write ``whisper_check.json`` into its build folder
+    so that later loads of that build come with ``whisper_ok`` filled in.
+    Returns a new Dataset; the transcripts are in ``ds._ctxmix_transcripts`` (item_id -> text).
+    """
     import torch
     from tqdm.auto import tqdm
 
     if model is None or processor is None:
         model, processor = _default_model()
-    name = model_name or getattr(getattr(model, "config", None), "_name_or_path", "") or "whisper"
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name).split("/")[-1] or "whisper")
+    name = model_fingerprint(model) if hasattr(model, "named_parameters") else "stub"
     known = _load_check_cache(name) if cache else {}
     keys = [_audio_key(np.asarray(a["array"], np.float32)) for a in dataset["audio"]]
     todo = [i for i, k in enumerate(keys) if k not in known]
@@ -1393,8 +1428,8 @@ def transcription_check(dataset, model=None, processor=None, batch_size: int = 1
         texts = processor.batch_decode(seqs, skip_special_tokens=True)
         for i, t in zip(idx, texts):
             new[keys[i]] = t.strip()
-    if cache and new:
-        _append_check_cache(name, new)
+        if cache:  # write as we go: an interrupted check resumes where it stopped
+            _append_check_cache(name, {keys[i]: new[keys[i]] for i in idx})
     known.update(new)
     texts = [known[k] for k in keys]
     oks = [whisper_item_ok(t, dataset[i]) for i, t in enumerate(texts)]
@@ -1405,6 +1440,17 @@ def transcription_check(dataset, model=None, processor=None, batch_size: int = 1
     for attr in ("_ctxmix_build_dir", "_ctxmix_report"):
         if hasattr(dataset, attr):
             setattr(ds, attr, getattr(dataset, attr))
+    build = getattr(dataset, "_ctxmix_build_dir", None)
+    if save and build and Path(build, "report.json").is_file():
+        by = {}
+        for t, v in zip(ds["template"], oks):
+            by.setdefault(t, [0, 0])
+            by[t][0] += int(v)
+            by[t][1] += 1
+        Path(build, "whisper_check.json").write_text(json.dumps({
+            "model": name, "ok": int(sum(oks)), "checked": len(oks), "by_template": by,
+            "items": {i: {"ok": o, "text": t} for i, o, t in zip(ds["item_id"], oks, texts)}},
+            indent=1, ensure_ascii=False))
     return ds
 
 
