@@ -239,3 +239,134 @@ def mfcc_features(
         hop_length=int(0.010 * sampling_rate), n_mels=40, center=False,
     )  # [n_mfcc, frames]
     return np.concatenate([m.mean(axis=1), m.std(axis=1)]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# the probe on the study's features, baselines and controls (notebook 06)
+# ------------------------------------------------------------------------------------------------
+def probe_study(result, n_splits: int = 3, seed: int = 0, C: float = 1.0, progress: bool = True):
+    """Probe every layer of every (model, component) of a :class:`~ctxmix_lite.study.StudyResult`
+    (features stored by the study: mean over the target's frames / predicting positions, layer 0 =
+    the embeddings). Returns a tidy table with ``model_label, init, component, layer, depth, ...``."""
+    import pandas as pd
+
+    runs = {r.label: r for r in result.runs}
+    out = []
+    for (label, comp), d in result.probe.items():
+        r = runs.get(label)
+        _, counts = np.unique(d["y"], return_counts=True)
+        if len(counts) < 2 or counts.min() < n_splits:
+            print(f"[probe] skipped {label} {comp}: class counts {counts.tolist()} < {n_splits} folds")
+            continue
+        df = probe_layers(d["X"], d["y"], n_splits=n_splits, seed=seed, C=C, progress=progress,
+                          model_label=label, model=getattr(r, "name", label), init=getattr(r, "init", ""),
+                          component=comp)
+        out.append(df)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def acoustic_features(items, analyses, span: str = "target", n_mfcc: int = 13):
+    """MFCC features of each analysed (item, use): ``span="target"`` (the target word's own audio),
+    ``"cue"`` (the cue word(s)) or ``"clip"`` (the whole clip). ``analyses``: rows with ``base_item``
+    and ``use`` (e.g. ``result.probe[...]["items"]``). Returns ``X [N, 2 n_mfcc]``."""
+    from .study import _alignment_of, _audio_of, _item_id, item_uses
+
+    by_id = {}
+    for k, it in enumerate(items):
+        by_id[_item_id(it, k)] = it
+    X = []
+    for base, use in zip(analyses["base_item"], analyses["use"]):
+        it = by_id[base]
+        al = _alignment_of(it)
+        u = next(x for x in item_uses(it) if x.name == use)
+        audio = _audio_of(it)
+        if span == "target":
+            sp = (al[u.target]["start"], al[u.target]["end"])
+        elif span == "cue":
+            sp = (min(al[c]["start"] for c in u.cue), max(al[c]["end"] for c in u.cue))
+        elif span == "clip":
+            sp = None
+        else:
+            raise ValueError(f"span must be 'target', 'cue' or 'clip', got {span!r}")
+        X.append(mfcc_features(audio, sp, n_mfcc=n_mfcc))
+    return np.stack(X)
+
+
+def minimal_pair_distances(items, n_mfcc: int = 13):
+    """Minimal-pair control: for each pair (same sentence, voice and prosody; singular vs plural),
+    the distance between the two members' MFCC summaries of the target word and of the cue word,
+    each divided by the mean distance between *random* items' target (resp. cue) features.
+    Homophonous targets give ratios near 0 (same sound), audible cues ratios near or above 1.
+    Returns a ``pandas.DataFrame``: ``pair_id, template, target_ratio, cue_ratio``."""
+    import pandas as pd
+
+    from .study import _alignment_of, _audio_of, item_uses
+
+    feats = {}
+    for it in items:
+        al = _alignment_of(it)
+        u = item_uses(it)[0]
+        audio = _audio_of(it)
+        t = mfcc_features(audio, (al[u.target]["start"], al[u.target]["end"]), n_mfcc=n_mfcc)
+        c = mfcc_features(audio, (min(al[i]["start"] for i in u.cue), max(al[i]["end"] for i in u.cue)), n_mfcc=n_mfcc)
+        feats.setdefault(it.get("pair_id"), {})[it.get("label")] = (t, c, it.get("template"))
+    pairs = {p: d for p, d in feats.items() if len(d) == 2}
+    if not pairs:
+        raise ValueError("no complete minimal pair (singular + plural with the same pair_id) among the items")
+    T = np.stack([v[0] for d in feats.values() for v in d.values()])
+    Cf = np.stack([v[1] for d in feats.values() for v in d.values()])
+    rng = np.random.default_rng(0)
+    ia, ib = rng.integers(0, len(T), 500), rng.integers(0, len(T), 500)
+    keep = ia != ib
+    t_ref = np.linalg.norm(T[ia[keep]] - T[ib[keep]], axis=1).mean()
+    c_ref = np.linalg.norm(Cf[ia[keep]] - Cf[ib[keep]], axis=1).mean()
+    rows = []
+    for p, d in pairs.items():
+        (ts, cs, tpl), (tp, cp, _) = d["singular"], d["plural"]
+        rows.append(dict(pair_id=p, template=tpl, target_ratio=float(np.linalg.norm(ts - tp) / t_ref),
+                         cue_ratio=float(np.linalg.norm(cs - cp) / c_ref)))
+    return pd.DataFrame(rows)
+
+
+def plot_probe(table, baselines: Optional[dict] = None, metric: str = "accuracy", ax=None):
+    """Fig. 4 analogue: probe ``metric`` against normalised depth, one line per (model, component);
+    trained solid, random dashed; ``baselines`` = ``{name: value}`` drawn as horizontal lines."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 4.2))
+    for (label, comp), g in table.groupby(["model_label", "component"], sort=True):
+        g = g.sort_values("depth")
+        random = "random" in str(g["init"].iloc[0]) if "init" in g else "random" in label
+        ax.errorbar(g["depth"], g[metric], yerr=g.get(f"{metric}_std"), marker="o", ms=3, capsize=2,
+                    ls="--" if random else "-", label=f"{label} {comp}")
+    chance = float(table["chance"].iloc[0]) if "chance" in table and len(table) else 0.5
+    ax.axhline(chance, color="0.5", lw=1, ls=":", label=f"chance ({chance:.2f})")
+    for k, (name, v) in enumerate((baselines or {}).items()):
+        ax.axhline(v, color=f"C{(k + 5) % 10}", lw=1.2, ls="-.", label=f"{name} ({v:.2f})")
+    ax.set_xlabel("normalised depth (0 = embeddings, 1 = last layer)")
+    ax.set_ylabel(f"probe {metric.replace('_', '-')} (3-fold CV)")
+    ax.set_ylim(0.3, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    return ax
+
+
+def relate_to_cue(probe_table, summary, measure: str = "value_zeroing"):
+    """Probe accuracy of layer ``l``'s output beside the cue contribution of layer ``l``'s mixing
+    (same model and component; the decoder probe is paired with the decoder's cue contribution).
+    Returns the merged table and the Spearman correlation per (model, component)."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    s = summary[summary["measure"] == measure][["model_label", "component", "layer", "mean"]]
+    m = probe_table.merge(s.rename(columns={"mean": "cue_contribution"}), on=["model_label", "component", "layer"])
+    rows = []
+    import warnings
+
+    for (label, comp), g in m.groupby(["model_label", "component"]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rho = spearmanr(g["cue_contribution"], g["accuracy"]).statistic if len(g) > 2 and g["accuracy"].std() > 0 and g["cue_contribution"].std() > 0 else float("nan")
+        rows.append(dict(model_label=label, component=comp, layers=len(g), spearman=float(rho)))
+    return m, pd.DataFrame(rows)

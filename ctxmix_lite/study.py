@@ -974,10 +974,14 @@ def run_study(
     transcripts: dict = {}
     whisper_names = {r.name for r in runs if resolve_name(r.name).family == "whisper"}
     asr_runs = [r for r in runs if _is_asr(r)]
+    def _missing_shards(run):
+        d = study_cache_dir() / run.slug / tag
+        return not cache or any(not (d / f"{k}.npz").exists() for k in keys)
+
     for name in sorted(whisper_names):
         tr = ModelRun(name, "trained")
         try:
-            if tr in runs and tr not in loaded:
+            if tr in runs and tr not in loaded and _missing_shards(tr):
                 loaded[tr] = tr.load()  # loaded once: transcribes, then runs the study
             mp = loaded.get(tr)
             transcripts[tr] = get_transcriptions(tr, items, keys, *(mp or (None, None)), cache=cache,
