@@ -113,3 +113,66 @@ def test_mfcc_features_span_and_errors():
     np.testing.assert_allclose(probe.mfcc_features(audio, (0.1, 0.4)), f1)
     with pytest.raises(ValueError, match="shorter"):
         probe.mfcc_features(audio, (0.1, 0.11))
+
+
+# ------------------------------------------------------------------------------------------------
+# study-level helpers
+# ------------------------------------------------------------------------------------------------
+def test_probe_study_skips_small_classes_and_tabulates():
+    import types
+
+    import pandas as pd
+
+    from ctxmix_lite.study import ModelRun
+
+    rng = np.random.default_rng(0)
+    y = np.array(["singular", "plural"] * 30)
+    X = rng.standard_normal((4, 60, 6))
+    X[3, :, 0] += 3 * (y == "plural")
+    items = pd.DataFrame(dict(item=[str(i) for i in range(60)]))
+    res = types.SimpleNamespace(
+        runs=[ModelRun("openai/whisper-base", "trained")],
+        probe={("whisper-base (trained)", "encoder"): dict(X=X, y=y, items=items),
+               ("whisper-base (trained)", "decoder"): dict(X=X[:, :4], y=y[:4], items=items[:4])})
+    t = probe.probe_study(res, progress=False)
+    assert set(t["component"]) == {"encoder"}  # the decoder has 2 items per class < 3 folds
+    assert t.loc[t["layer"] == 3, "accuracy"].item() > 0.9
+    assert set(t["init"]) == {"trained"}
+    summary = pd.DataFrame(dict(model_label="whisper-base (trained)", component="encoder", measure="value_zeroing",
+                                layer=[1, 2, 3], mean=[0.1, 0.2, 0.4]))
+    merged, corr = probe.relate_to_cue(t, summary)
+    assert len(merged) == 3 and corr["spearman"].iloc[0] > 0
+    import matplotlib.pyplot as plt
+
+    ax = probe.plot_probe(t, {"MFCC target": 0.5})
+    assert ax.get_xlabel().startswith("normalised depth")
+    plt.close("all")
+
+
+def test_minimal_pairs_and_acoustic_features():
+    import pandas as pd
+
+    from ctxmix_lite import synth
+
+    items = []
+    for k, (sg, pl) in enumerate([("Elle a perdu le livre dans le train.", "Elle a perdu les livres dans le train."),
+                                  ("Il aime la musique.", "Ils aiment la musique.")]):
+        for text, lab in ((sg, "singular"), (pl, "plural")):
+            try:
+                s = synth.synthesize(text, voice="mb-fr1", rate=140)
+            except Exception as err:  # pragma: no cover
+                pytest.skip(f"synthesiser unavailable: {err}")
+            cue, tgt = (3, 4) if k == 0 else (0, 1)
+            items.append(dict(item_id=f"{k}-{lab}", audio=dict(array=s.audio, sampling_rate=s.sampling_rate, path=""),
+                              transcription=text, alignment=s.words, cue_index=cue, target_index=tgt,
+                              target_index_2=-1, template="Det_Noun" if k == 0 else "Pronoun_Verb",
+                              label=lab, pair_id=f"p{k}"))
+    d = probe.minimal_pair_distances(items)
+    assert len(d) == 2
+    # the cue differs within a pair (le/les); the homophonous target much less
+    assert (d["cue_ratio"] > d["target_ratio"]).all()
+    an = pd.DataFrame(dict(base_item=[it["item_id"] for it in items], use="main"))
+    for span in ("target", "cue", "clip"):
+        assert probe.acoustic_features(items, an, span=span).shape == (4, 26)
+    with pytest.raises(ValueError, match="span"):
+        probe.acoustic_features(items, an, span="word")
