@@ -42,7 +42,7 @@ help:
 	@echo "make test   run the full test suite (notebooks included, smoke parameters)"
 	@echo "make lab    open JupyterLab on notebooks/"
 	@echo "make bench  run the benchmarks in bench/"
-	@echo "make clean  remove outputs/, built data and caches (keeps .venv; 'make clean-all' removes it too)"
+	@echo "make clean  remove outputs/, data/build/ and Python caches (keeps .venv; 'make clean-all' removes it too)"
 
 # ---- environment ---------------------------------------------------------------------------
 $(PY):
