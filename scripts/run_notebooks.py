@@ -45,8 +45,8 @@ def pick_kernel() -> str:
         from jupyter_client.kernelspec import KernelSpecManager
 
         spec = KernelSpecManager().get_kernel_spec(KERNEL)
-        exe = Path(spec.argv[0])
-        if exe.exists() and exe.resolve() == Path(sys.executable).resolve():
+        exe = Path(spec.argv[0])  # compared unresolved: venvs share the base interpreter
+        if exe.exists() and exe.absolute() == Path(sys.executable).absolute():
             return KERNEL
     except Exception:
         pass
