@@ -362,3 +362,33 @@ def faithfulness(word_attr: dict, deletion, exclude: Sequence[int] = ()) -> "obj
         top = int(np.argmax(s)) == int(np.argmax(drops))
         rows.append(dict(method=name, spearman=float(rho), same_top_word=top))
     return pd.DataFrame(rows)
+
+
+def plot_side_by_side(audio, alignment, attributions: Sequence[Attribution], cue: Sequence[int] = (), target: Optional[int] = None,
+                      title: Optional[str] = None):
+    """Waveform with its words on top, then one panel per method (scores over time, each scaled to
+    its own maximum |score|), cue (green) and target (red) spans shaded. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .plotting import plot_waveform_words
+
+    dur = len(audio) / 16000
+    n = len(attributions)
+    fig, axes = plt.subplots(n + 1, 1, figsize=(11, 2.1 * (n + 1)), sharex=True)
+    plot_waveform_words(audio, 16000, alignment, ax=axes[0], title=title)
+    for ax, a in zip(axes[1:], attributions):
+        a = a.clip(dur)
+        s = a.scores / (np.abs(a.scores).max() or 1.0)
+        ax.bar(a.times, s, width=a.step, align="edge", color=np.where(s >= 0, "tab:blue", "tab:orange"))
+        ax.axhline(0, color="0.4", lw=0.6)
+        ax.set_ylabel("score / max|score|")
+        ax.set_title(a.method, fontsize=10, loc="left")
+    for ax in axes:
+        for k in cue:
+            ax.axvspan(alignment[k]["start"], alignment[k]["end"], color="tab:green", alpha=0.15)
+        if target is not None:
+            ax.axvspan(alignment[target]["start"], alignment[target]["end"], color="tab:red", alpha=0.12)
+        ax.set_xlim(0, dur)
+    axes[-1].set_xlabel("Time (s)")
+    fig.tight_layout()
+    return fig

@@ -36,3 +36,19 @@ def test_nb06_a_hand_written_loop_passes(monkeypatch):
 
     monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "1")
     assert nb06.check_cv_accuracy(mine)
+
+
+# ----------------------------------------------------------------------------------------------- nb07
+from ctxmix_lite.exercises import nb07  # noqa: E402
+
+
+def test_nb07_reference_passes(monkeypatch):
+    monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "1")
+    assert nb07.check_word_attribution(nb07.word_attribution)
+
+
+@pytest.mark.parametrize("wrong, words", [(nb07._by_start, "centre"), (nb07._absolute, "sign"), (nb07._mean, "sum")])
+def test_nb07_mistakes_are_named(wrong, words, capsys, monkeypatch):
+    monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "0")
+    assert not nb07.check_word_attribution(wrong)
+    assert words in capsys.readouterr().out

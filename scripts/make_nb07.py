@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Generate notebooks/07_context_mixing_vs_attribution.ipynb (committed without outputs).
+
+    python scripts/make_nb07.py            # writes the notebook
+    python scripts/make_nb07.py --check    # exit 1 if the committed notebook differs from this script
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ctxmix_lite.colab import COLAB_SETUP_CELL  # noqa: E402
+
+OUT = ROOT / "notebooks" / "07_context_mixing_vs_attribution.ipynb"
+STEM = "nb07"
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str, tags=None):
+    cell = new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+CELLS = [
+    new_code_cell(COLAB_SETUP_CELL),
+    md(r"""
+# 07 · Context mixing vs feature attribution, and a faithfulness check
+
+*Context-Mixing in Speech Transformers* — notebook 8 of 8.
+
+Context-mixing measures say how much one position reads another *inside* the network. Feature
+attribution asks a different question: which parts of the **input** does the output depend on? For
+the homophony items both can be put on the same time axis, and both can be checked against an
+intervention: silence a word's audio and see whether the target's probability drops.
+
+**Learning goals**
+
+- compute gradient × input and integrated gradients of the target word's probability with respect
+  to Whisper's log-mel input, and a value-zeroing rollout from the target's decoder rows back to
+  input time, for the same item, side by side on the waveform;
+- pool time series into words (you write it) and test every method against a **blank-out**
+  deletion profile (faithfulness);
+- separate what the encoder contributes (silence the cue's *audio*) from what the decoder
+  contributes (replace the cue *token* in the teacher-forced transcript).
+"""),
+    md(r"""
+## What runs here (and how it differs from the paper)
+
+Whisper-base (packaged weights) on the synthetic French items of notebooks 05–06; the paper's
+Whisper was medium and its speech Common Voice. The attribution methods and the blank-out test are
+this course's extension of the study (the paper's own code has a cue blank-out evaluation).
+
+- $f$ = the probability of the target word (product over its subword tokens) given the audio and
+  the teacher-forced transcript before it (the trained model's own transcription).
+- Gradients are taken **with respect to the log-mel input features** (80 mel bins × 10 ms frames;
+  the waveform → log-mel step is numpy preprocessing), summed over mel bins.
+- Integrated gradients start from the features of *silence* (an all-zero waveform of the clip's
+  length); the completeness gap $\sum a - (f(x) - f(x'))$ is printed — it shrinks with `IG_STEPS`.
+- The value-zeroing rollout covers the clip's frames (Whisper's padding left out), in chunks of
+  `VZ_CHUNK` × 20 ms.
+"""),
+    code(r"""
+MODEL = "openai/whisper-base"     # Whisper (trained: packaged weights)
+DATA = "offline"                  # "offline" (synthetic) or "hub"
+N_ITEMS = 200                     # the item pool of notebooks 05-06 (transcriptions are cached)
+N_EXAMPLES = 3                    # items analysed here (correctly transcribed, templates mixed)
+IG_STEPS = 16                     # integrated-gradients steps
+VZ_CHUNK = 2                      # encoder frames (20 ms) per value-zeroing chunk
+THREADS = 2                       # CPU threads
+SMOKE = False                     # True: tiny run (CI): 1 example, 4 IG steps, 80 ms chunks
+SOLUTIONS = False                 # True: use the reference solution of the exercise
+SEED = 0
+""", tags=["parameters"]),
+    code(r"""
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from ctxmix_lite import attribution as A
+from ctxmix_lite import study
+from ctxmix_lite.capture import whisper_prefix_ids
+from ctxmix_lite.exercises import nb07, use_solution
+from ctxmix_lite.paths import outputs_dir, savefig
+from ctxmix_lite.widgets import audio_player
+
+torch.set_num_threads(THREADS)
+if SMOKE:
+    N_ITEMS, N_EXAMPLES, IG_STEPS, VZ_CHUNK = 6, 1, 4, 4
+pd.set_option("display.width", 160)
+T0 = time.perf_counter()
+"""),
+    md(r"""
+## 1 · Items the model gets right
+
+Attribution of a wrong output explains nothing useful: we take items whose cue and target the
+trained model transcribed correctly (its transcriptions are cached by notebook 05), one template
+after another.
+"""),
+    code(r"""
+items = study.course_items(DATA, N_ITEMS, smoke=SMOKE, seed=SEED, progress=False)
+run = study.ModelRun(MODEL, "trained")
+model, proc = run.load()
+keys = [study.item_key(it) for it in items]
+tr = study.get_transcriptions(run, items, keys, model, proc, progress=False)
+prefix = whisper_prefix_ids(proc)
+ok = {}
+for k, it in enumerate(items):
+    u = study.item_uses(it)[0]
+    pos = study.decoder_positions(it["alignment"], tr[keys[k]]["ids"], proc.tokenizer, 4)
+    if study.check_use(pos, u) is None:
+        ok.setdefault(it["template"], []).append(k)
+order = [k for group in zip(*ok.values()) for k in group] + [k for g in ok.values() for k in g]
+examples = list(dict.fromkeys(order))[:N_EXAMPLES]
+print(f"{sum(len(v) for v in ok.values())} of {len(items)} items transcribed right; analysing {examples}")
+"""),
+    md(r"""
+## 2 · Three answers on one time axis
+"""),
+    code(r"""
+def analyse(k):
+    it = items[k]
+    u = study.item_uses(it)[0]
+    al, wav = it["alignment"], study._audio_of(it)
+    ids = prefix + tr[keys[k]]["ids"]
+    pos = A.target_positions(proc, ids, al, u.target)
+    out = dict(k=k, item=it, use=u, ids=ids, pos=pos, audio=wav)
+    t = time.perf_counter()
+    out["gxi"] = A.gradient_x_input(model, proc, wav, ids, pos)
+    out["ig"] = A.integrated_gradients(model, proc, wav, ids, pos, steps=IG_STEPS)
+    out["vz"] = A.vz_rollout(model, proc, wav, ids, pos, chunk_frames=VZ_CHUNK)
+    out["seconds"] = time.perf_counter() - t
+    return out
+
+
+results = [analyse(k) for k in examples]
+for r in results:
+    it, u = r["item"], r["use"]
+    al = it["alignment"]
+    fig = A.plot_side_by_side(r["audio"], al, [r["gxi"], r["ig"], r["vz"]], cue=u.cue, target=u.target,
+                              title=f"{it['transcription']}  p({al[u.target]['word']}) = {r['gxi'].value:.3f}")
+    savefig(fig, f"07_attribution_item{r['k']}")
+    plt.show()
+    print(f"integrated gradients: completeness gap {r['ig'].extra['completeness_gap']:+.3f} "
+          f"(f(x) - f(silence) = {r['ig'].value - r['ig'].extra['baseline_value']:.3f}); {r['seconds']:.0f} s for the three methods")
+audio_player(results[0]["audio"], 16000)
+"""),
+    md(r"""
+## 3 · Exercise: from time to words
+
+`scores[k]` covers `[times[k], times[k] + step)` seconds. A word gets the **sum** of the scores of
+the intervals whose **centre** lies in `[start, end)`; keep the sign.
+"""),
+    code(r"""
+def word_attribution(scores, times, step, alignment):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+word_attribution = use_solution(word_attribution, nb07.word_attribution, SOLUTIONS)
+nb07.check_word_attribution(word_attribution)
+"""),
+    md(r"""
+## 4 · Faithfulness: blank-out
+
+For every word, silence its samples and measure the drop of $p(\text{target})$ (the decoder is
+still teacher-forced on the original transcript). A faithful method ranks the *context* words as
+the drops do (Spearman correlation; the target itself is left out: its own sound dominates every
+method and every drop).
+"""),
+    code(r"""
+rows = []
+for r in results:
+    it, u = r["item"], r["use"]
+    al = it["alignment"]
+    dele = A.word_deletion(model, proc, r["audio"], al, r["ids"], r["pos"])
+    words = {m: word_attribution(r[key].scores, r[key].times, r[key].step, al)
+             for m, key in (("gradient x input", "gxi"), ("integrated gradients", "ig"), ("value-zeroing rollout", "vz"))}
+    f = A.faithfulness(words, dele, exclude=[u.target])
+    f.insert(0, "item", it["item_id"])
+    rows.append(f)
+    show = dele[["word", "p_blanked", "drop"]].copy()
+    for m, s in words.items():
+        show[m] = np.round(s, 4)
+    print(it["transcription"])
+    print(show.round(4).to_string(index=False), "\n")
+faith = pd.concat(rows, ignore_index=True)
+faith
+"""),
+    md(r"""
+## 5 · Encoder or decoder? Silence the cue's audio, or replace the cue token
+
+Three interventions on each item: silence the cue's **audio** (what the encoder hears), replace
+the cue **token** in the teacher-forced transcript by the other number's form (what the decoder
+reads: *les* → *le*), and both.
+"""),
+    code(r"""
+rows = []
+for r in results:
+    it, u = r["item"], r["use"]
+    al = it["alignment"]
+    cue_spans = [(al[c]["start"], al[c]["end"]) for c in u.cue]
+    audio_b = A.blank_out(model, proc, r["audio"], r["ids"], r["pos"], cue_spans)
+    reps = [A.flip_number(al[c]["word"]) for c in u.cue]
+    tok = A.cue_token_replacement(model, proc, r["audio"], r["ids"], al, u.cue, u.target, reps)
+    both = A.cue_token_replacement(model, proc, A._blank(r["audio"], cue_spans), r["ids"], al, u.cue, u.target, reps)
+    rows.append(dict(item=it["item_id"], cue=" ".join(al[c]["word"] for c in u.cue), target=al[u.target]["word"],
+                     p=audio_b["p"], p_cue_audio_silenced=audio_b["p_blanked"], p_cue_token_replaced=tok["p_replaced"],
+                     p_both=both["p_replaced"], replaced_text=tok["text"]))
+interventions = pd.DataFrame(rows)
+interventions.to_csv(outputs_dir() / "07_interventions.csv", index=False)
+print(f"total notebook time {time.perf_counter() - T0:.0f} s")
+interventions.round(4)
+"""),
+    md(r"""
+## Wrap-up
+
+- Gradient-based attribution of a confident output is often *saturated*: at $p \approx 1$ the
+  gradient is tiny and its sign unstable; integrated gradients fix the scale (completeness) but
+  need enough steps.
+- Value-zeroing rollout describes *mixing*, not sensitivity; it is non-negative and sums to 1 over
+  the clip — compare where its mass goes with the deletion profile.
+- Silencing the cue's audio barely moves $p(\text{target})$ when the decoder is teacher-forced on
+  the right cue token, while replacing that token collapses it: in Whisper the number agreement is
+  done by the **decoder**, reading the cue token — the paper's Fig. 2 finding, seen causally.
+
+To think about:
+
+1. Why exclude the target word from the faithfulness correlation? What would each method's
+   correlation be if you kept it?
+2. The blank-out replaces a word by silence. What else could replace it (noise, the other member
+   of the minimal pair), and what would each answer?
+"""),
+]
+
+
+def build():
+    nb = new_notebook(cells=CELLS)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["colab"] = {"provenance": []}
+    for i, cell in enumerate(nb.cells):  # stable ids, so regenerating gives the same file
+        cell["id"] = f"{STEM}-{i:02d}"
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    return nb
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    text = nbformat.writes(build())
+    if args.check:
+        same = OUT.exists() and OUT.read_text() == text
+        print("up to date" if same else f"{OUT} differs from scripts/make_nb07.py")
+        return 0 if same else 1
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    print("wrote", OUT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
