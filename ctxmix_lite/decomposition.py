@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 
 from .capture_types import LayerCapture
-from .measure_utils import as_rows, causal_keep_mask, normalize_rows
+from .measure_utils import as_rows, normalize_rows
 
 __all__ = ["alti_vectors", "block_output", "alti", "block_layer_norm", "component_alti"]
 
@@ -74,18 +74,26 @@ def block_output(cap: LayerCapture, layer_norm=None) -> torch.Tensor:
     return torch.nn.functional.layer_norm(u, (u.shape[-1],), g, b, eps)
 
 
-def alti_vectors(cap: LayerCapture, layer_norm=None, rows=None):
-    """``(T [R, Tk, D], bias [R, D])`` of eqs. (3)/(4) for the selected query rows (float32).
+def alti_vectors(cap: LayerCapture, layer_norm=None, rows=None, keys=None, _pv=None):
+    """``(T [R, K, D], bias [R, D])`` of eqs. (3)/(4) for the selected query rows and keys (float32).
 
     ``layer_norm``: None for a pre-LN block, the block's ``nn.LayerNorm`` for a post-LN block
     (``layer.layer_norm`` of a wav2vec2/HuBERT post-LN layer; see :func:`block_layer_norm`).
+    ``keys``: None (all ``Tk``) or key indices; only with all keys do the vectors sum to the output.
     """
     _check_self(cap)
     H, Tq, Tk = cap.weights.shape
     r = as_rows(rows, Tq)
-    pv = cap.projected_values()  # [H, Tk, D]
-    z = torch.einsum("hrk,hkd->rkd", cap.weights[:, r], pv)  # sum_h alpha_ij^h v_j^h W_O^h
-    z[torch.arange(r.numel()), r] += cap.resid[r]  # + [i == j] resid_i, eq. (1)
+    k = as_rows(keys, Tk)
+    pv = (cap.projected_values() if _pv is None else _pv)[:, k]  # [H, K, D]
+    a = cap.weights[:, r][:, :, k]  # [H, R, K]
+    z = torch.zeros(r.numel(), k.numel(), pv.shape[-1], dtype=pv.dtype)
+    for h in range(H):  # z_ij = sum_h alpha_ij^h v_j^h W_O^h (one broadcast multiply-add per head)
+        z.addcmul_(a[h].unsqueeze(-1), pv[h].unsqueeze(0))
+    pos = torch.full((Tk,), -1, dtype=torch.long)
+    pos[k] = torch.arange(k.numel())
+    hit = pos[r] >= 0  # rows whose own position is among the keys
+    z[torch.arange(r.numel())[hit], pos[r][hit]] += cap.resid[r][hit]  # + [i == j] resid_i, eq. (1)
     b_O = cap.b_O if cap.b_O is not None else torch.zeros(z.shape[-1])
     p = _ln_params(layer_norm)
     if p is None:
@@ -98,20 +106,26 @@ def alti_vectors(cap: LayerCapture, layer_norm=None, rows=None):
     return T, bias
 
 
-def alti(cap: LayerCapture, layer_norm=None, rows=None, score: str = "alti", normalize: bool = True) -> torch.Tensor:
-    """ALTI contributions ``[R, Tk]`` of one self-attention block (eq. 5), in row chunks."""
+def alti(cap: LayerCapture, layer_norm=None, rows=None, score: str = "alti", normalize: bool = True,
+         keys=None) -> torch.Tensor:
+    """ALTI contributions ``[R, K]`` of one self-attention block (eq. 5), in row chunks.
+
+    ``keys``: None (all) or the key indices to score (e.g. the frames of speech); ``y_i`` is always
+    the whole block output, rows are normalised over the scored keys."""
     _check_self(cap)
     if score not in ("alti", "norm"):
         raise ValueError(f"score must be 'alti' or 'norm', got {score!r}")
     H, Tq, Tk = cap.weights.shape
     r = as_rows(rows, Tq)
+    kk = as_rows(keys, Tk)
     D = cap.out.shape[-1]
-    step = max(1, _CHUNK_BYTES // (4 * 3 * Tk * D))
+    step = max(1, _CHUNK_BYTES // (4 * 3 * kk.numel() * D))
     y_all = block_output(cap, layer_norm)
+    pv = cap.projected_values()
     out = []
     for k in range(0, r.numel(), step):
         rr = r[k : k + step]
-        T, bias = alti_vectors(cap, layer_norm, rows=rr)
+        T, bias = alti_vectors(cap, layer_norm, rows=rr, keys=kk, _pv=pv)
         if score == "norm":
             out.append(T.norm(dim=-1))
             continue
@@ -120,7 +134,7 @@ def alti(cap: LayerCapture, layer_norm=None, rows=None, score: str = "alti", nor
         out.append(c.clamp_min(0))
     m = torch.cat(out)
     if cap.causal:
-        m = torch.where(causal_keep_mask(r, Tk), m, torch.zeros_like(m))
+        m = torch.where(kk[None, :] <= r[:, None], m, torch.zeros_like(m))
     return normalize_rows(m) if normalize else m
 
 

@@ -98,3 +98,16 @@ def test_real_models_reconstruct(key, french_clip):
         if comp == "decoder":
             m = component_alti(model, cap, comp)
             assert m.shape[0] == len(cap[comp]) and torch.all(m.triu(1) == 0)
+
+
+def test_key_subset_equals_columns_of_the_full_matrix(tiny):
+    caps, mods = tiny
+    for name in ("whisper_encoder", "w2v_postln", "whisper_decoder"):
+        lc, layer = caps[name], mods[name]
+        full = alti(lc, post_ln(layer), normalize=False)
+        keys = [0, 3, 4, 9, 15]
+        sub = alti(lc, post_ln(layer), keys=keys, normalize=False)
+        assert torch.allclose(sub, full[:, keys], atol=1e-6)
+        rows = [4, 9]
+        assert torch.allclose(alti(lc, post_ln(layer), rows=rows, keys=keys), 
+                              full[rows][:, keys] / full[rows][:, keys].sum(-1, keepdim=True), atol=1e-6)
