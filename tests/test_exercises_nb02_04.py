@@ -1,0 +1,95 @@
+"""Notebooks 02-04: reference solutions pass their own checks, and the checks name typical mistakes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _hand_captures import TRANSCRIPT, real_capture
+from ctxmix_lite import patterns
+from ctxmix_lite.exercises import nb02, nb03, nb04
+
+
+# ----------------------------------------------------------------------------------------------- nb02
+def test_cad_reference_and_mistakes(capsys, monkeypatch):
+    monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "0")
+    maps = torch.softmax(torch.randn(2, 3, 25, 25), -1)
+    assert nb02.check_cad(nb02.cad, real_maps=maps)
+    capsys.readouterr()
+    assert not nb02.check_cad(nb02._cad_wrong_T)
+    assert "1 - k/(T - 1)" in capsys.readouterr().out
+    assert not nb02.check_cad(nb02._cad_diag_only)
+    assert "D(0)" in capsys.readouterr().out
+    assert torch.allclose(nb02.cad(maps), patterns.cad(maps).float())
+
+
+def test_word_map_and_measures_on_tiny_capture():
+    from _hand_captures import all_tiny_captures
+
+    caps = all_tiny_captures(seed=5, final=False)
+    lc = caps["whisper_encoder"]
+    out = nb02.layer_measures(lc, "encoder", 12, measures=("attention", "attention_norm", "value_zeroing", "alti"))
+    for k in ("attention", "attention_norm", "value_zeroing", "alti"):
+        assert out[k].shape == (12, 12) and torch.allclose(out[k].sum(-1), torch.ones(12), atol=1e-5), k
+    assert out["attention_heads"].shape == (lc.num_heads, 12, 12)
+    cross = nb02.layer_measures(caps["whisper_cross"], "cross", 10, measures=("attention", "value_zeroing", "alti"))
+    assert cross["value_zeroing"].shape == (24, 10) and "alti" not in cross
+    dec = nb02.layer_measures(caps["whisper_decoder"], "decoder", 10, measures=("value_zeroing",))
+    assert torch.all(dec["value_zeroing"].triu(1) == 0)
+
+
+# ----------------------------------------------------------------------------------------------- nb03
+def _random_block(H=4, Tq=7, Tk=9, dh=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.softmax(torch.randn(H, Tq, Tk, generator=g), -1)
+    v = torch.randn(H, Tk, dh, generator=g)
+    W_O = torch.randn(H * dh + 3, H * dh, generator=g)  # D != H*dh on purpose
+    return w, v, W_O
+
+
+def test_nb03_reference_matches_explicit_formula():
+    w, v, W_O = _random_block()
+    H, Tk, dh = v.shape
+    want = torch.zeros(w.shape[1], Tk)
+    for i in range(w.shape[1]):
+        for j in range(Tk):
+            f = sum(w[h, i, j] * (v[h, j] @ W_O[:, h * dh:(h + 1) * dh].T) for h in range(H))
+            want[i, j] = f.norm()
+    assert torch.allclose(nb03.attention_norm(w, v, W_O), want, atol=1e-5)
+    ph = nb03.attention_norm(w, v, W_O, per_head=True)
+    assert torch.allclose(ph[2, 3, 4], (w[2, 3, 4] * (v[2, 4] @ W_O[:, 2 * dh:3 * dh].T)).norm(), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_nb03_check_on_real_capture(french_clip, capsys, monkeypatch):
+    cap = real_capture("whisper-base trained", french_clip)
+    assert nb03.check_attention_norm(nb03.attention_norm, cap)
+    monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "0")
+    capsys.readouterr()
+    assert not nb03.check_attention_norm(nb03._sum_of_norms, cap)
+    assert "norm of the *sum*" in capsys.readouterr().out
+    assert not nb03.check_attention_norm(nb03._rows_not_columns, cap)
+    assert "block of *columns*" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------- nb04
+@pytest.mark.slow
+def test_nb04_check_on_real_capture(french_clip, capsys, monkeypatch):
+    cap = real_capture("whisper-base trained", french_clip)
+    spans = [(5, 12), (13, 30), (31, 45), (46, 60), (61, 80), (81, 100)]
+    rows = list(range(31, 46))
+    assert nb04.check_value_zeroing_slow(nb04.value_zeroing_slow, cap, spans, rows)
+
+    def learner(cap, spans=None, rows=None):  # a plain float32 implementation, as a learner writes it
+        cols = [[j] for j in range(cap.weights.shape[-1])] if spans is None else [list(range(f, l + 1)) for f, l in spans]
+        r = list(range(cap.out.shape[0])) if rows is None else list(rows)
+        out = torch.stack([1 - torch.nn.functional.cosine_similarity(cap.rerun(p)[r], cap.out[r], dim=-1) for p in cols], -1)
+        return out / out.sum(-1, keepdim=True)
+
+    assert nb04.check_value_zeroing_slow(learner, cap, spans, rows)
+    monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "0")
+    capsys.readouterr()
+    assert not nb04.check_value_zeroing_slow(nb04._no_normalisation, cap, spans, rows)
+    assert "not normalised" in capsys.readouterr().out
+    r = nb04.identity_check(cap["encoder"][1], rows, [0, 31, 1499])
+    assert r["max_abs_diff"] < 1e-4 and r["max_change"] > 1e-3
+    assert TRANSCRIPT  # the capture is teacher-forced on the known sentence
