@@ -72,7 +72,7 @@ run: data
 	$(PY) scripts/run_notebooks.py $(RUN_ARGS)
 
 test: system
-	CTXMIX_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -n $(WORKERS) --dist loadfile -ra --durations=15 $(PYTEST_ARGS)
+	CTXMIX_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -n $(WORKERS) --dist loadgroup -ra --durations=15 $(PYTEST_ARGS)
 
 # ---- extras --------------------------------------------------------------------------------
 lab: system

@@ -63,3 +63,17 @@ def whisper_base():
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Schedule for 2 workers (``pytest -n 2 --dist loadgroup``): every test file stays on one
+    worker (its module fixtures are built once), except the notebook executions, which are spread
+    one by one and start first (they are the longest: longest-first keeps both workers busy)."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        if item.nodeid.startswith("tests/test_notebooks.py::test_notebook_runs"):
+            group = item.nodeid
+        else:
+            group = path
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda it: not it.nodeid.startswith("tests/test_notebooks.py::test_notebook_runs"))
