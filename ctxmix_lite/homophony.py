@@ -810,17 +810,51 @@ def _load_build(out: Path):
     from datasets import load_from_disk
 
     ds = load_from_disk(str(out / "dataset"))
+    texts = None
     wc = out / "whisper_check.json"
     if wc.is_file():
         items = json.loads(wc.read_text())["items"]
         if all(i in items for i in ds["item_id"]):
-            with _quiet_datasets(True):
-                ds = ds.remove_columns("whisper_ok").add_column(
-                    "whisper_ok", [bool(items[i]["ok"]) for i in ds["item_id"]])
-                ds = ds.select_columns(list(FIELDS)).cast(features())
-            ds._ctxmix_transcripts = {i: items[i]["text"] for i in ds["item_id"]}
+            texts = [items[i]["text"] for i in ds["item_id"]]
+    if texts is None:  # the committed check of the default model, if the audio is bit-identical
+        texts = _seed_transcripts(ds)
+    if texts is not None:
+        oks = [whisper_item_ok(t, ds[i]) for i, t in enumerate(texts)]
+        with _quiet_datasets(True):
+            ds = ds.remove_columns("whisper_ok").add_column("whisper_ok", oks)
+            ds = ds.select_columns(list(FIELDS)).cast(features())
+        ds._ctxmix_transcripts = dict(zip(ds["item_id"], texts))  # type: ignore[attr-defined]
     ds._ctxmix_build_dir = str(out)  # type: ignore[attr-defined]
     return ds
+
+
+DEFAULT_CHECK_MODEL = "whisper-base"
+
+
+def _seed_transcripts(ds) -> Optional[List[str]]:
+    """Transcripts of every item from a committed ``data/checks/whisper-base*.tsv`` (keyed by the
+    audio's SHA-1), or None when any item is missing there (other synthesiser version...)."""
+    folder = _seed_check_path("x").parent
+    if not folder.is_dir():
+        return None
+    keys = None
+    for f in sorted(folder.glob(f"{DEFAULT_CHECK_MODEL}*.tsv")):
+        table = _read_seed(f)
+        if keys is None:
+            keys = [_audio_key(np.asarray(a["array"], np.float32)) for a in ds["audio"]]
+        if all(k in table for k in keys):
+            return [table[k] for k in keys]
+    return None
+
+
+def _read_seed(path: Path) -> Dict[str, str]:
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                out[parts[0]] = parts[-1]
+    return out
 
 
 def build_report(ds_or_dir) -> dict:
@@ -1506,15 +1540,26 @@ def _seed_check_path(name: str) -> Path:
     return Path(__file__).resolve().parent.parent / "data" / "checks" / f"{name}.tsv"
 
 
+def export_check_seed(name: str, dataset, path: Optional[Path] = None) -> Path:
+    """Write the cached transcripts of ``dataset``'s items as a committed seed file
+    ``data/checks/<name>.tsv`` (audio SHA-1, item id, transcript)."""
+    known = _load_check_cache(name)
+    path = Path(path) if path else _seed_check_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Whisper transcripts of the offline homophony set ({name}); key: SHA-1 of the "
+             "float32 audio. Written by homophony.export_check_seed.",
+             "# audio_sha1\titem_id\ttranscript"]
+    for iid, a in zip(dataset["item_id"], dataset["audio"]):
+        k = _audio_key(np.asarray(a["array"], np.float32))
+        if k in known:
+            lines.append(f"{k}\t{iid}\t{known[k]}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def _load_check_cache(name: str) -> Dict[str, str]:
-    out = {}
     seed = _seed_check_path(name)
-    if seed.is_file():
-        for line in seed.read_text(encoding="utf-8").splitlines():
-            if line and not line.startswith("#"):
-                parts = line.split("\t")
-                if len(parts) >= 3:
-                    out[parts[0]] = parts[-1]
+    out = _read_seed(seed) if seed.is_file() else {}
     p = _check_cache_path(name)
     if p.is_file():
         for line in p.read_text(encoding="utf-8").splitlines():

@@ -359,6 +359,23 @@ def test_transcription_check_marks_whisper_ok(smoke):
     assert out._ctxmix_transcripts[sub[1]["item_id"]].count("xyz") == 1
 
 
+def test_committed_check_fills_whisper_ok_when_the_audio_matches(smoke, tmp_path, monkeypatch):
+    monkeypatch.setattr(H, "_seed_check_path", lambda name: tmp_path / "checks" / f"{name}.tsv")
+    build = Path(smoke._ctxmix_build_dir)
+    assert not (build / "whisper_check.json").exists()
+    seed = tmp_path / "checks" / "whisper-base-test.tsv"
+    seed.parent.mkdir()
+    lines = ["# test seed"]
+    for k, r in enumerate(smoke):
+        text = r["transcription"] if k % 3 else "rien du tout"
+        lines.append(f"{H._audio_key(H.item_audio(r))}\t{r['item_id']}\t{text}")
+    seed.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # one item missing
+    assert set(H._load_build(build)["whisper_ok"]) == {None}
+    seed.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ds = H._load_build(build)
+    assert ds["whisper_ok"] == [bool(k % 3) for k in range(len(smoke))]
+
+
 @pytest.mark.slow
 def test_transcription_check_with_the_real_whisper_base(smoke, whisper_base):
     model, processor = whisper_base
