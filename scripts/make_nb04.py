@@ -123,7 +123,11 @@ Write `value_zeroing_slow(cap, spans=None, rows=None)` for one `LayerCapture` `c
 - for each column call `cap.rerun(positions)` — the model's own layer re-run with the value
   vectors of `positions` zeroed in all heads — which returns the new layer output `[Tq, D]`;
 - compare the kept rows (`rows`, or all) with `cap.out` (the original output) by cosine distance,
-  then normalise every row to sum 1 (leave an all-zero row at zero).
+  computed in float64 (`.double()`): most distances are tiny (1e-6 to 1e-3), and float32's
+  $1 - \cos$ carries a rounding error of ~1e-7 that row normalisation would magnify;
+- in a causal layer (`cap.causal`) set the cells with $j > i$ to exactly 0 (only $j \le i$ is
+  defined; what the re-run gives there is rounding);
+- normalise every row to sum 1 (leave an all-zero row at zero).
 
 The check runs it on the decoder (every token), the encoder (the target word's frames, one column
 per word) and the cross-attention (tokens, one column per word).

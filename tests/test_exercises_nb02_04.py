@@ -79,15 +79,23 @@ def test_nb04_check_on_real_capture(french_clip, capsys, monkeypatch):
     rows = list(range(31, 46))
     assert nb04.check_value_zeroing_slow(nb04.value_zeroing_slow, cap, spans, rows)
 
-    def learner(cap, spans=None, rows=None):  # a plain float32 implementation, as a learner writes it
+    def learner(cap, spans=None, rows=None, causal_zero=True, dtype=torch.float64):  # as the notebook asks
         cols = [[j] for j in range(cap.weights.shape[-1])] if spans is None else [list(range(f, l + 1)) for f, l in spans]
         r = list(range(cap.out.shape[0])) if rows is None else list(rows)
-        out = torch.stack([1 - torch.nn.functional.cosine_similarity(cap.rerun(p)[r], cap.out[r], dim=-1) for p in cols], -1)
-        return out / out.sum(-1, keepdim=True)
+        out = torch.stack([1 - torch.nn.functional.cosine_similarity(cap.rerun(p)[r].to(dtype), cap.out[r].to(dtype), dim=-1)
+                           for p in cols], -1)
+        if cap.causal and causal_zero:
+            out = out.tril()
+        return (out / out.sum(-1, keepdim=True)).float()
 
     assert nb04.check_value_zeroing_slow(learner, cap, spans, rows)
     monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "0")
     capsys.readouterr()
+    # float32 and no causal zeroing: the rounding noise above the diagonal is amplified by the row
+    # normalisation of the early decoder rows (tiny distances) -> fails, and the check says why
+    assert not nb04.check_value_zeroing_slow(lambda *a, **k: learner(*a, causal_zero=False, dtype=torch.float32, **k),
+                                             cap, spans, rows)
+    assert "j > i" in capsys.readouterr().out
     assert not nb04.check_value_zeroing_slow(nb04._no_normalisation, cap, spans, rows)
     assert "not normalised" in capsys.readouterr().out
     r = nb04.identity_check(cap["encoder"][1], rows, [0, 31, 1499])

@@ -7,7 +7,8 @@ The learner writes the slow, obviously right version::
 for one :class:`~ctxmix_lite.capture_types.LayerCapture` ``cap``: for every column (a key position,
 or a span of keys when ``spans`` is given) call ``cap.rerun(positions)`` -- the model's own layer
 re-run with those value vectors zeroed in every head -- and score each kept query row ``i`` by the
-cosine distance between the new output and ``cap.out[i]``; then normalise each row to sum 1.
+cosine distance (in float64) between the new output and ``cap.out[i]``; in a causal layer set the
+cells with ``j > i`` to 0; then normalise each row to sum 1.
 
 The reference solution is :func:`ctxmix_lite.value_zeroing.value_zeroing` with
 ``method="reference"``; the check compares with the exact fast path (equal to 1e-5, see the
@@ -50,6 +51,17 @@ def _all_rows(cap, spans=None, rows=None):
     return value_zeroing(cap, spans=spans) if rows is not None else None
 
 
+def _causal_violated(out, c):
+    cap = c.args[0]
+    return bool(cap.causal and out.dim() == 2 and out.shape[0] == out.shape[1] and (out.triu(1) != 0).any())
+
+
+PROPERTIES = [
+    ("in a causal layer (cap.causal) only j <= i is defined: set the cells with j > i to exactly 0 "
+     "(zeroing a later token cannot change position i; what you see there is float rounding).",
+     _causal_violated),
+]
+
 MISTAKES = [
     ("the rows are not normalised: divide each row by its sum (rows that sum to 0 stay 0).", _no_normalisation),
     ("that is the cosine *similarity*; value zeroing scores the change: 1 - cos(new, original).", _similarity),
@@ -87,12 +99,13 @@ def check_value_zeroing_slow(fn, capture, spans, target_rows, strict=None) -> bo
 
     cases = exercise_cases(capture, spans, target_rows)
     # diagnosing re-runs the learner's (slow) function on every case: not for the reference itself
-    found = {} if fn is value_zeroing_slow else _diagnose(fn, cases, MISTAKES)
+    found = {} if fn is value_zeroing_slow else _diagnose(fn, cases, MISTAKES, PROPERTIES)
     generic = {
         "shape": "one row per kept query (len(rows), or all Tq) and one column per key position "
                  "(Tk) or per span (len(spans)).",
         "value": "for each column: new = cap.rerun(positions); d = 1 - cos(new[rows], cap.out[rows]) "
-                 "(torch.nn.functional.cosine_similarity along the last axis); then rows / row sums.",
+                 "computed in float64 (.double(): most distances are tiny, float32 rounding is ~1e-7), "
+                 "cells with j > i set to 0 when cap.causal; then rows / row sums.",
         "error": "cap.rerun takes a list of key positions (all the frames of the span, inclusive "
                  "of `last`) and returns the layer output [Tq, D].",
     }
