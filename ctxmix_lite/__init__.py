@@ -16,18 +16,20 @@ Course outline (package tree)::
       audio.py           load audio, time <-> frame maps, word spans -> frame spans    (00 welcome)
       capture_types.py   LayerCapture / Capture: what one attention block exposes      (01 ->)
       layer.py           a Transformer layer written from its equations                (01 transformer layer)
-      models.py          load_model(): Whisper / wav2vec2, trained or random init      (02 attention in speech)
-      whisper_offline.py the packaged Whisper-base weights -> transformers             (02)
+      models.py          load_model(): Whisper / wav2vec2, trained or random init      (01 ->)
+      whisper_offline.py the packaged Whisper-base weights -> transformers             (01 ->)
       capture.py         capture(): every layer's weights, values, residuals           (02)
       patterns.py        diagonality, locality, head diversity of attention maps       (02)
       attention_norm.py  ||sum_h alpha_ij^h v_j^h W_O^h||  (Kobayashi et al. 2020)     (03 attention norm)
       value_zeroing.py   zero v_j, rerun the layer, cosine distance (Mohebbi 2023)     (04 value zeroing)
       rollout.py, decomposition.py  rollout, GlobEnc / ALTI-style decompositions       (04)
+      measure_utils.py   row / span / causal helpers shared by the measures            (03 ->)
       measures.py        one dispatch over the measures, per layer and component       (05 ->)
       pooling.py         frames -> words (mean / max, renormalised)                    (05)
       synth.py, lexicon.py, homophony.py, commonvoice.py
                          the French homophony data: offline synthetic, or CV11         (05 homophony cue)
       study.py           cue -> target contribution over layers, trained vs random     (05)
+      explorer.py        the interactive item x model x layer x measure explorer       (05)
       probe.py           number probe per layer (logistic regression, 3-fold CV)       (06 number probe)
       attribution.py     gradient attribution to compare with context mixing          (07 mixing vs attribution)
 """
@@ -43,7 +45,7 @@ _SUBMODULES = (
     "paths", "colab", "plotting", "widgets", "exercises", "audio", "capture_types", "layer",
     "models", "whisper_offline", "capture", "patterns", "attention_norm", "value_zeroing",
     "rollout", "decomposition", "measures", "pooling", "synth", "lexicon", "homophony",
-    "commonvoice", "study", "probe", "attribution",
+    "commonvoice", "measure_utils", "study", "explorer", "probe", "attribution",
 )
 
 __all__ = ["__version__", *_SUBMODULES]
