@@ -140,6 +140,9 @@ def to_dataset(rows: Sequence[dict]):
     offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(a) for a in arrays])
     values = np.concatenate(arrays) if arrays else np.zeros(0, np.float32)
+    if len(values) >= 2 ** 31:
+        raise HomophonyDataError(f"{len(values)} samples exceed one arrow list column (2^31): "
+                                 "build or import the data in parts (e.g. max_items=...)")
     audio = pa.StructArray.from_arrays(
         [pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values)),
          pa.array([int(a["sampling_rate"]) for a in cols["audio"]], pa.int32()),
