@@ -247,10 +247,11 @@ What to look for:
   give nearly uniform attention. (XLSR's random init is not exactly uniform: its convolutional
   positional embedding makes neighbouring frames similar.)
 - **Trained Whisper-base** spreads out: some heads are strongly diagonal (CAD close to 1, narrow
-  bands) and others are vertical (CAD well below 2/3). Shim et al. report vertical
-  ("phonetic") heads in the lower layers and diagonal ("linguistic") heads in the upper layers of
-  wav2vec2-type encoders; check how far Whisper-base follows that on your clips — with six layers
-  and synthetic speech the split may be less clean than in the paper.
+  bands) while others stay near the uniform value 2/3 or below it (global, or vertical: a few
+  frames read by every query). Shim et al. report vertical ("phonetic") heads in the lower layers
+  and diagonal ("linguistic") heads in the upper layers of wav2vec2-type encoders; check how far
+  Whisper-base follows that on your clips — with six layers and synthetic speech the split may be
+  less clean than in the paper (on ours, strongly diagonal heads occur in every layer).
 """),
     md(r"""
 ## 4. How different are the heads? Head diversity
@@ -292,10 +293,16 @@ plt.show()
     md(r"""
 Compare the **ordering** with the seed's Table 3 (attention maps most diverse, values least):
 in trained Whisper-base, are the attention maps the most diverse of the four? Are the values the
-least? A random model is the baseline: its heads differ only by their random projections of the
-same input, so $d^Q$, $d^K$, $d^V$ measure how different random projections look, and its nearly
-uniform attention maps are almost identical across heads (small $d^A_{JS}$). Numbers are not
-comparable with the paper's (different distance, model, data); the ordering is what we compare.
+least? (Over 8 clips we found $d^A > d^K > d^Q > d^V$ in the encoder, the seed's ordering at both
+ends; the decoder, with its few tokens, put $d^V$ second.) Numbers are not comparable with the
+paper's (different distance, model, data); the ordering is what we compare.
+
+The random model is the baseline. Its heads differ only by random projections of the same input,
+so its $d^Q$, $d^K$, $d^V$ show how different random projections look (training makes heads about
+twice as diverse). Its attention maps are nearly uniform and almost identical across heads —
+$d^A_{JS}$ is close to 0 — yet $1 - \mathrm{CKA}$ calls them diverse: CKA ignores scale, so it
+compares the tiny deviations from uniform, which are independent noise from head to head. A
+distance is a modelling choice; reporting two of them, and a random baseline, shows what it sees.
 """),
     md(r"""
 ## 5. Why attention alone is a weak measure

@@ -233,7 +233,7 @@ for label, (m, p) in models.items():
             M = d.extra[comp]
             for a, b in PAIRS:
                 corr.setdefault((label, comp, a, b), []).append(
-                    [nb03.spearman(M[a][l], M[b][l]) for l in range(M[a].shape[0])])
+                    [nb03.spearman(M[a][l], M[b][l], causal=comp == "decoder") for l in range(M[a].shape[0])])
 fig, axes = plt.subplots(2, 2, figsize=(13, 8), sharey=True, sharex=True, constrained_layout=True)
 for i, label in enumerate(models):
     for j, comp in enumerate(("encoder", "decoder")):
@@ -253,11 +253,19 @@ print("saved", savefig(fig, "04_measure_correlations_layers"))
 plt.show()
 """),
     md(r"""
-What to look for: attention and Attention-Norm agree closely (notebook 03); value zeroing departs
-from both, most in the layers where the residual stream dominates (the position itself keeps most
-of its own vector, which only value zeroing and ALTI see) and in the random model, whose attention
-is nearly uniform but whose layers still mix. ALTI, which also accounts for the residual and the
-layer norm, sits closer to value zeroing than attention does.
+What to look for (on our clips; check yours in the figure):
+
+- in the trained model attention, Attention-Norm and value zeroing rank the cells of a layer
+  much alike (ρ ≈ 0.95–1): at the frame level *which* frames a head reads decides most of the
+  order; the rest of the layer re-weights within it. Where a study looks — the share of a few
+  cells, such as cue → target in notebook 05 — the re-weighting is what matters;
+- in the random model attention departs from the other two while Attention-Norm and value
+  zeroing still agree: near-uniform weights leave the order to the size of the value vectors;
+- ALTI ranks cells very differently: it credits the residual stream to the position itself (on
+  our clips the diagonal holds 50–100 % of a row) and gives 0 to the many small parts that point
+  away from the block output (its $\max(0, \cdot)$). Value zeroing leaves the residual untouched
+  — it only removes what attention brings — so the two answer different questions: "how much of
+  $i$ comes from $j$, itself included" vs "how much does $i$ depend on reading $j$".
 
 Frame-level maps of the target word's layer, the three measures side by side:
 """),

@@ -163,10 +163,15 @@ def check_attention_norm(fn, capture=None, strict=None) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two equally shaped tensors (flattened; average ranks for ties)."""
+def spearman(a: torch.Tensor, b: torch.Tensor, causal: bool = False) -> float:
+    """Spearman rank correlation of two equally shaped matrices (flattened; average ranks for ties).
+
+    ``causal``: only the cells with ``j <= i`` (the defined ones; the exact zeros above the diagonal
+    would otherwise tie and inflate the correlation)."""
     from scipy.stats import spearmanr
 
-    a = a.detach().reshape(-1).double().numpy()
-    b = b.detach().reshape(-1).double().numpy()
-    return float(spearmanr(a, b).statistic)
+    a, b = a.detach().double(), b.detach().double()
+    if causal:
+        keep = torch.ones(a.shape[-2:], dtype=torch.bool).tril()
+        a, b = a[..., keep], b[..., keep]
+    return float(spearmanr(a.reshape(-1).numpy(), b.reshape(-1).numpy()).statistic)
