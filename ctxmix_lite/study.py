@@ -595,26 +595,39 @@ def keys_upto(lc: LayerCapture, n_keys: int) -> LayerCapture:
     return dataclasses.replace(lc, weights=lc.weights[..., :n_keys], values=lc.values[:, :n_keys])
 
 
-def _encoder_row(lc: LayerCapture, local_rows, spans, measure: str) -> np.ndarray:
-    """Encoder (or any frame-keyed component with pooled rows): ``s[w]`` over aligned words."""
+def _with_cached_pv(lc: LayerCapture) -> LayerCapture:
+    """Compute ``v_j^h W_O^h`` once per layer for all the measures and uses that read it."""
+    pv = lc.projected_values()
+    lc.projected_values = lambda: pv  # an instance attribute shadows the method
+    return lc
+
+
+def _encoder_rows(lc: LayerCapture, rows, groups, spans, measure: str) -> list:
+    """Encoder (frame-keyed, rows pooled): one ``s[w]`` over aligned words per group of rows.
+
+    ``rows``: query rows of ``lc`` (the union of every use's target frames); ``groups``: for each
+    use, positions in ``rows`` of its target's frames. Scores are computed once for all rows::
+
+        attention:       S_h[w] = mean_{i in target} mean_{j in w} alpha^h_ij, normalised per head, mean over h
+        attention_norm:  S[w]   = mean_{i in target} mean_{j in w} AN_ij,      normalised
+        value_zeroing:   S[w]   = mean_{i in target} VZ_i(w zeroed at once),   normalised
+    """
     from .attention_norm import attention_norm
     from .value_zeroing import value_zeroing
 
-    lc = keys_upto(lc, max(l for _, l in spans) + 1)
     Tk = lc.weights.shape[-1]
-    r = torch.as_tensor(local_rows, dtype=torch.long)
+    r = torch.as_tensor(rows, dtype=torch.long)
     if measure == "attention":
-        a = lc.weights[:, r, :] @ _span_mean_matrix(spans, Tk)  # [H, R, W] mean over column frames
-        per_head = _normalize(a.mean(1).double().numpy())  # mean over row frames, then per-head norm
-        return per_head.mean(0)
+        a = (lc.weights[:, r, :] @ _span_mean_matrix(spans, Tk)).double().numpy()  # [H, R, W]
+        return [_normalize(a[:, g].mean(1)).mean(0) for g in groups]  # rows pooled, per-head norm, head mean
     if measure == "attention_norm":
         lens = torch.tensor([l - f + 1 for f, l in spans], dtype=torch.float32)
-        m = attention_norm(lc, rows=r, spans=spans) / lens  # span sums -> span means
-        return _normalize(m.mean(0).double().numpy())
-    if measure == "value_zeroing":
-        m = value_zeroing(lc, rows=r, spans=spans, method="fast", normalize=False)  # word zeroed at once
-        return _normalize(m.mean(0).double().numpy())
-    raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
+        m = (attention_norm(lc, rows=r, spans=spans) / lens).double().numpy()  # span sums -> span means
+    elif measure == "value_zeroing":
+        m = value_zeroing(lc, rows=r, spans=spans, method="fast", normalize=False).double().numpy()  # word zeroed at once
+    else:
+        raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
+    return [_normalize(m[g].mean(0)) for g in groups]
 
 
 def _per_row_words(m: np.ndarray, word_cols) -> np.ndarray:
@@ -626,39 +639,38 @@ def _per_row_words(m: np.ndarray, word_cols) -> np.ndarray:
     return out
 
 
-def _decoder_row(lc: LayerCapture, rows, word_tokens, measure: str) -> np.ndarray:
+def _decoder_rows(lc: LayerCapture, rows, groups, word_tokens, measure: str) -> list:
     """Decoder self-attention: rows = positions predicting the target tokens, columns = the
-    aligned words' tokens (summed), per-row normalised, mean over rows."""
+    aligned words' tokens (summed), each row normalised over them, then the mean over a use's rows.
+    Attention: mean over heads first (softmax rows over all tokens), then renormalised (the paper)."""
     from .attention_norm import attention_norm
     from .value_zeroing import value_zeroing
 
     r = torch.as_tensor(rows, dtype=torch.long)
     cols = [list(t) if t else [] for t in word_tokens]
     if measure == "attention":
-        # head mean over all tokens first (softmax rows), then renormalised over the aligned words'
-        # tokens: the paper's decoder recipe with the prefix tokens skipped
-        a = lc.weights[:, r, :].mean(0).double().numpy()  # [R, T]
-        return _normalize(_per_row_words(a, cols)).mean(0)
-    if measure == "attention_norm":
+        m = lc.weights[:, r, :].mean(0).double().numpy()  # [R, T]
+    elif measure == "attention_norm":
         m = attention_norm(lc, rows=r).double().numpy()
     elif measure == "value_zeroing":
-        m = value_zeroing(lc, rows=r, method="fast", normalize=False).double().numpy()  # per token
+        m = value_zeroing(lc, rows=r, method="fast", normalize=False).double().numpy()  # one token at a time
     else:
         raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
-    return _normalize(_per_row_words(m, cols)).mean(0)
+    words = _normalize(_per_row_words(m, cols))  # [R, W]
+    return [words[g].mean(0) for g in groups]
 
 
-def _cross_row(lc: LayerCapture, rows, spans, measure: str) -> np.ndarray:
-    """Cross-attention: decoder rows, aligned words' encoder frames as columns, per-row norm."""
+def _cross_rows(lc: LayerCapture, rows, groups, spans, measure: str) -> list:
+    """Cross-attention: decoder rows, aligned words' encoder frames as columns (mean over frames;
+    value zeroing: the word zeroed at once), each row normalised, mean over a use's rows."""
     from .attention_norm import attention_norm
     from .value_zeroing import value_zeroing
 
-    lc = keys_upto(lc, max(l for _, l in spans) + 1)
     Tk = lc.weights.shape[-1]
     r = torch.as_tensor(rows, dtype=torch.long)
     if measure == "attention":
-        a = (lc.weights[:, r, :] @ _span_mean_matrix(spans, Tk)).double().numpy()  # [H, R, W]
-        return _normalize(a).mean(0).mean(0)
+        a = _normalize((lc.weights[:, r, :] @ _span_mean_matrix(spans, Tk)).double().numpy())  # [H, R, W]
+        return [a[:, g].mean(0).mean(0) for g in groups]
     if measure == "attention_norm":
         lens = torch.tensor([l - f + 1 for f, l in spans], dtype=torch.float32)
         m = (attention_norm(lc, rows=r, spans=spans) / lens).double().numpy()
@@ -666,7 +678,8 @@ def _cross_row(lc: LayerCapture, rows, spans, measure: str) -> np.ndarray:
         m = value_zeroing(lc, rows=r, spans=spans, method="fast", normalize=False).double().numpy()
     else:
         raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
-    return _normalize(m).mean(0)
+    m = _normalize(m)
+    return [m[g].mean(0) for g in groups]
 
 
 def _frame_spans(alignment, n_frames: int, window: float, duration: float) -> list:
@@ -740,25 +753,48 @@ def item_distributions(
         enc_hidden = torch.stack([enc_caps[0].resid[r]] + [lc.out[r] for lc in enc_caps])
         row_of = {f: f for f in enc_rows}
 
+    K = max(l for _, l in spans) + 1  # keys past the last aligned word are never read
     with torch.no_grad():
-        for u in uses:
-            f0, f1 = spans[u.target]
-            lrows = [row_of[f] for f in range(f0, f1 + 1)]
-            if "encoder" in comps:
+        if "encoder" in comps:
+            frames = {u.name: list(range(spans[u.target][0], spans[u.target][1] + 1)) for u in uses}
+            pos_in = {f: k for k, f in enumerate(enc_rows)}
+            groups = [[pos_in[f] for f in frames[u.name]] for u in uses]
+            lrows = [row_of[f] for f in enc_rows]
+            per = {m: [] for m in measures}
+            for lc in enc_caps:
+                lc = _with_cached_pv(keys_upto(lc, K))
                 for m in measures:
-                    result["dist"][(u.name, "encoder", m)] = np.stack([_encoder_row(lc, lrows, spans, m) for lc in enc_caps]).astype(np.float32)
-                hr = [local[f] for f in range(f0, f1 + 1)]
+                    per[m].append(_encoder_rows(lc, lrows, groups, spans, m))
+            for gi, u in enumerate(uses):
+                for m in measures:
+                    result["dist"][(u.name, "encoder", m)] = np.stack([x[gi] for x in per[m]]).astype(np.float32)
+                hr = [local[f] for f in frames[u.name]]
                 result["probe"][(u.name, "encoder")] = enc_hidden[:, hr].mean(1).numpy().astype(np.float32)
-            if not want_dec or check_use(positions, u) is not None:
-                continue
-            pred_rows = [p - 1 for p in positions[u.target]]  # the position before each target token
+        ok = [u for u in uses if want_dec and check_use(positions, u) is None]
+        if ok:
+            pred = {u.name: [p - 1 for p in positions[u.target]] for u in ok}  # the position before each target token
+            drows = sorted({r for u in ok for r in pred[u.name]})
+            dpos = {r: k for k, r in enumerate(drows)}
+            groups = [[dpos[r] for r in pred[u.name]] for u in ok]
+            for comp in ("decoder", "cross"):
+                if comp not in comps:
+                    continue
+                per = {m: [] for m in measures}
+                for lc in caps[comp]:
+                    if comp == "decoder":
+                        lc = _with_cached_pv(lc)
+                        for m in measures:
+                            per[m].append(_decoder_rows(lc, drows, groups, positions, m))
+                    else:
+                        lc = _with_cached_pv(keys_upto(lc, K))
+                        for m in measures:
+                            per[m].append(_cross_rows(lc, drows, groups, spans, m))
+                for gi, u in enumerate(ok):
+                    for m in measures:
+                        result["dist"][(u.name, comp, m)] = np.stack([x[gi] for x in per[m]]).astype(np.float32)
             if "decoder" in comps:
-                for m in measures:
-                    result["dist"][(u.name, "decoder", m)] = np.stack([_decoder_row(lc, pred_rows, positions, m) for lc in caps["decoder"]]).astype(np.float32)
-                result["probe"][(u.name, "decoder")] = caps["decoder_hidden"][:, pred_rows].mean(1).numpy().astype(np.float32)
-            if "cross" in comps:
-                for m in measures:
-                    result["dist"][(u.name, "cross", m)] = np.stack([_cross_row(lc, pred_rows, spans, m) for lc in caps["cross"]]).astype(np.float32)
+                for u in ok:
+                    result["probe"][(u.name, "decoder")] = caps["decoder_hidden"][:, pred[u.name]].mean(1).numpy().astype(np.float32)
     return result
 
 
@@ -1272,3 +1308,48 @@ def course_items(data: str = "offline", n_items: Optional[int] = 200, smoke: boo
     if n_items is not None and int(n_items) < len(ds):
         ds = balanced_subset(ds, int(n_items), seed)
     return ds
+
+
+# ================================================================================================
+# command line: the whole study without a notebook
+# ================================================================================================
+def main(argv=None) -> int:
+    """``python -m ctxmix_lite.study --n-items all --threads 2`` -- run (or resume) the study and
+    write the tidy table, the exclusions and the per-layer summary as CSV under ``outputs/``."""
+    import argparse
+
+    from .paths import outputs_dir
+
+    ap = argparse.ArgumentParser(description="The homophony study: cue contribution per layer (cached, resumable).")
+    ap.add_argument("--data", default="offline", help="'offline' (synthetic), 'hub' or a local path")
+    ap.add_argument("--n-items", default="200", help="number of items, or 'all' (1,000 offline)")
+    ap.add_argument("--models", nargs="+", default=None,
+                    help="name:init pairs (default: Whisper-base trained + random, XLSR-53 random)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep-misrecognised", action="store_true", help="do not apply the paper's exclusion rule")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    n = None if args.n_items == "all" else int(args.n_items)
+    items = course_items(args.data, n, smoke=args.smoke, seed=args.seed)
+    runs = ([ModelRun(*m.split(":")) for m in args.models] if args.models
+            else default_model_runs(smoke=args.smoke))
+    t0 = time.perf_counter()
+    res = run_study(items, runs, exclude_misrecognised=not args.keep_misrecognised, threads=args.threads)
+    out = outputs_dir()
+    res.table.to_csv(out / "study_cue_contribution.csv", index=False)
+    res.exclusions.to_csv(out / "study_exclusions.csv", index=False)
+    summ = res.summary()
+    summ.to_csv(out / "study_summary.csv", index=False)
+    print(f"{len(items)} items, {res.table['item'].nunique()} analyses kept, {res.n_excluded} excluded; "
+          f"{time.perf_counter() - t0:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in res.timings.items())})")
+    piv = summ[summ["measure"] == "value_zeroing"].pivot_table(index="layer", columns=["model_label", "component"], values="mean")
+    print("value zeroing, mean cue contribution per layer:\n" + piv.round(3).to_string())
+    print("tables written to", out)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
