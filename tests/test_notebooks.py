@@ -39,7 +39,10 @@ NAME_RE = re.compile(r"^\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb$")
 # needs them; notebooks should derive their small sizes from SMOKE themselves.
 SMOKE_PARAMETERS: dict = {}
 # Figures a notebook must write (file names under outputs/figures) in its smoke run.
-EXPECTED_FIGURES = {"00_welcome": ["00_waveform_spectrogram_words.png"]}
+EXPECTED_FIGURES = {
+    "00_welcome": ["00_waveform_spectrogram_words.png"],
+    "01_transformer_layer": ["01_whisper_encoder_head_attention.png"],
+}
 
 
 # ----------------------------------------------------------------------------------------------
