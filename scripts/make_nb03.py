@@ -6,34 +6,15 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from ctxmix_lite.colab import COLAB_SETUP_CELL  # noqa: E402
+from nbgen import ROOT, code, main, md, setup_cell
 
 OUT = ROOT / "notebooks" / "03_attention_norm.ipynb"
-STEM = "nb03"
-
-
-def md(text: str):
-    return new_markdown_cell(text.strip("\n"))
-
-
-def code(text: str, tags=None):
-    cell = new_code_cell(text.strip("\n"))
-    if tags:
-        cell.metadata["tags"] = list(tags)
-    return cell
 
 
 CELLS = [
-    new_code_cell(COLAB_SETUP_CELL),
+    setup_cell(),
     md(r"""
 # 03 · Attention-Norm: weigh attention by what it moves
 
@@ -289,31 +270,5 @@ To think about:
 ]
 
 
-def build():
-    nb = new_notebook(cells=CELLS)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.metadata["colab"] = {"provenance": []}
-    for i, cell in enumerate(nb.cells):  # stable ids, so regenerating gives the same file
-        cell["id"] = f"{STEM}-{i:02d}"
-    nb.nbformat, nb.nbformat_minor = 4, 5
-    return nb
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
-    text = nbformat.writes(build())
-    if args.check:
-        same = OUT.exists() and OUT.read_text() == text
-        print("up to date" if same else f"{OUT} differs from scripts/make_nb03.py")
-        return 0 if same else 1
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print("wrote", OUT)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(CELLS, OUT, __doc__))

@@ -325,3 +325,15 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
 def test_smoke_parameters_name_real_notebooks():
     stems = {p.stem for p in NOTEBOOKS}
     assert set(SMOKE_PARAMETERS) <= stems and set(EXPECTED_FIGURES) <= stems
+
+
+GENERATORS = sorted((ROOT / "scripts").glob("make_nb*.py"))
+
+
+@pytest.mark.parametrize("script", GENERATORS, ids=[p.stem for p in GENERATORS])
+def test_committed_notebook_matches_its_generator(script):
+    """Edit the generator, regenerate, commit both: the two never drift apart."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
