@@ -164,8 +164,8 @@ for comp, layer, rows, cols in (("encoder", 1, target_rows, [0, t_first, t_last,
                                  ("decoder", 2, list(range(len(data0.tokens))), [0, 3, len(data0.tokens) - 1]),
                                  ("cross", 2, list(range(len(data0.tokens))), [0, t_first, 1499])):
     r = nb04.identity_check(cap[comp][layer], rows, cols)
-    print(f"{comp:<8} layer {layer}: max |post(x, a - delta) - rerun| = {r['max_abs_diff']:.1e}   "
-          f"(zeroing changed outputs by up to {r['max_change']:.2f})")
+    print(f"{comp:<8} layer {layer}: max |post(x, a - delta) - rerun| = {r['max_abs_diff']:.1e} "
+          f"(outputs up to {r['max_output']:.0f}: float32 rounding); zeroing changed them by up to {r['max_change']:.2f}")
 """),
     md(r"""
 And the whole measure, fast vs reference, with their wall times: the decoder (every token), the

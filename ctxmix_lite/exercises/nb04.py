@@ -119,8 +119,9 @@ def identity_check(lc, rows: Sequence[int], columns: Sequence[int]) -> dict:
     """The fast identity on one layer: for each key ``j``,
     ``post(resid_i, attn_out_i - sum_h alpha_ij^h v_j^h W_O^h)`` vs the real re-run ``rerun([j])[i]``.
 
-    Returns the max abs difference over the given rows and columns, and the size of the change
-    zeroing produced (so that "equal" is not "both unchanged")."""
+    Returns the max abs difference over the given rows and columns, the size of the change
+    zeroing produced (so that "equal" is not "both unchanged") and the largest output entry (the
+    scale float32 rounding is relative to)."""
     pv = lc.projected_values()  # [H, Tk, D]
     r = torch.as_tensor(list(rows))
     diff, change = 0.0, 0.0
@@ -131,7 +132,7 @@ def identity_check(lc, rows: Sequence[int], columns: Sequence[int]) -> dict:
             ref = lc.rerun([j])[r]
             diff = max(diff, float((fast - ref).abs().max()))
             change = max(change, float((ref - lc.out[r]).abs().max()))
-    return {"max_abs_diff": diff, "max_change": change}
+    return {"max_abs_diff": diff, "max_change": change, "max_output": float(lc.out[r].abs().max())}
 
 
 def time_methods(lc, rows=None, spans=None, repeat: int = 1) -> dict:
