@@ -289,13 +289,19 @@ distance is a modelling choice; reporting two of them, and a random baseline, sh
 ## 5. Why attention alone is a weak measure
 
 An attention weight says how much of position $j$'s **value vector** enters position $i$ — not how
-large that vector is, nor how it compares with what the residual connection carries. Two
-consequences, visible on the first encoder layers:
+large that vector is, nor how it compares with what the residual connection carries. The next
+figure shows, for the first two encoder layers, the attention each key frame receives from the
+speech frames and the size $\lVert v_j W_O \rVert$ of what it sends:
 
-1. Some frames receive a lot of attention but send tiny vectors $v_j W_O$ (and the reverse): the
-   weight over-states (or under-states) their contribution.
-2. In Whisper a large part of the speech frames' attention goes to frames *after* the speech
-   (silence and padding), which carry little. A map read off the weights alone would credit them.
+1. the two curves are far from proportional (their correlation is in the titles): frames with the
+   same weight send vectors of different sizes, so the weight alone over- or under-states what
+   they contribute;
+2. in Whisper a sizeable share of every speech frame's attention goes to the frames *after* the
+   speech (silence and the padding of the 30 s window): each gets little, but there are 1,400 of
+   them, and their value vectors are not small. The padding is really mixed into the speech
+   frames — a map cropped to the speech, like the ones above, hides it;
+3. neither curve says anything about the residual stream, which carries position $i$'s own vector
+   past the attention.
 """),
     code(r"""
 n_show = min(cap.n_frames, d0.n + 50)
