@@ -94,11 +94,11 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     distances that most cells of a value-zeroing matrix have (``1 - dot`` in float32 would carry an
     absolute error of ~1e-7 into every cell).  Result is float64, in [0, 2].
     """
-    a = a.double()
+    an = a.to(torch.float64, copy=True)  # one float64 working copy, normalised and differenced in place
     b = b.double()
-    an = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    bn = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    return 0.5 * (an - bn).pow(2).sum(-1)
+    an /= torch.linalg.vector_norm(an, dim=-1, keepdim=True).clamp_min(1e-30)
+    an -= b / torch.linalg.vector_norm(b, dim=-1, keepdim=True).clamp_min(1e-30)
+    return 0.5 * torch.linalg.vector_norm(an, dim=-1).square()
 
 
 def sum_over_spans(m: torch.Tensor, spans) -> torch.Tensor:
