@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, check_duration, duration, load_audio, wav2vec2_num_frames
-from .capture_types import COMPONENTS, Capture, LayerCapture
+from .capture_types import COMPONENTS, Capture, FeedForwardParts, LayerCapture
 from .models import ensure_eager, model_family
 
 WHISPER_MAX_SECONDS = 30.0
@@ -206,6 +206,35 @@ def _post_w2v_stable(layer, final_norm):
     return post
 
 
+def _usable(*modules) -> bool:
+    """Modules in eval mode with float32 weights (dropout off, no fp16 clamping)."""
+    return all(not m.training for m in modules if isinstance(m, torch.nn.Module)) and all(
+        p.dtype == torch.float32 for m in modules if isinstance(m, torch.nn.Module) for p in m.parameters())
+
+
+def whisper_ffn_parts(layer, final_norm=None):
+    """:class:`FeedForwardParts` of a Whisper encoder layer or of the block after a decoder layer's
+    cross-attention: ``out = h + fc2(act(fc1(final_layer_norm(h))))`` (+ the final norm)."""
+    mods = (layer, layer.final_layer_norm, layer.fc1, layer.fc2, final_norm)
+    if not _usable(*mods):
+        return None
+    return FeedForwardParts(layer.final_layer_norm, layer.fc1, layer.activation_fn, layer.fc2, False,
+                            (final_norm,) if final_norm is not None else ())
+
+
+def wav2vec2_ffn_parts(layer, stable: bool, final_norm=None):
+    """:class:`FeedForwardParts` of a wav2vec2 / XLSR / HuBERT encoder layer (None with an adapter)."""
+    ff = layer.feed_forward
+    if getattr(layer, "adapter_layer", None) is not None or not _usable(layer, ff, final_norm):
+        return None
+    if stable:  # out = h + FFN(LN2(h)) (+ the encoder's final norm)
+        return FeedForwardParts(layer.final_layer_norm, ff.intermediate_dense, ff.intermediate_act_fn,
+                                ff.output_dense, False, (final_norm,) if final_norm is not None else ())
+    # h = LN1(x + attn); out = LN2(h + FFN(h))
+    return FeedForwardParts(layer.layer_norm, ff.intermediate_dense, ff.intermediate_act_fn, ff.output_dense,
+                            True, (layer.final_layer_norm,))
+
+
 def _make_rerun(layer_module, v_proj, args, kwargs, final_norm) -> Callable:
     def rerun(positions: Sequence[int]) -> torch.Tensor:
         handle = v_proj.register_forward_hook(_zero_hook(positions))
@@ -239,7 +268,7 @@ def _check(cap: LayerCapture, model_name: str):
         raise CaptureError(f"{where}: the layer output contains NaN/inf")
 
 
-def _build(key, rec, component, layer_idx, layer_module, attn_module, post, final_norm, causal):
+def _build(key, rec, component, layer_idx, layer_module, attn_module, post, final_norm, causal, ffn=None):
     s = rec.store.get(key)
     if s is None or "weights" not in s:
         raise CaptureError(f"{component} layer {layer_idx} was not run by the forward pass")
@@ -270,6 +299,7 @@ def _build(key, rec, component, layer_idx, layer_module, attn_module, post, fina
         final_norm_applied=final_norm is not None,
         queries=_heads(s["q_proj"], H),
         keys=_heads(s["k_proj"], H),
+        ffn=ffn,
     )
     return cap
 
@@ -368,7 +398,8 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
         comps["encoder"] = [
             _build(("encoder", i), rec, "encoder", i, layer, layer.self_attn,
                    _post_whisper_encoder(layer, encoder.layer_norm if i == n_enc - 1 else None),
-                   encoder.layer_norm if i == n_enc - 1 else None, False)
+                   encoder.layer_norm if i == n_enc - 1 else None, False,
+                   whisper_ffn_parts(layer, encoder.layer_norm if i == n_enc - 1 else None))
             for i, layer in enumerate(encoder.layers)
         ]
     for comp in ("decoder", "cross"):
@@ -381,7 +412,8 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
                 post, attn = _post_whisper_decoder_self(layer, enc, fn), layer.self_attn
             else:
                 post, attn = _post_whisper_cross(layer, fn), layer.encoder_attn
-            caps.append(_build((comp, i), rec, comp, i, layer, attn, post, fn, comp == "decoder"))
+            ffn = whisper_ffn_parts(layer, fn) if comp == "cross" else None  # self: cross-attn follows
+            caps.append(_build((comp, i), rec, comp, i, layer, attn, post, fn, comp == "decoder", ffn))
         comps[comp] = caps
     tok = processor.tokenizer
     all_ids = prefix + (text_ids or [])
@@ -425,7 +457,8 @@ def _capture_wav2vec2(model, processor, audio, components, name):
     for i, layer in enumerate(encoder.layers):
         fn = encoder.layer_norm if (stable and i == n - 1) else None
         post = _post_w2v_stable(layer, fn) if stable else _post_w2v_postln(layer)
-        caps.append(_build(("encoder", i), rec, "encoder", i, layer, layer.attention, post, fn, False))
+        caps.append(_build(("encoder", i), rec, "encoder", i, layer, layer.attention, post, fn, False,
+                           wav2vec2_ffn_parts(layer, stable, fn)))
     T = caps[0].weights.shape[-1]
     c = model.config
     expected = wav2vec2_num_frames(len(audio), c.conv_kernel, c.conv_stride)

@@ -19,6 +19,11 @@ A :class:`LayerCapture` holds, for one attention block of one layer of one model
   original inputs with the value vectors of the given key positions set to zero in all heads (after
   the value projection, bias included), returns the new ``out`` ``[Tq, D]``. Slow, obviously right.
 
+* ``ffn``      -- optional :class:`FeedForwardParts`: the same rest of the layer as ``post``, given
+  as the model's modules (layer norm, fc1, activation, fc2, norms after), when it has the plain
+  ``norm -> fc1 -> act -> fc2`` shape. The fast value zeroing uses it to factor the layer norm and
+  ``fc1`` (both linear in the zeroed vector up to the norm's scale) out of the per-pair work.
+
 The identity used by the fast measures: with weights fixed, zeroing the values of key ``j`` changes
 ``attn_out[i]`` by exactly ``-sum_h weights[h, i, j] * values[h, j] @ W_O[:, h*dh:(h+1)*dh].T``.
 """
@@ -30,6 +35,36 @@ from typing import Callable, Optional, Sequence
 import torch
 
 COMPONENTS = ("encoder", "decoder", "cross")
+
+
+@dataclass(frozen=True)
+class FeedForwardParts:
+    """The position-wise rest of a layer after its attention block, as the model's own modules.
+
+    Two shapes (``h = resid + attn_out``)::
+
+        pre-LN  (Whisper encoder / cross block, wav2vec2 "stable"):  out = h + fc2(act(fc1(norm(h))))
+        post-LN (wav2vec2 base, HuBERT base):           n = norm(h);  out = n + fc2(act(fc1(n)))
+
+    then ``out_norms`` in order (the post-LN block's final layer norm; the model's final norm on
+    its last layer). Dropout is absent: only built for modules in eval mode, float32.
+    """
+
+    norm: torch.nn.LayerNorm
+    fc1: torch.nn.Linear
+    act: Callable[[torch.Tensor], torch.Tensor]
+    fc2: torch.nn.Linear
+    post_ln: bool = False
+    out_norms: tuple = ()
+
+    def __call__(self, resid: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+        """The rest of the layer from these parts (equal to ``LayerCapture.post``; tested)."""
+        h = resid + attn_out
+        n = self.norm(h)
+        out = (n if self.post_ln else h) + self.fc2(self.act(self.fc1(n)))
+        for norm in self.out_norms:
+            out = norm(out)
+        return out
 
 
 @dataclass
@@ -50,6 +85,8 @@ class LayerCapture:
     # queries / keys per head (no scaling), for head-diversity measures: [H, Tq, dh], [H, Tk, dh]
     queries: Optional[torch.Tensor] = field(default=None, repr=False)
     keys: Optional[torch.Tensor] = field(default=None, repr=False)
+    # the rest of the layer as modules, for the factored fast value zeroing (None: use ``post``)
+    ffn: Optional[FeedForwardParts] = field(default=None, repr=False)
 
     @property
     def num_heads(self) -> int:

@@ -29,6 +29,23 @@ Two implementations that must agree to float32 precision:
   ``chunk_size`` pairs, which bounds memory.  ``rows=`` restricts the work to the query rows a
   study reads (e.g. the target word's frames) -- the reference loop cannot save anything there.
 
+*Factored* fast path (``factor_ffn``; used when the capture exposes its feed-forward modules as
+:class:`~ctxmix_lite.capture_types.FeedForwardParts` and there are many rows).  Per pair the
+generic fast path runs ``fc1`` and ``fc2``; the first is avoidable.  With ``h_ij = h_i - delta_ij``
+(``h_i = resid_i + attn_out_i``), ``c(.)`` the centring of a layer norm with gain ``g``, bias ``b``
+and ``rstd_ij = 1 / sqrt(mean(c(h_ij)^2) + eps)``::
+
+    fc1(LN(h_ij)) = W1 (g * c(h_ij)) rstd_ij + (W1 b + b1)                                       (5)
+    W1 (g * c(h_ij)) = Z_i - sum_h alpha_ij^h G_j^h,   Z_i = W1 (g * c(h_i)),
+                                                      G_j^h = W1 (g * c(v_j^h W_O^h))
+
+because centring and ``W1 diag(g)`` are linear and ``delta_ij = sum_h alpha_ij^h v_j^h W_O^h``.
+``Z`` costs one ``fc1`` per row and ``G`` one per (head, key), instead of one per (row, key) pair;
+``rstd_ij`` is computed from ``h_ij`` itself (exact, cheap).  The activation, ``fc2`` and the norms
+after it still run per pair (nonlinear, or needed for the cosine).  With ``R`` rows, the factored
+path pays off when ``R`` is several times the number of heads: it is chosen automatically for full
+matrices, not for the study's few target rows.
+
 Distances are computed in float64 from float32 layer outputs as ``||a/|a| - b/|b|||^2 / 2`` (equal
 to ``1 - cos``; keeps the tiny distances of most cells accurate), clipped at 0.
 """
@@ -107,7 +124,7 @@ def zeroed_outputs(cap: LayerCapture, row: int, columns=None, spans=None) -> tor
         return cap.post(cap.resid[row].expand(C, -1), cap.attn_out[row][None] - delta)
 
 
-def _fast(cap, r, sp, chunk_size, progress):
+def _fast(cap, r, sp, chunk_size, progress, factor_ffn=None):
     H, Tq, Tk = cap.weights.shape
     D = cap.out.shape[-1]
     C = Tk if sp is None else len(sp)
@@ -123,6 +140,8 @@ def _fast(cap, r, sp, chunk_size, progress):
     col_first = torch.arange(Tk) if sp is None else torch.tensor([f for f, _ in sp])
     if sp is not None and all(f == l for f, l in sp):  # one-frame spans: the position path on those keys
         alpha, pv, sp = alpha[:, :, col_first], pv[:, col_first], None
+    if sp is None and not cap.causal and _factored_wins(cap, R, factor_ffn):
+        return _fast_factored(cap, r, alpha, pv, chunk_size, progress)
     dist = torch.zeros(R, C, dtype=torch.float64)
     blocks = [(r0, c0) for r0 in range(0, R, rb) for c0 in range(0, C, cb)]
     for r0, c0 in _progress(blocks, len(blocks), progress, "value zeroing (fast)"):
@@ -137,6 +156,69 @@ def _fast(cap, r, sp, chunk_size, progress):
         new = cap.post(res, att).reshape(nc, nr, D)  # rest of the layer, position-wise
         d = cosine_distance(new, base[r0 : r0 + nr][None])  # eq. (2), [cb', rb']
         dist[r0 : r0 + nr, c0 : c0 + nc] = d.T
+    return dist
+
+
+def _factored_wins(cap, R, factor_ffn) -> bool:
+    if factor_ffn is False or cap.ffn is None:
+        return False
+    if factor_ffn is True:
+        return True
+    return R >= 4 * cap.num_heads  # G: H fc1 products per key, saves R of them per key
+
+
+def _centre(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean(-1, keepdim=True)
+
+
+def _fast_factored(cap, r, alpha, pv, chunk_size, progress):
+    """The fast path with layer norm + fc1 factored out of the pairs, eq. (5). Position columns."""
+    parts = cap.ffn
+    H, _, C = alpha.shape
+    D = cap.out.shape[-1]
+    R = r.numel()
+    n = int(chunk_size) if chunk_size is not None else auto_chunk_size(D)
+    if n < 1:
+        raise ValueError(f"chunk_size must be a positive number of (i, j) pairs, got {chunk_size}")
+    rb = min(R, 256)  # rows per block: bmm of [rb, H] x [H, 4D] per key
+    norm, fc1 = parts.norm, parts.fc1
+    F = fc1.weight.shape[0]
+    # columns per block: rb * cb pairs <= n, and the block's G (cb x H x F floats) within a quarter budget
+    cb = max(1, min(C, n // rb, CHUNK_BUDGET_BYTES // (16 * H * F)))
+    rb = min(rb, n)
+    g = norm.weight if norm.weight is not None else torch.ones(D)
+    b = norm.bias if norm.bias is not None else torch.zeros(D)
+    W1g = fc1.weight * g  # W1 diag(g)  [F, D]
+    b1 = fc1.weight @ b + (fc1.bias if fc1.bias is not None else 0.0)  # W1 b + b1  [F]
+    start = cap.resid[r] + cap.attn_out[r]  # h_i  [R, D]
+    Z = _centre(start) @ W1g.T  # W1 (g * c(h_i))  [R, F]
+    base = cap.out[r]
+    dist = torch.zeros(R, C, dtype=torch.float64)
+    blocks = [(c0, r0) for c0 in range(0, C, cb) for r0 in range(0, R, rb)]
+    G = Pv = None
+    for c0, r0 in _progress(blocks, len(blocks), progress, "value zeroing (fast, factored)"):
+        cols = torch.arange(c0, min(C, c0 + cb))
+        if r0 == 0:  # a new column block: its G_j^h and v_j^h W_O^h, once
+            U = pv[:, cols].transpose(0, 1)  # [cb, H, D]
+            Pv = U.contiguous()
+            G = _centre(U) @ W1g.T  # [cb, H, F]
+        nr = min(rb, R - r0)
+        a = alpha[:, r[r0 : r0 + nr]][:, :, cols].permute(2, 1, 0).contiguous()  # [cb, nr, H]
+        h = torch.baddbmm(start[r0 : r0 + nr], a, Pv, alpha=-1.0)  # h_ij = h_i - delta_ij, eq. (4)
+        var, mean = torch.var_mean(h, dim=-1, keepdim=True, correction=0)
+        rstd = torch.rsqrt(var + norm.eps)  # the layer norm's 1/sigma of every pair  [cb, nr, 1]
+        z = torch.addcmul(b1, Z[r0 : r0 + nr], rstd)  # Z_i rstd_ij + (W1 b + b1)
+        z.baddbmm_(a * rstd, G, alpha=-1.0)  # - sum_h alpha_ij^h G_j^h rstd_ij: z = fc1(LN(h_ij)), eq. (5)
+        out = parts.fc2(parts.act(z))
+        del z
+        if parts.post_ln:  # residual = the layer norm's output
+            out += (h - mean) * rstd * g + b
+        else:
+            out += h
+        for nrm in parts.out_norms:
+            out = nrm(out)
+        d = cosine_distance(out, base[r0 : r0 + nr][None])  # eq. (2), [cb', nr]
+        dist[r0 : r0 + nr, c0 : c0 + len(cols)] = d.T
     return dist
 
 
@@ -160,6 +242,7 @@ def value_zeroing(
     chunk_size: Optional[int] = None,
     normalize: bool = True,
     progress: bool = False,
+    factor_ffn: Optional[bool] = None,
 ) -> torch.Tensor:
     """Value-zeroing matrix of one attention block: ``[R, C]`` float32.
 
@@ -174,13 +257,16 @@ def value_zeroing(
         normalize: divide each row by its sum (eq. 3).  Causal components: cells with the key
             (span start) after the query are exactly 0, before normalisation.
         progress: show a tqdm bar.
+        factor_ffn: the fast path's factored variant, eq. (5), for position columns of non-causal
+            blocks whose capture has ``ffn`` parts: None = when it pays (rows >= 4 x heads),
+            True = whenever possible, False = never (the generic ``post`` per pair).
     """
     H, Tq, Tk = cap.weights.shape
     r = as_rows(rows, Tq)
     sp = as_spans(spans, Tk)
     with torch.no_grad():
         if method == "fast":
-            dist = _fast(cap, r, sp, chunk_size, progress)
+            dist = _fast(cap, r, sp, chunk_size, progress, factor_ffn)
         elif method == "reference":
             dist = _reference(cap, r, sp, progress)
         else:

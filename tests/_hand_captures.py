@@ -13,7 +13,7 @@ import contextlib
 import torch
 from torch import nn
 
-from ctxmix_lite.capture_types import LayerCapture
+from ctxmix_lite.capture_types import FeedForwardParts, LayerCapture
 
 
 @contextlib.contextmanager
@@ -55,7 +55,7 @@ def _split(t, H):
     return t[0].reshape(T, H, -1).permute(1, 0, 2).contiguous()
 
 
-def _make(component, layer_idx, attn, run, post, resid, final_norm, causal, kv_len=None):
+def _make(component, layer_idx, attn, run, post, resid, final_norm, causal, kv_len=None, ffn=None):
     """Run ``run()`` (the full layer) once with recording hooks and build the capture."""
     H = attn.num_heads
     st = {}
@@ -101,6 +101,7 @@ def _make(component, layer_idx, attn, run, post, resid, final_norm, causal, kv_l
         final_norm_applied=final_norm is not None,
         queries=_split(st["q"], H),
         keys=_split(st["k"], H),
+        ffn=ffn,
     )
 
 
@@ -114,7 +115,9 @@ def whisper_encoder(layer, x, final_norm=None, layer_idx=0) -> LayerCapture:
         h = res + att
         return h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
 
-    return _make("encoder", layer_idx, layer.self_attn, run, post, x[0], final_norm, False)
+    ffn = FeedForwardParts(layer.final_layer_norm, layer.fc1, layer.activation_fn, layer.fc2, False,
+                           (final_norm,) if final_norm is not None else ())
+    return _make("encoder", layer_idx, layer.self_attn, run, post, x[0], final_norm, False, ffn=ffn)
 
 
 def wav2vec2(layer, x, final_norm=None, layer_idx=0) -> LayerCapture:
@@ -137,7 +140,15 @@ def wav2vec2(layer, x, final_norm=None, layer_idx=0) -> LayerCapture:
             h = h + layer.feed_forward(h)
             return layer.final_layer_norm(h)
 
-    return _make("encoder", layer_idx, layer.attention, run, post, x[0], final_norm, False)
+    ff = layer.feed_forward
+    if stable:
+        parts = FeedForwardParts(layer.final_layer_norm, ff.intermediate_dense, ff.intermediate_act_fn,
+                                 ff.output_dense, False, (final_norm,) if final_norm is not None else ())
+    else:
+        parts = FeedForwardParts(layer.layer_norm, ff.intermediate_dense, ff.intermediate_act_fn,
+                                 ff.output_dense, True,
+                                 (layer.final_layer_norm,) + ((final_norm,) if final_norm is not None else ()))
+    return _make("encoder", layer_idx, layer.attention, run, post, x[0], final_norm, False, ffn=parts)
 
 
 def whisper_decoder(layer, x, enc, final_norm=None, layer_idx=0):
@@ -167,7 +178,10 @@ def whisper_decoder(layer, x, enc, final_norm=None, layer_idx=0):
         return ffn(res + att)
 
     self_cap = _make("decoder", layer_idx, layer.self_attn, run, post_self, x[0], final_norm, True)
-    cross_cap = _make("cross", layer_idx, layer.encoder_attn, run, post_cross, mid[0], final_norm, False)
+    parts = FeedForwardParts(layer.final_layer_norm, layer.fc1, layer.activation_fn, layer.fc2, False,
+                             (final_norm,) if final_norm is not None else ())
+    cross_cap = _make("cross", layer_idx, layer.encoder_attn, run, post_cross, mid[0], final_norm, False,
+                      ffn=parts)
     return self_cap, cross_cap
 
 

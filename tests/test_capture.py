@@ -53,6 +53,12 @@ def _check_layer_consistency(lc):
     # post() reproduces the layer output, rerun() with nothing zeroed too
     assert_close(lc.post(lc.resid, lc.attn_out), lc.out, "post")
     assert_close(lc.rerun([]), lc.out, "rerun")
+    # the feed-forward parts (factored fast value zeroing) compute the same rest of the layer;
+    # every block except the decoder self-attention (a cross-attention follows it) has them
+    assert (lc.ffn is None) == (lc.component == "decoder"), (lc.component, lc.layer)
+    if lc.ffn is not None:
+        with torch.no_grad():
+            assert_close(lc.ffn(lc.resid, lc.attn_out), lc.out, "ffn parts")
     if lc.causal:
         assert torch.all(torch.triu(lc.weights, diagonal=1) == 0)
 

@@ -30,10 +30,11 @@ def test_fast_equals_reference_every_layer_type(tiny, name):
     raw_ref = value_zeroing(cap, method="reference", normalize=False)
     assert raw_ref.max() > 1e-4, "zeroing must change the outputs (a test that cannot fail is a defect)"
     for chunk in (None, 7, 10_000):
-        fast = value_zeroing(cap, method="fast", chunk_size=chunk)
-        assert fast.shape == (Tq, Tk) and fast.dtype == torch.float32
-        assert maxdiff(fast, ref) <= TOL, (name, chunk)
-        assert maxdiff(value_zeroing(cap, chunk_size=chunk, normalize=False), raw_ref) <= TOL
+        for factor in (None, True, False):  # factored (eq. 5) where the capture has ffn parts, and generic
+            fast = value_zeroing(cap, method="fast", chunk_size=chunk, factor_ffn=factor)
+            assert fast.shape == (Tq, Tk) and fast.dtype == torch.float32
+            assert maxdiff(fast, ref) <= TOL, (name, chunk, factor)
+            assert maxdiff(value_zeroing(cap, chunk_size=chunk, normalize=False, factor_ffn=factor), raw_ref) <= TOL
     rows = [0, Tq // 2, Tq - 1]  # one pair per chunk (rows mode keeps it short)
     assert maxdiff(value_zeroing(cap, rows=rows, chunk_size=1), ref[rows]) <= TOL
     # rows normalised (guarded), non-negative
@@ -91,6 +92,36 @@ def test_fast_path_really_depends_on_the_identity(tiny):
     assert maxdiff(bad, value_zeroing(cap, method="reference")) > 1e-3
 
 
+def test_ffn_parts_are_the_rest_of_the_layer(tiny):
+    """The modules the factored path uses compute exactly what ``post`` computes."""
+    with_parts = [k for k, c in tiny.items() if c.ffn is not None]
+    assert sorted(with_parts) == sorted(k for k in tiny if "decoder" not in k)  # decoder self: cross-attn follows
+    for k in with_parts:
+        cap = tiny[k]
+        with torch.no_grad():
+            assert maxdiff(cap.ffn(cap.resid, cap.attn_out), cap.out) <= 1e-5, k
+
+
+def test_factored_path_is_used_and_really_depends_on_its_parts(tiny, monkeypatch):
+    """Auto mode takes the factored path for full matrices; a wrong part makes it disagree."""
+    import dataclasses
+
+    import ctxmix_lite.value_zeroing as vz
+
+    calls = []
+    real = vz._fast_factored
+    monkeypatch.setattr(vz, "_fast_factored", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cap = tiny["w2v_postln"]
+    ref = value_zeroing(cap, method="reference")
+    assert maxdiff(value_zeroing(cap), ref) <= TOL and calls  # 24+ rows >= 4 x 4 heads: factored
+    n = len(calls)
+    value_zeroing(cap, rows=[0, 1])  # two rows: the generic path (G would cost more than it saves)
+    assert len(calls) == n
+    wrong = dataclasses.replace(cap, ffn=dataclasses.replace(cap.ffn, post_ln=False))
+    assert maxdiff(value_zeroing(wrong, factor_ffn=True), ref) > 1e-3
+    assert maxdiff(value_zeroing(wrong, factor_ffn=False), ref) <= TOL  # generic path ignores ffn
+
+
 def test_zeroed_outputs_match_rerun(tiny):
     cap = tiny["whisper_encoder_last"]
     outs = zeroed_outputs(cap, row=4, columns=[0, 4, 9])
@@ -145,6 +176,11 @@ def _encoder_checks(lc, rows, cols, spans):
     r = value_zeroing(lc, rows=rows, spans=one, normalize=False, method="reference")
     assert r.max() > 0  # (random Whisper's cross-attention changes outputs by ~1e-8 only)
     assert maxdiff(f, r) <= TOL
+    # the factored path (eq. 5) on the same real layer, forced (few rows) and on >= 4 x heads rows
+    assert maxdiff(value_zeroing(lc, rows=rows, spans=one, normalize=False, factor_ffn=True), r) <= TOL
+    many = list(range(0, lc.weights.shape[1], max(1, lc.weights.shape[1] // 40)))
+    assert maxdiff(value_zeroing(lc, rows=many, spans=one, normalize=False),
+                   value_zeroing(lc, rows=many, spans=one, normalize=False, method="reference")) <= TOL
     f = value_zeroing(lc, rows=rows, spans=spans, chunk_size=13)
     r = value_zeroing(lc, rows=rows, spans=spans, method="reference")
     assert maxdiff(f, r) <= TOL
