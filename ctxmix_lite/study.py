@@ -40,7 +40,10 @@ Speed (the point of ``rows``): a Whisper encoder has 1,500 frames but the study 
 rows of the target word. The Whisper pass here (:func:`whisper_rows_capture`) runs the model's
 forward once with its default attention kernel and hooks on the projections; the attention weights
 of the rows the study reads are recomputed from the recorded queries and keys with the eager
-formula ``softmax(q_i K^T / sqrt(d_h))`` (tested equal to :func:`ctxmix_lite.capture.capture`).
+formula ``softmax(q_i K^T / sqrt(d_h))`` (tested equal to :func:`ctxmix_lite.capture.capture`), and
+checked on every layer of every item: they must rebuild the kernel's own attention output (relative
+error ~5e-7 on Whisper-base; a ``CaptureError`` above 1e-4). So no weight is read from sdpa, and
+every weight used is verified to be the one the forward pass applied.
 Value zeroing runs in the fast rows-only mode of :mod:`ctxmix_lite.value_zeroing` with one column
 per aligned word. See ``bench/bench_study.py`` for the cost against a plain forward pass.
 
@@ -449,13 +452,17 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
     available (use :func:`ctxmix_lite.capture.capture` for the reference loop).
 
     ``attn_implementation``: the kernel the forward pass runs with (default ``"sdpa"``, the
-    transformers default; no weights are read from it), restored afterwards.
+    transformers default; no weights are read from it), restored afterwards. Every capture is
+    then verified (:func:`verify_recomputed_weights`): the weights recomputed from q and k must
+    rebuild the kernel's own attention output row by row, else a ``CaptureError`` is raised -- the
+    weights the measures read are provably the ones the forward pass applied.
     """
     from .capture import (
         _post_whisper_cross,
         _post_whisper_encoder,
         _whisper_parts,
         whisper_features,
+        whisper_ffn_parts,
     )
 
     encoder, decoder = _whisper_parts(model)
@@ -529,7 +536,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
                 b_O=None if attn.out_proj.bias is None else attn.out_proj.bias.detach(),
                 resid=s["in"][rows], attn_out=s["attn_out"][rows], out=lo,
                 post=_post_whisper_encoder(layer, fn), rerun=_no_rerun,
-                causal=False, final_norm_applied=fn is not None,
+                causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn),
             ))
         out["encoder"] = caps
         out["encoder_hidden"] = torch.stack(hidden)
@@ -561,11 +568,43 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
                     resid=sd["in"] + sd["attn_out"],  # x + SelfAttn(LN1(x)) enters the cross block
                     attn_out=sc["attn_out"], out=lo,
                     post=_post_whisper_cross(layer, fn), rerun=_no_rerun,
-                    causal=False, final_norm_applied=fn is not None,
+                    causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn),
                 ))
             out["decoder"], out["cross"] = dcaps, ccaps
             out["decoder_hidden"] = torch.stack(dhidden)
+        for comp in ("encoder", "decoder", "cross"):
+            for lc in out.get(comp, []):
+                verify_recomputed_weights(lc, attn_implementation)
     return out
+
+
+#: how far the attention output rebuilt from the recomputed weights may be from the kernel's own
+#: output, relative to that output's largest entry (float32 kernels differ by ~1e-6)
+RECOMPUTE_RTOL = 1e-4
+
+
+def verify_recomputed_weights(lc: LayerCapture, kernel: str = "sdpa") -> float:
+    """Check that the weights recomputed with the eager formula are the ones the attention kernel
+    applied: ``(sum_j alpha_ij^h v_j^h) W_O + b_O`` must give back the block output the forward
+    pass produced, for every captured row. Returns the relative error; raises
+    :class:`ctxmix_lite.capture.CaptureError` when it exceeds :data:`RECOMPUTE_RTOL` (a kernel that
+    masks, scales or mixes differently: run the reference :func:`ctxmix_lite.capture.capture`,
+    which reads the weights from the eager path)."""
+    from .capture import CaptureError
+
+    H, R, Tk = lc.weights.shape
+    ctx = torch.matmul(lc.weights, lc.values)  # [H, R, dh]
+    rebuilt = ctx.permute(1, 0, 2).reshape(R, -1) @ lc.W_O.T
+    if lc.b_O is not None:
+        rebuilt = rebuilt + lc.b_O
+    scale = float(lc.attn_out.abs().max().clamp_min(1e-12))
+    err = float((rebuilt - lc.attn_out).abs().max()) / scale
+    if not err <= RECOMPUTE_RTOL:
+        raise CaptureError(
+            f"{lc.component} layer {lc.layer}: the attention weights recomputed from q and k do not "
+            f"reproduce the {kernel} kernel's attention output (relative error {err:.1e} > "
+            f"{RECOMPUTE_RTOL:.0e}); use ctxmix_lite.capture.capture (eager attention) for this model")
+    return err
 
 
 # ================================================================================================

@@ -8,6 +8,8 @@ the pipeline itself runs on a handful of synthetic items for every component and
 from __future__ import annotations
 
 import numpy as np
+import dataclasses
+
 import pytest
 import torch
 
@@ -149,6 +151,24 @@ def test_rows_capture_matches_full_capture(tiny, items):
     assert light["encoder_hidden"].shape == (len(full["encoder"]) + 1, len(rows), model.config.d_model)
     torch.testing.assert_close(light["encoder_hidden"][-1], full["encoder"][-1].out[r], atol=1e-4, rtol=1e-4)
     assert model.config._attn_implementation == "eager"  # restored after the sdpa pass
+
+
+def test_recomputed_weights_are_verified_against_the_kernel_output(tiny, items):
+    """The rows pass runs sdpa and recomputes weights; each capture must rebuild the kernel's own
+    attention output, and weights that are off (another temperature) are refused."""
+    from ctxmix_lite.capture import CaptureError
+
+    model, proc = tiny
+    it = items[0]
+    out = study.whisper_rows_capture(model, proc, study._audio_of(it), _dec_ids(proc, it["transcription"]),
+                                     list(range(5, 25)))
+    for comp in ("encoder", "decoder", "cross"):
+        for lc in out[comp]:
+            assert study.verify_recomputed_weights(lc) < 1e-5
+    lc = out["encoder"][1]
+    hot = torch.softmax(torch.log(lc.weights) * 1.2, dim=-1)  # still rows of probabilities, but not the kernel's
+    with pytest.raises(CaptureError, match="recomputed"):
+        study.verify_recomputed_weights(dataclasses.replace(lc, weights=hot))
 
 
 def test_keys_upto_leaves_span_measures_unchanged(tiny, items):
