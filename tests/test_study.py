@@ -171,6 +171,13 @@ def test_recomputed_weights_are_verified_against_the_kernel_output(tiny, items):
         study.verify_recomputed_weights(dataclasses.replace(lc, weights=hot))
 
 
+def test_whisper_ok_items():
+    items = [dict(item_id="a", whisper_ok=True), dict(item_id="b", whisper_ok=False), dict(item_id="c", whisper_ok=True)]
+    assert [it["item_id"] for it in study.whisper_ok_items(items)] == ["a", "c"]
+    with pytest.raises(ValueError, match="no transcription check"):
+        study.whisper_ok_items(items + [dict(item_id="d", whisper_ok=None)])
+
+
 def test_keys_upto_leaves_span_measures_unchanged(tiny, items):
     from ctxmix_lite.attention_norm import attention_norm
     from ctxmix_lite.value_zeroing import value_zeroing
