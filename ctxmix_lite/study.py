@@ -1334,16 +1334,28 @@ def paper_comparison(summary, runs: Sequence[ModelRun], probe_results=None) -> "
 
 
 def course_items(data: str = "offline", n_items: Optional[int] = 200, smoke: bool = False, seed: int = 0,
-                 progress: bool = True):
+                 progress: bool = True, checked_only: bool = False):
     """The items notebooks 05-07 share (same arguments -> same items -> cache hits): the offline
     synthetic set (1,000 items; 24 with ``smoke``) or ``data="hub"`` / a path, then a label-balanced
-    subset of ``n_items`` whole minimal pairs (seeded; ``None`` keeps all)."""
+    subset of ``n_items`` (whole minimal pairs where the data has them; seeded; ``None`` keeps all).
+
+    checked_only: first keep only the items whose Whisper-base transcription check passed (the
+    data's ``whisper_ok``; the paper's exclusion rule would drop the others), so that every chosen
+    item is analysed. Ignored, with a message, when the data carries no check (the smoke build;
+    the released data set, which holds only correctly transcribed items).
+    """
     from .homophony import balanced_subset, load_homophony
 
     if data == "offline":
         ds = load_homophony("offline", smoke=smoke, seed=seed, progress=progress)
     else:
         ds = load_homophony(data, progress=progress)
+    if checked_only:
+        ok = list(ds["whisper_ok"])
+        if all(o is None for o in ok):
+            print("(no transcription check in this data: all items kept)")
+        else:
+            ds = ds.select([i for i, o in enumerate(ok) if o])
     if n_items is not None and int(n_items) < len(ds):
         ds = balanced_subset(ds, int(n_items), seed)
     return ds

@@ -51,6 +51,7 @@ MODEL = "openai/whisper-base"     # Whisper (trained: packaged weights; "openai/
 HUB = False                       # True: trained French XLSR-53 as the encoder-only model (needs the hub)
 DATA = "offline"                  # "offline" (synthetic) or "hub" (hosein-m/french_homophone_asr)
 N_ITEMS = 200                     # items (the same as notebook 05: its cache is reused)
+CHECKED_ONLY = True               # only items the data's Whisper-base check passed (the rule drops the rest)
 EXCLUDE_MISRECOGNISED = True      # the paper's rule
 THREADS = 2                       # CPU threads
 SMOKE = False                     # True: tiny run (CI)
@@ -107,7 +108,7 @@ the target's tokens. Layer 0 is the input to the first layer (the embeddings: a 
 seen no context mixing yet).
 """),
     code(r"""
-items = study.course_items(DATA, N_ITEMS, smoke=SMOKE, seed=SEED, progress=False)
+items = study.course_items(DATA, N_ITEMS, smoke=SMOKE, seed=SEED, progress=False, checked_only=CHECKED_ONLY)
 RUNS = study.default_model_runs(hub=HUB, smoke=SMOKE, whisper=MODEL)
 t = time.perf_counter()
 res = study.run_study(items, RUNS, exclude_misrecognised=EXCLUDE_MISRECOGNISED, threads=THREADS)

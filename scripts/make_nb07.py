@@ -55,6 +55,7 @@ this course's extension of the study (the paper's own code has a cue blank-out e
 MODEL = "openai/whisper-base"     # Whisper (trained: packaged weights)
 DATA = "offline"                  # "offline" (synthetic) or "hub"
 N_ITEMS = 200                     # the item pool of notebooks 05-06 (transcriptions are cached)
+CHECKED_ONLY = True               # only items the data's Whisper-base check passed (the rule drops the rest)
 N_EXAMPLES = 3                    # items analysed here (correctly transcribed, templates mixed)
 IG_STEPS = 16                     # integrated-gradients steps
 VZ_CHUNK = 2                      # encoder frames (20 ms) per value-zeroing chunk
@@ -92,7 +93,7 @@ trained model transcribed correctly (its transcriptions are cached by notebook 0
 after another.
 """),
     code(r"""
-items = study.course_items(DATA, N_ITEMS, smoke=SMOKE, seed=SEED, progress=False)
+items = study.course_items(DATA, N_ITEMS, smoke=SMOKE, seed=SEED, progress=False, checked_only=CHECKED_ONLY)
 run = study.ModelRun(MODEL, "trained")
 model, proc = run.load()
 keys = [study.item_key(it) for it in items]

@@ -171,6 +171,26 @@ def test_recomputed_weights_are_verified_against_the_kernel_output(tiny, items):
         study.verify_recomputed_weights(dataclasses.replace(lc, weights=hot))
 
 
+def test_course_items_checked_only(monkeypatch):
+    import datasets
+
+    from ctxmix_lite import homophony
+
+    rows = dict(item_id=[f"i{k}" for k in range(8)], label=["singular", "plural"] * 4,
+                pair_id=[f"p{k // 2}" for k in range(8)],
+                whisper_ok=[True, True, False, True, True, False, True, True])
+    ds = datasets.Dataset.from_dict(rows)
+    monkeypatch.setattr(homophony, "load_homophony", lambda *a, **k: ds)
+    assert len(study.course_items("offline", None, progress=False)) == 8  # off by default
+    out = study.course_items("offline", None, checked_only=True, progress=False)
+    assert len(out) == 6 and all(out["whisper_ok"])
+    out = study.course_items("offline", 4, checked_only=True, progress=False)  # balanced among the checked
+    assert sorted(out["label"]) == ["plural", "plural", "singular", "singular"] and all(out["whisper_ok"])
+    unchecked = datasets.Dataset.from_dict(dict(rows, whisper_ok=[None] * 8))
+    monkeypatch.setattr(homophony, "load_homophony", lambda *a, **k: unchecked)
+    assert len(study.course_items("offline", None, checked_only=True, progress=False)) == 8
+
+
 def test_whisper_ok_items():
     items = [dict(item_id="a", whisper_ok=True), dict(item_id="b", whisper_ok=False), dict(item_id="c", whisper_ok=True)]
     assert [it["item_id"] for it in study.whisper_ok_items(items)] == ["a", "c"]
