@@ -1364,19 +1364,6 @@ def course_items(data: str = "offline", n_items: Optional[int] = 200, smoke: boo
 # ================================================================================================
 # command line: the whole study without a notebook
 # ================================================================================================
-def whisper_ok_items(items) -> list:
-    """Only the items whose Whisper-base transcription check passed (``whisper_ok``). The paper's
-    exclusion rule drops the others anyway, so a study of the whole offline set need not transcribe
-    them (the committed check of ``data/checks`` fills ``whisper_ok``). Raises when an item was
-    never checked (``whisper_ok`` None)."""
-    rows = [dict(it) for it in items]
-    missing = sum(1 for it in rows if it.get("whisper_ok") is None)
-    if missing:
-        raise ValueError(f"{missing} of {len(rows)} items have no transcription check (whisper_ok is None): "
-                         "run `python scripts/build_data.py --check` first, or leave out --whisper-ok-only")
-    return [it for it in rows if it["whisper_ok"]]
-
-
 def main(argv=None) -> int:
     """``python -m ctxmix_lite.study --n-items all --threads 2`` -- run (or resume) the study and
     write the tidy table, the exclusions and the per-layer summary as CSV under ``outputs/``."""
@@ -1392,15 +1379,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep-misrecognised", action="store_true", help="do not apply the paper's exclusion rule")
     ap.add_argument("--whisper-ok-only", action="store_true",
-                    help="only items the data's Whisper-base check passed (what the exclusion rule keeps; "
-                         "saves transcribing the rest)")
+                    help="draw the items from those the data's Whisper-base check passed (what the exclusion "
+                         "rule keeps; saves transcribing the rest): study.course_items(checked_only=True)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     n = None if args.n_items == "all" else int(args.n_items)
-    items = course_items(args.data, n, smoke=args.smoke, seed=args.seed)
-    if args.whisper_ok_only:
-        items = whisper_ok_items(items)
+    items = course_items(args.data, n, smoke=args.smoke, seed=args.seed, checked_only=args.whisper_ok_only)
     runs = ([ModelRun(*m.split(":")) for m in args.models] if args.models
             else default_model_runs(smoke=args.smoke))
     t0 = time.perf_counter()

@@ -191,13 +191,6 @@ def test_course_items_checked_only(monkeypatch):
     assert len(study.course_items("offline", None, checked_only=True, progress=False)) == 8
 
 
-def test_whisper_ok_items():
-    items = [dict(item_id="a", whisper_ok=True), dict(item_id="b", whisper_ok=False), dict(item_id="c", whisper_ok=True)]
-    assert [it["item_id"] for it in study.whisper_ok_items(items)] == ["a", "c"]
-    with pytest.raises(ValueError, match="no transcription check"):
-        study.whisper_ok_items(items + [dict(item_id="d", whisper_ok=None)])
-
-
 def test_keys_upto_leaves_span_measures_unchanged(tiny, items):
     from ctxmix_lite.attention_norm import attention_norm
     from ctxmix_lite.value_zeroing import value_zeroing
