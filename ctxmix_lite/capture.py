@@ -215,8 +215,7 @@ def _usable(*modules) -> bool:
 def whisper_ffn_parts(layer, final_norm=None):
     """:class:`FeedForwardParts` of a Whisper encoder layer or of the block after a decoder layer's
     cross-attention: ``out = h + fc2(act(fc1(final_layer_norm(h))))`` (+ the final norm)."""
-    mods = (layer, layer.final_layer_norm, layer.fc1, layer.fc2, final_norm)
-    if not _usable(*mods):
+    if not _usable(layer, final_norm):  # the layer holds its norm, fc1 and fc2
         return None
     return FeedForwardParts(layer.final_layer_norm, layer.fc1, layer.activation_fn, layer.fc2, False,
                             (final_norm,) if final_norm is not None else ())
@@ -225,7 +224,7 @@ def whisper_ffn_parts(layer, final_norm=None):
 def wav2vec2_ffn_parts(layer, stable: bool, final_norm=None):
     """:class:`FeedForwardParts` of a wav2vec2 / XLSR / HuBERT encoder layer (None with an adapter)."""
     ff = layer.feed_forward
-    if getattr(layer, "adapter_layer", None) is not None or not _usable(layer, ff, final_norm):
+    if getattr(layer, "adapter_layer", None) is not None or not _usable(layer, final_norm):
         return None
     if stable:  # out = h + FFN(LN2(h)) (+ the encoder's final norm)
         return FeedForwardParts(layer.final_layer_norm, ff.intermediate_dense, ff.intermediate_act_fn,

@@ -592,9 +592,9 @@ def verify_recomputed_weights(lc: LayerCapture, kernel: str = "sdpa") -> float:
     which reads the weights from the eager path)."""
     from .capture import CaptureError
 
-    H, R, Tk = lc.weights.shape
-    ctx = torch.matmul(lc.weights, lc.values)  # [H, R, dh]
-    rebuilt = ctx.permute(1, 0, 2).reshape(R, -1) @ lc.W_O.T
+    from .layer import merge_heads
+
+    rebuilt = merge_heads(torch.matmul(lc.weights, lc.values)) @ lc.W_O.T  # Concat_h(A^h V^h) W_O^T
     if lc.b_O is not None:
         rebuilt = rebuilt + lc.b_O
     scale = float(lc.attn_out.abs().max().clamp_min(1e-12))

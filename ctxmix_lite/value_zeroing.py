@@ -141,7 +141,7 @@ def _fast(cap, r, sp, chunk_size, progress, factor_ffn=None):
     if sp is not None and all(f == l for f, l in sp):  # one-frame spans: the position path on those keys
         alpha, pv, sp = alpha[:, :, col_first], pv[:, col_first], None
     if sp is None and not cap.causal and _factored_wins(cap, R, factor_ffn):
-        return _fast_factored(cap, r, alpha, pv, chunk_size, progress)
+        return _fast_factored(cap, r, alpha, pv, n, progress)
     dist = torch.zeros(R, C, dtype=torch.float64)
     blocks = [(r0, c0) for r0 in range(0, R, rb) for c0 in range(0, C, cb)]
     for r0, c0 in _progress(blocks, len(blocks), progress, "value zeroing (fast)"):
@@ -171,15 +171,13 @@ def _centre(x: torch.Tensor) -> torch.Tensor:
     return x - x.mean(-1, keepdim=True)
 
 
-def _fast_factored(cap, r, alpha, pv, chunk_size, progress):
-    """The fast path with layer norm + fc1 factored out of the pairs, eq. (5). Position columns."""
+def _fast_factored(cap, r, alpha, pv, n, progress):
+    """The fast path with layer norm + fc1 factored out of the pairs, eq. (5). Position columns;
+    ``n``: pairs per block (validated by :func:`_fast`)."""
     parts = cap.ffn
     H, _, C = alpha.shape
     D = cap.out.shape[-1]
     R = r.numel()
-    n = int(chunk_size) if chunk_size is not None else auto_chunk_size(D)
-    if n < 1:
-        raise ValueError(f"chunk_size must be a positive number of (i, j) pairs, got {chunk_size}")
     rb = min(R, 256)  # rows per block: bmm of [rb, H] x [H, 4D] per key
     norm, fc1 = parts.norm, parts.fc1
     F = fc1.weight.shape[0]
