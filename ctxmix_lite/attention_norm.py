@@ -18,11 +18,16 @@ per-key Gram matrix ``G_j[h, g] = <v_j^h W_O^h, v_j^g W_O^g>`` (``[Tk, H, H]``):
 
     AN_ij^2 = sum_{h,g} alpha_ij^h G_j[h, g] alpha_ij^g                                  (4)
 
-which costs ``R * Tk * H^2`` instead of ``R * Tk * H * D`` and fits a 1,500-frame layer in
-~100 MB.  (4) runs in float32 (``G`` itself in float64); its rounding error is about 1e-7 times
-``B_ij = (sum_h alpha_ij^h ||v_j^h W_O^h||)^2``, the value (4) would have if no two heads cancelled,
-so cells where heads cancel strongly (``AN_ij^2 < 0.01 B_ij``) are recomputed directly from the
-vectors in float64: every cell keeps a relative error below ~1e-5.
+which costs ``R * Tk * H^2`` (plus ``Tk * H^2 * D`` for ``G``) instead of ``R * Tk * H * D`` and
+fits a 1,500-frame layer in ~100 MB.  (4) runs in float32 (``G`` itself in float64); its rounding
+error is about 1e-7 times ``B_ij = (sum_h alpha_ij^h ||v_j^h W_O^h||)^2``, the value (4) would have
+if no two heads cancelled, so cells where heads cancel strongly (``AN_ij^2 < 0.01 B_ij``) are
+recomputed directly from the vectors in float64: every cell keeps a relative error below ~1e-5.
+
+With few rows (``R < 4 H``, e.g. the study's target frames) building ``G`` in float64 costs more
+than the vectors themselves, so (2) is computed as written: per key, one ``[R, H] @ [H, D]``
+product in float32 (keys in chunks of bounded memory), the same float64 recomputation of the
+cancelling cells after it.
 """
 from __future__ import annotations
 
@@ -37,6 +42,37 @@ __all__ = ["attention_norm", "projected_value_norms"]
 def projected_value_norms(cap: LayerCapture) -> torch.Tensor:
     """``|| v_j^h W_O^h ||`` for every head and key: ``[H, Tk]``."""
     return cap.projected_values().norm(dim=-1)
+
+
+#: memory of one key chunk of the direct form (``[keys, R, D]`` float32 vectors)
+DIRECT_CHUNK_BYTES = 64 * 2**20
+
+
+def _use_direct(n_rows: int, n_heads: int) -> bool:
+    """The direct form costs ``R H D`` float32 per key, the Gram form ``H^2 D`` float64 per key."""
+    return n_rows < 4 * n_heads
+
+
+def _gram_squares(alpha: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:
+    """Eq. (4): ``AN_ij^2`` from the per-key Gram matrices (float64), ``[R, Tk]`` float32."""
+    pv64 = pv.double()
+    gram = torch.einsum("hkd,gkd->khg", pv64, pv64).float()  # G_j[h, g], [Tk, H, H]
+    ak = alpha.permute(2, 0, 1).contiguous()  # [Tk, H, R]
+    return (ak * torch.bmm(gram, ak)).sum(1).T  # sum_{h,g} alpha^h G_j[h, g] alpha^g
+
+
+def _direct_squares(alpha: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:
+    """Eq. (2) squared, from the vectors themselves: ``[R, Tk]`` float32 (few rows)."""
+    H, R, Tk = alpha.shape
+    D = pv.shape[-1]
+    ak = alpha.permute(2, 1, 0).contiguous()  # [Tk, R, H]
+    pvk = pv.transpose(0, 1)  # [Tk, H, D]
+    step = max(1, DIRECT_CHUNK_BYTES // (4 * R * D))
+    sq = torch.empty(R, Tk)
+    for s in range(0, Tk, step):
+        f = torch.bmm(ak[s : s + step], pvk[s : s + step])  # [keys, R, D]: sum_h alpha_ij^h v_j^h W_O^h
+        sq[:, s : s + step] = torch.linalg.vector_norm(f, dim=-1).square().T
+    return sq
 
 
 def attention_norm(cap: LayerCapture, per_head: bool = False, rows=None, spans=None) -> torch.Tensor:
@@ -60,16 +96,13 @@ def attention_norm(cap: LayerCapture, per_head: bool = False, rows=None, spans=N
     if per_head:
         out = alpha * pv.norm(dim=-1)[:, None, :]  # eq. (3): alpha_ij^h ||v_j^h W_O^h||
     else:
-        pv64 = pv.double()
-        gram = torch.einsum("hkd,gkd->khg", pv64, pv64).float()  # G_j[h, g], [Tk, H, H]
-        ak = alpha.permute(2, 0, 1).contiguous()  # [Tk, H, R]
-        sq = (ak * torch.bmm(gram, ak)).sum(1).T  # eq. (4): sum_{h,g} alpha^h G_j[h, g] alpha^g, [R, Tk]
+        sq = (_direct_squares if _use_direct(r.numel(), H) else _gram_squares)(alpha, pv)  # [R, Tk]
         bound = (alpha * pv.norm(dim=-1)[:, None, :]).sum(0).pow(2)  # B_ij (no cancellation)
         bad = (sq < 1e-2 * bound).nonzero()  # heads cancel: recompute these cells directly
         sq = sq.double()
         for s in range(0, bad.shape[0], 4096):
             rr, kk = bad[s : s + 4096].unbind(1)
-            f = torch.einsum("hn,hnd->nd", alpha[:, rr, kk].double(), pv64[:, kk])  # sum_h alpha^h v^h W_O^h
+            f = torch.einsum("hn,hnd->nd", alpha[:, rr, kk].double(), pv[:, kk].double())  # sum_h alpha^h v^h W_O^h
             sq[rr, kk] = f.pow(2).sum(-1)
         out = sq.clamp_min(0).sqrt().to(torch.float32)
     out = sum_over_spans(out, sp)

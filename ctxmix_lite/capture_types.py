@@ -97,10 +97,13 @@ class LayerCapture:
         return self.values.shape[-1]
 
     def projected_values(self) -> torch.Tensor:
-        """``v_j^h W_O^h`` for every head and key: ``[H, Tk, D]`` (output bias left out)."""
+        """``v_j^h W_O^h`` for every head and key: ``[H, Tk, D]`` (output bias left out).
+
+        Stored key-major: ``projected_values().transpose(0, 1)`` is a contiguous ``[Tk, H, D]``,
+        so the measures can treat the ``H`` vectors of a key span as one matrix without a copy."""
         H, Tk, dh = self.values.shape
         W = self.W_O.reshape(self.W_O.shape[0], H, dh)  # [D, H, dh]
-        return torch.einsum("hkd,ehd->hke", self.values, W)
+        return torch.einsum("hkd,ehd->khe", self.values, W).contiguous().transpose(0, 1)
 
 
 @dataclass

@@ -100,12 +100,14 @@ def _delta_block(alpha, pv, rows_blk, cols_blk, spans, start=None) -> torch.Tens
         for h in range(a.shape[0]):
             out.addcmul_(a[h].T.unsqueeze(-1), p[h].unsqueeze(1), value=sign)
         return out
-    out = []
-    for c in cols_blk.tolist():
+    H, rb = alpha.shape[0], len(rows_blk)
+    pvk = pv.transpose(0, 1)  # [Tk, H, D], contiguous for LayerCapture.projected_values()
+    delta = torch.empty(len(cols_blk), rb, pv.shape[-1], dtype=pv.dtype)
+    for c_i, c in enumerate(cols_blk.tolist()):
         f, l = spans[c]
-        a = alpha[:, rows_blk, f : l + 1]  # [H, rb, n]
-        out.append(torch.einsum("hrk,hkd->rd", a, pv[:, f : l + 1]))  # sum over heads and span keys
-    delta = torch.stack(out)
+        a = alpha[:, rows_blk, f : l + 1].permute(1, 2, 0).reshape(rb, -1)  # [rb, (key, head)]
+        # one product sums over the span's keys and the heads: delta_iw = sum_{j in w} sum_h ...
+        torch.mm(a, pvk[f : l + 1].reshape(-1, pvk.shape[-1]), out=delta[c_i])
     return delta if start is None else start[None] - delta
 
 

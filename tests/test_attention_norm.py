@@ -13,6 +13,16 @@ def tiny():
     return all_tiny_captures(seed=1, final=False)
 
 
+@pytest.fixture(params=["gram", "direct"])
+def form(request, monkeypatch):
+    """Both ways of computing eq. (2) -- Gram matrices (many rows) and the vectors (few rows) --
+    forced in turn, whatever the number of rows."""
+    from ctxmix_lite import attention_norm as an
+
+    monkeypatch.setattr(an, "_use_direct", lambda n_rows, n_heads: request.param == "direct")
+    return request.param
+
+
 def explicit(cap, rows=None):
     """||sum_h alpha_ij^h v_j^h W_O^h|| with one vector per (i, j), heads added one by one."""
     H, Tq, Tk = cap.weights.shape
@@ -36,7 +46,7 @@ def rel(a, b):
 
 
 @pytest.mark.parametrize("name", ["whisper_encoder", "whisper_decoder", "whisper_cross", "w2v_postln", "w2v_stable"])
-def test_matches_explicit_loop(tiny, name):
+def test_matches_explicit_loop(tiny, name, form):
     cap = tiny[name]
     s, ph = explicit(cap)
     assert rel(attention_norm(cap), s) <= 1e-5
@@ -71,7 +81,7 @@ def test_equal_value_norms_reduce_to_attention(tiny):
     assert torch.allclose(attention_norm(one), one.weights[0], atol=1e-6)
 
 
-def test_causal_exact_zero(tiny):
+def test_causal_exact_zero(tiny, form):
     cap = tiny["whisper_decoder"]
     m = attention_norm(cap)
     assert torch.all(torch.triu(m, 1) == 0) and torch.all(torch.diagonal(m) > 0)
@@ -80,7 +90,7 @@ def test_causal_exact_zero(tiny):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["whisper-base trained", "XLSR-53 random (pre-LN)", "wav2vec2-base random (post-LN)"])
-def test_real_models(key, french_clip):
+def test_real_models(key, french_clip, form):
     cap = real_capture(key, french_clip)
     for comp, layers in cap.components.items():
         for lc in (layers[0], layers[-1]):
@@ -93,7 +103,7 @@ def test_real_models(key, french_clip):
                 assert torch.all(torch.triu(attention_norm(lc), 1) == 0)
 
 
-def test_cancelling_heads_recomputed_exactly():
+def test_cancelling_heads_recomputed_exactly(form):
     """Two heads sending (almost) opposite vectors: the float32 Gram form would lose the small
     remainder; such cells are recomputed from the vectors."""
     g = torch.Generator().manual_seed(0)
@@ -113,3 +123,21 @@ def LayerCaptureLike(weights, values, W_O):
     from ctxmix_lite.exercises.nb03 import as_capture
 
     return as_capture(weights, values, W_O)
+
+
+def test_direct_form_key_chunks_and_choice(tiny, monkeypatch):
+    """The direct form gives the same scores one key per chunk; few rows take it, many rows do not."""
+    from ctxmix_lite import attention_norm as an
+
+    cap = tiny["w2v_stable"]
+    H, Tq, _ = cap.weights.shape
+    rows = [3, 0, 7]
+    s, _ = explicit(cap, rows)
+    whole = attention_norm(cap, rows=rows)
+    monkeypatch.setattr(an, "DIRECT_CHUNK_BYTES", 1)  # one key per chunk
+    assert rel(attention_norm(cap, rows=rows), s) <= 1e-5
+    assert torch.allclose(attention_norm(cap, rows=rows), whole, rtol=1e-6, atol=0)
+    calls = []
+    monkeypatch.setattr(an, "_direct_squares", lambda *a: calls.append("direct") or an._gram_squares(*a))
+    attention_norm(cap, rows=rows)
+    assert calls == ["direct"] and an._use_direct(len(rows), H) and not an._use_direct(4 * H, H)
