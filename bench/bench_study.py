@@ -13,7 +13,11 @@ see the same machine load:
 
 The ratio per item is ``min(study) / min(plain)`` over ``--repeats`` interleaved runs (the runs
 least disturbed by other processes; the ratio of medians and of CPU times are printed beside
-it); the target is <= 2. Usage::
+it); the target is <= 2. Beside the times, per item: the encoder's value-zeroing work, ``pairs``
+= target frames x words per layer against the ``frames`` of one forward, and the floating-point
+operations of both calls counted by ``torch.utils.flop_counter`` (matrix products and
+convolutions), whose ratio is what the time ratio follows once the study is bound by arithmetic.
+Usage::
 
     python bench/bench_study.py --items 6 --repeats 5 --threads 2
     python bench/bench_study.py --models openai/whisper-base:trained openai/whisper-base:random \
@@ -67,6 +71,31 @@ def load_items(n: int) -> list:
         return synthetic_items(n)
 
 
+def encoder_work(model, item, audio) -> str:
+    """``R x W pairs / T frames``: the encoder's (target frame, word) pairs that value zeroing runs
+    through the rest of each layer, against the frames one forward pass runs through it."""
+    from ctxmix_lite import study
+    from ctxmix_lite.capture import encoder_frames
+    from ctxmix_lite.models import model_family
+
+    n_frames, window = (1500, 30.0) if model_family(model) == "whisper" else encoder_frames(model, audio)
+    spans = study._frame_spans(study._alignment_of(item), n_frames, window, len(audio) / 16000)
+    rows = {f for u in study.item_uses(item) for f in range(spans[u.target][0], spans[u.target][1] + 1)}
+    return f"{len(rows)} x {len(spans)} = {len(rows) * len(spans)} pairs / {n_frames} frames"
+
+
+def flop_ratio(plain, full, k) -> float:
+    """Floating-point operations of the study over those of the plain pass (one call each)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts = []
+    for fn in (plain, full):
+        with FlopCounterMode(display=False) as fc:
+            fn(k)
+        counts.append(fc.get_total_flops())
+    return counts[1] / counts[0]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=6)
@@ -110,6 +139,8 @@ def main(argv=None):
 
         plain(0), full(0)  # warm-up
         for k in range(len(items)):
+            work = encoder_work(model, items[k], audios[k])
+            flops = flop_ratio(plain, full, k)
             tp, ts, cp, cs = [], [], [], []
             for _ in range(args.repeats):
                 c, t = time.process_time(), time.perf_counter(); plain(k)
@@ -122,19 +153,20 @@ def main(argv=None):
             pm, sm = statistics.median(tp), statistics.median(ts)
             pc, sc = min(cp), min(cs)
             iid = str(items[k].get("item_id", items[k].get("id", k)))
-            results.append((run.label, iid, len(audios[k]) / 16000, p, s, s / p, sc / pc, sm / pm))
+            results.append((run.label, iid, len(audios[k]) / 16000, p, s, s / p, sc / pc, sm / pm, flops))
             print(f"{run.label:32s} {iid:>22s} ({len(audios[k]) / 16000:4.1f} s): plain {p:6.3f} s  "
-                  f"study {s:6.3f} s  ratio {s / p:5.2f}  (median ratio {sm / pm:5.2f}, CPU-time ratio {sc / pc:5.2f})",
-                  flush=True)
+                  f"study {s:6.3f} s  ratio {s / p:5.2f}  (median ratio {sm / pm:5.2f}, CPU-time ratio {sc / pc:5.2f}; "
+                  f"FLOP ratio {flops:4.2f}; encoder {work})", flush=True)
         del model
     print("\nper model, over items: ratio of best times, median (max) | ratio of median times, median | "
-          "CPU-time ratio, median   [target <= 2.00]")
+          "CPU-time ratio, median | FLOP ratio, median (max)   [target <= 2.00]")
     for label in dict.fromkeys(r[0] for r in results):
         rs = [r[5] for r in results if r[0] == label]
         rc = [r[6] for r in results if r[0] == label]
         rm = [r[7] for r in results if r[0] == label]
+        rf = [r[8] for r in results if r[0] == label]
         print(f"  {label:40s} {statistics.median(rs):5.2f} ({max(rs):5.2f}) | {statistics.median(rm):5.2f} | "
-              f"{statistics.median(rc):5.2f}")
+              f"{statistics.median(rc):5.2f} | {statistics.median(rf):5.2f} ({max(rf):5.2f})")
     try:
         print("load average during the run:", open("/proc/loadavg").read().split()[:3])
     except OSError:
