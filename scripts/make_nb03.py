@@ -124,7 +124,9 @@ $$\mathrm{AN}_{ij}^2 = \Big\lVert \sum_h \alpha^h_{ij} p^h_j \Big\rVert^2
 = \sum_{h,g} \alpha^h_{ij}\, G_j[h,g]\, \alpha^g_{ij} ,$$
 
 $T_k H^2$ numbers for $G$ and $T_q T_k H^2$ operations, no $D$ in the big loop.
-`ctxmix_lite.attention_norm.attention_norm(layer_capture)` does this in float64. Compare it with
+`ctxmix_lite.attention_norm.attention_norm(layer_capture)` does this ($G$ in float64). With fewer
+than $4H$ rows the $D$-vectors themselves are the cheaper way (the study's ~20 target frames), and
+it takes that form instead; both are tested against a per-head loop. Compare it with
 your function (on the first 60 query frames: a direct version needs 60 x 1500 x 512 floats
 already) and time both:
 """),
