@@ -100,7 +100,7 @@ def _delta_block(alpha, pv, rows_blk, cols_blk, spans, start=None) -> torch.Tens
         for h in range(a.shape[0]):
             out.addcmul_(a[h].T.unsqueeze(-1), p[h].unsqueeze(1), value=sign)
         return out
-    H, rb = alpha.shape[0], len(rows_blk)
+    rb = len(rows_blk)
     pvk = pv.transpose(0, 1)  # [Tk, H, D], contiguous for LayerCapture.projected_values()
     delta = torch.empty(len(cols_blk), rb, pv.shape[-1], dtype=pv.dtype)
     for c_i, c in enumerate(cols_blk.tolist()):

@@ -7,9 +7,9 @@ the pipeline itself runs on a handful of synthetic items for every component and
 """
 from __future__ import annotations
 
-import numpy as np
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
