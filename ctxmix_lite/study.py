@@ -21,12 +21,21 @@ Pipeline, per item and per model (one forward pass each)::
   (Attention is pooled and normalised per head, then averaged over heads, in the encoder and the
   cross-attention; in the decoder it is averaged over heads first, as in the paper's code.)
 * **Decoder** (Whisper, teacher-forced on the trained model's own greedy transcription after
-  ``<|startoftranscript|><|fr|><|transcribe|><|notimestamps|>``). Rows = the positions that
-  *predict* the target's subword tokens (the position before each target token); columns = the
-  transcript's tokens grouped into the aligned words (prefix and unaligned tokens excluded;
-  value zeroing zeroes one token at a time as in the paper, scores summed over a word's tokens)::
+  ``<|startoftranscript|><|fr|><|transcribe|><|notimestamps|>``), **the paper's definition by
+  default** (``ContextMixingASR``: ``scoring/attentions.py``, ``scoring/valueZeroing.py``,
+  ``evaluating/cue_alignment.py``). Rows = the positions that *predict* the target's subword tokens
+  (the position before each target token = the token's index in the generated ids); columns =
+  **every** decoder input position (prompt tokens and punctuation included); value zeroing zeroes
+  one token at a time; each row is normalised over all positions; the cue's columns are its tokens::
 
-      s_r[w] = sum_{j in tokens(w)} M_rj / sum_{w'} sum_{j in tokens(w')} M_rj ,   s = mean_r s_r
+      p_r[j] = M_rj / sum_{j'} M_rj'  (all T positions),   cue contribution = mean_r sum_{j in cue tokens} p_r[j]
+
+  Options (:class:`StudyOptions`): ``skip_special_tokens`` (the paper's ``--SKIP_SPECIAL_TOKENS``:
+  the first 3 positions dropped, rows renormalised) and ``decoder_scoring="word_pooled"`` (the
+  course's earlier definition: columns = the aligned words' tokens, prompt and unaligned tokens
+  dropped, ``s_r[w] = sum_{j in w} M_rj / sum_{w'} sum_{j in w'} M_rj``). Every definition comes
+  from the same pass and is kept (``StudyResult.variants``), with the mass the target rows put on
+  each prompt token (``StudyResult.decoder_mass``).
 * **Cross-attention**: the same decoder rows, columns = the aligned words' encoder frames (mean
   over frames for Attention / Attention-Norm, whole word zeroed for Value Zeroing), per-row
   normalisation over aligned words, mean over rows.
@@ -81,6 +90,18 @@ __all__ = [
     "ModelRun",
     "Use",
     "StudyResult",
+    "StudyOptions",
+    "DECODER_DEFINITIONS",
+    "DISTANCE_GROUPS",
+    "use_cue_distance",
+    "distance_group",
+    "transcript_word_tokens",
+    "paper_decoder_rows",
+    "misrecognised_words",
+    "summarize_by_distance",
+    "prompt_mass_summary",
+    "plot_by_distance",
+    "plot_decoder_definitions",
     "default_model_runs",
     "item_uses",
     "item_key",
@@ -105,6 +126,73 @@ MEASURES = ("attention", "attention_norm", "value_zeroing")
 MEASURE_LABELS = {"attention": "Attention", "attention_norm": "Attention-Norm", "value_zeroing": "Value Zeroing"}
 COMPONENT_LABELS = {"encoder": "encoder", "decoder": "decoder", "cross": "cross-attention"}
 INITS = ("trained", "random")
+
+#: the decoder self-attention definitions the study computes in every pass (one shard holds all)
+DECODER_DEFINITIONS = ("paper", "paper+skip_special_tokens", "word_pooled")
+#: shard component name of each decoder definition (``"decoder"`` is the paper's)
+DECODER_COMPONENTS = {"paper": "decoder", "paper+skip_special_tokens": "decoder[skip_special_tokens]",
+                      "word_pooled": "decoder[word_pooled]"}
+#: shard component holding the mass the paper-normalised target rows put on each prompt position
+PROMPT_MASS = "decoder[prompt_mass]"
+#: decoder positions the paper's ``--SKIP_SPECIAL_TOKENS`` drops (evaluating/cue_alignment.py):
+#: ``<|startoftranscript|><|fr|><|transcribe|>``; ``<|notimestamps|>`` stays
+PAPER_SKIPPED_POSITIONS = 3
+#: what a shard holds beyond the encoder / cross rows; part of the shard key (``_settings_tag``)
+SCORING_SCHEMA = "decoder:" + ",".join(DECODER_DEFINITIONS) + "+prompt_mass;v2"
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """How the study scores the Whisper decoder's self-attention (encoder and cross-attention have
+    one definition, the paper's).
+
+    decoder_scoring:
+        ``"paper"`` (default): the paper's own code (``ContextMixingASR``,
+        ``scoring/attentions.py``, ``scoring/valueZeroing.py``, ``evaluating/cue_alignment.py``):
+        token level; rows = the decoder positions that *predict* the target's tokens; each row
+        normalised over **all** decoder input positions, the prompt
+        ``<|startoftranscript|><|fr|><|transcribe|><|notimestamps|>`` and punctuation included;
+        cue contribution = the row's mass on the cue's token columns, averaged over the target's
+        rows. ``"word_pooled"``: the course's earlier definition: columns = the aligned words'
+        tokens (summed), prompt and unaligned tokens dropped, each row renormalised over the words.
+    skip_special_tokens:
+        the paper's ``--SKIP_SPECIAL_TOKENS`` (``"paper"`` only): drop the first 3 decoder positions
+        (``<|startoftranscript|><|fr|><|transcribe|>``) and renormalise each row over the rest.
+        It leaves cross-attention unchanged (its rows are normalised over the encoder's words).
+    """
+
+    decoder_scoring: str = "paper"
+    skip_special_tokens: bool = False
+
+    def __post_init__(self):
+        if self.decoder_scoring not in ("paper", "word_pooled"):
+            raise ValueError(f"decoder_scoring must be 'paper' or 'word_pooled', got {self.decoder_scoring!r}")
+        if self.skip_special_tokens and self.decoder_scoring != "paper":
+            raise ValueError("skip_special_tokens is an option of the paper's decoder scoring; 'word_pooled' "
+                             "already drops every prompt token")
+
+    @property
+    def decoder_definition(self) -> str:
+        """One of :data:`DECODER_DEFINITIONS`: the definition of the study's ``decoder`` rows."""
+        if self.decoder_scoring == "word_pooled":
+            return "word_pooled"
+        return "paper+skip_special_tokens" if self.skip_special_tokens else "paper"
+
+    @classmethod
+    def make(cls, spec) -> "StudyOptions":
+        """``None`` (defaults), a ``StudyOptions``, a dict of its fields, or a definition name of
+        :data:`DECODER_DEFINITIONS`."""
+        if spec is None:
+            return cls()
+        if isinstance(spec, StudyOptions):
+            return spec
+        if isinstance(spec, dict):
+            return cls(**spec)
+        if isinstance(spec, str):
+            if spec not in DECODER_DEFINITIONS:
+                raise ValueError(f"unknown decoder definition {spec!r}; choose from {DECODER_DEFINITIONS}")
+            return cls("word_pooled") if spec == "word_pooled" else cls("paper", spec.endswith("skip_special_tokens"))
+        raise ValueError(f"cannot read study options from {spec!r}")
 
 
 # ================================================================================================
@@ -220,6 +308,37 @@ def item_uses(item) -> list:
     return [Use("main", (ci,), ti)]
 
 
+def use_cue_distance(item, use: Use) -> int:
+    """Cue distance of a use in words: ``target_index - (last cue index)`` (1 = adjacent, *le
+    livre*; 2 = one word between, *le petit livre*). Computed from the indices; where the item
+    carries a ``cue_distance`` field for its first use (``main`` / ``noun``), it must agree."""
+    d = int(use.target) - int(max(use.cue))
+    f = item.get("cue_distance") if hasattr(item, "get") else None
+    if use.name in ("main", "noun") and _opt_int(f) is not None and int(f) != d:
+        raise ValueError(f"item {item.get('item_id')!r}: its cue_distance field ({f}) disagrees with its indices "
+                         f"(target_index - cue_index = {d})")
+    return d
+
+
+def distance_group(d) -> str:
+    """``"adjacent"`` (distance 1) or ``"non-adjacent (>= 2)"``."""
+    return "adjacent" if int(d) <= 1 else "non-adjacent (>= 2)"
+
+
+DISTANCE_GROUPS = ("adjacent", "non-adjacent (>= 2)")
+
+
+def _token_distance(positions, use: Use) -> Optional[int]:
+    """Decoder tokens from the cue's last token to the target's first (1 = the position that
+    predicts the target *is* the cue's last token), or None without decoder positions."""
+    if not positions:
+        return None
+    try:
+        return int(positions[use.target][0]) - int(max(p for c in use.cue for p in positions[c]))
+    except (TypeError, IndexError):
+        return None
+
+
 def _audio_of(item) -> np.ndarray:
     from .audio import load_audio
 
@@ -333,6 +452,60 @@ def transcript_words(token_ids: Sequence[int], tokenizer) -> list:
     return [(w.decode("utf-8", errors="replace"), toks) for w, toks in words]
 
 
+_KEEP_CHAR = re.compile(r"[\w'\- ]")
+_ELIDED = re.compile(r"^((?:[a-z]|qu|jusqu|lorsqu|puisqu)')(.+)$")
+
+
+def transcript_word_tokens(token_ids: Sequence[int], tokenizer) -> list:
+    """The words of a Whisper transcript split **exactly as the data's transcription check splits
+    them** (:func:`ctxmix_lite.homophony.transcript_words`: lower case, punctuation dropped, elided
+    prefixes split off, *d'un* -> *d'*, *un*), each with the indices of the tokens that carry its
+    characters: ``[(word, [token_index, ...]), ...]``. This is the one tokenisation of transcripts
+    of the study: its exclusion rule and its decoder columns both use it.
+
+    Works on the tokens' raw bytes (a multi-byte character split over two tokens belongs to both
+    tokens' word once); a token that carries characters of two words (``"'un"``) belongs to both."""
+    import codecs
+
+    bs = _token_bytes(tokenizer, token_ids)
+    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    chars, owners, pending = [], [], []
+    for k, b in enumerate(bs):
+        for byte in b:
+            pending.append(k)
+            out = dec.decode(bytes([byte]))
+            for ch in out:
+                if unicodedata.combining(ch) and chars:  # NFC: a combining mark joins its base
+                    chars[-1] = unicodedata.normalize("NFC", chars[-1] + ch)
+                    owners[-1] = sorted(set(owners[-1]) | set(pending))
+                    continue
+                chars.append(unicodedata.normalize("NFC", ch))
+                owners.append(sorted(set(pending)))
+            if out:
+                pending = []
+    # per character, the steps of homophony.transcript_words: lower case, ' for the typographic
+    # apostrophe, everything but word characters, ' - and space -> space
+    text, own = [], []
+    for ch, o in zip(chars, owners):
+        for c in ch.lower().replace("\u2019", "'"):
+            text.append(c if _KEEP_CHAR.match(c) else " ")
+            own.append(o)
+    words = []
+    for m in re.finditer(r"\S+", "".join(text)):
+        w, a = m.group(0), m.start()
+        e = _ELIDED.match(w)
+        if e:
+            parts = [(e.group(1), a), (e.group(2), a + len(e.group(1)))]
+        else:
+            core = w.strip("-'")
+            parts = [(core, a + (len(w) - len(w.lstrip("-'"))))] if core else []
+        for part, start in parts:
+            if part:
+                toks = sorted({t for i in range(start, start + len(part)) for t in own[i]})
+                words.append((part, toks))
+    return words
+
+
 def map_transcript(alignment_words: Sequence[str], transcript: Sequence[str]) -> dict:
     """Monotonic word matching (``difflib``) of normalised words: ``{alignment index: transcript
     index}`` for every aligned word that the transcript contains, in order."""
@@ -349,8 +522,9 @@ def map_transcript(alignment_words: Sequence[str], transcript: Sequence[str]) ->
 
 def decoder_positions(alignment: Sequence[dict], token_ids: Sequence[int], tokenizer, prefix_length: int) -> list:
     """For every aligned word, the decoder *input* positions of its tokens in the transcript
-    (``prefix_length + token index``), or ``None`` when the transcript lacks the word."""
-    tw = transcript_words(token_ids, tokenizer)
+    (``prefix_length + token index``), or ``None`` when the transcript lacks the word. Words are
+    split as the data's check splits them (:func:`transcript_word_tokens`)."""
+    tw = transcript_word_tokens(token_ids, tokenizer)
     m = map_transcript([w["word"] for w in alignment], [t for t, _ in tw])
     out = []
     for w in range(len(alignment)):
@@ -359,6 +533,17 @@ def decoder_positions(alignment: Sequence[dict], token_ids: Sequence[int], token
         else:
             out.append(None)
     return out
+
+
+def misrecognised_words(alignment_words: Sequence[str], transcript: str, use: Use) -> list:
+    """The study's exclusion rule for one use: the indices of cue / target words that the
+    transcript lacks (matched in order, :func:`map_transcript`), ``[]`` when it has them all. The
+    transcript is split into words exactly as the data's ``whisper_ok`` check splits it
+    (:func:`ctxmix_lite.homophony.transcript_words`: elisions split, *d'un* -> *d'*, *un*)."""
+    from .homophony import transcript_words as split_transcript
+
+    m = map_transcript(list(alignment_words), split_transcript(transcript))
+    return [i for i in (*use.cue, use.target) if i not in m]
 
 
 def check_use(positions: Sequence, use: Use) -> Optional[str]:
@@ -678,25 +863,57 @@ def _per_row_words(m: np.ndarray, word_cols) -> np.ndarray:
     return out
 
 
-def _decoder_rows(lc: LayerCapture, rows, groups, word_tokens, measure: str) -> list:
-    """Decoder self-attention: rows = positions predicting the target tokens, columns = the
-    aligned words' tokens (summed), each row normalised over them, then the mean over a use's rows.
-    Attention: mean over heads first (softmax rows over all tokens), then renormalised (the paper)."""
+def _decoder_rows(lc: LayerCapture, rows, groups, word_tokens, measure: str, m: Optional[np.ndarray] = None) -> list:
+    """Decoder self-attention, the course's **word-pooled** variant (option
+    ``decoder_scoring="word_pooled"``; not the paper's): rows = positions predicting the target
+    tokens, columns = the aligned words' tokens (summed; prompt and unaligned tokens dropped), each
+    row renormalised over the words, then the mean over a use's rows. ``m``: the raw ``[R, T]``
+    scores if already computed (:func:`_decoder_token_scores`)."""
+    cols = [list(t) if t else [] for t in word_tokens]
+    if m is None:
+        m = _decoder_token_scores(lc, rows, measure)
+    words = _normalize(_per_row_words(m, cols))  # [R, W]
+    return [words[g].mean(0) for g in groups]
+
+
+def _decoder_token_scores(lc: LayerCapture, rows, measure: str) -> np.ndarray:
+    """``[R, T]`` raw decoder scores of some query rows over every decoder input position, as the
+    paper builds them: attention averaged over heads (softmax rows over all positions),
+    Attention-Norm (``summedNorms``), value zeroing one token at a time (the paper fills only the
+    columns ``j <= i``: ``vz_dec_matrix[l, t:, t]``; later columns are 0)."""
     from .attention_norm import attention_norm
     from .value_zeroing import value_zeroing
 
     r = torch.as_tensor(rows, dtype=torch.long)
-    cols = [list(t) if t else [] for t in word_tokens]
     if measure == "attention":
-        m = lc.weights[:, r, :].mean(0).double().numpy()  # [R, T]
+        m = lc.weights[:, r, :].mean(0).double().numpy()
     elif measure == "attention_norm":
         m = attention_norm(lc, rows=r).double().numpy()
     elif measure == "value_zeroing":
-        m = value_zeroing(lc, rows=r, method="fast", normalize=False).double().numpy()  # one token at a time
+        m = value_zeroing(lc, rows=r, method="fast", normalize=False).double().numpy()
+        m = np.where(np.arange(m.shape[-1])[None, :] > r.numpy()[:, None], 0.0, m)  # causal, as the paper
     else:
         raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
-    words = _normalize(_per_row_words(m, cols))  # [R, W]
-    return [words[g].mean(0) for g in groups]
+    return m
+
+
+def paper_decoder_rows(m: np.ndarray, groups, word_tokens, skip_special_tokens: bool = False,
+                       n_prompt: int = 4) -> tuple:
+    """The paper's decoder definition on raw token scores ``m`` ``[R, T]`` (rows = the positions
+    predicting the target tokens): each row normalised over **all** ``T`` input positions (with
+    ``skip_special_tokens``: the first :data:`PAPER_SKIPPED_POSITIONS` dropped first); returns
+    ``(per_word, prompt)``: for each group of rows (a use's target tokens), ``[W]`` the mean over
+    its rows of the row's mass on each aligned word's tokens -- the cue contribution is the sum over
+    the cue words, ``mean_r sum_{j in cue tokens} m_rj``, i.e. ``cue_alignment.py``'s dot product
+    with the binary cue vector -- and ``[n_prompt]`` the mean mass on each prompt position."""
+    m = np.array(m, dtype=np.float64, copy=True)
+    if skip_special_tokens:
+        m[:, :PAPER_SKIPPED_POSITIONS] = 0.0
+    p = _normalize(m)  # over all positions
+    words = _per_row_words(p, [list(t) if t else [] for t in word_tokens])
+    per_word = [words[g].mean(0) for g in groups]
+    prompt = [p[g][:, :n_prompt].mean(0) for g in groups]
+    return per_word, prompt
 
 
 def _cross_rows(lc: LayerCapture, rows, groups, spans, measure: str) -> list:
@@ -740,11 +957,18 @@ def item_distributions(
 ) -> dict:
     """Everything the study keeps about one item and one model, from one forward pass.
 
-    Returns ``{"dist": {(use, component, measure): [L, W] target-row distributions over the
-    aligned words}, "probe": {(use, component): [L+1, D] mean hidden state of the target (encoder)
+    Returns ``{"dist": {(use, component, measure): [L, W] target-row scores per aligned word},
+    "probe": {(use, component): [L+1, D] mean hidden state of the target (encoder)
     or of the positions predicting it (decoder)}, "positions": decoder positions per word,
     "n_frames": ..., "window": ...}``. ``decoder_ids``: full decoder input (prefix + transcript
     tokens) for Whisper's decoder and cross-attention; None -> encoder only.
+
+    Components of ``dist``: ``"encoder"`` and ``"cross"`` (rows normalised over the aligned words);
+    ``"decoder"`` (the paper's definition: each row normalised over *all* decoder positions, so a
+    word's entry is its share of the whole row and the entries do not sum to 1),
+    ``"decoder[skip_special_tokens]"``, ``"decoder[word_pooled]"`` (see :class:`StudyOptions`) and
+    ``"decoder[prompt_mass]"`` (``[L, prefix_length]``: the paper-normalised mass on each prompt
+    position).
     """
     from .models import model_family
 
@@ -818,19 +1042,28 @@ def item_distributions(
             for comp in ("decoder", "cross"):
                 if comp not in comps:
                     continue
-                per = {m: [] for m in measures}
-                for lc in caps[comp]:
-                    if comp == "decoder":
+                if comp == "decoder":  # every definition from the same raw token scores
+                    per = {(c, m): [] for c in (*DECODER_COMPONENTS.values(), PROMPT_MASS) for m in measures}
+                    for lc in caps[comp]:
                         lc = _with_cached_pv(lc)
                         for m in measures:
-                            per[m].append(_decoder_rows(lc, drows, groups, positions, m))
-                    else:
+                            raw = _decoder_token_scores(lc, drows, m)
+                            words, prompt = paper_decoder_rows(raw, groups, positions, False, prefix_length)
+                            per[(DECODER_COMPONENTS["paper"], m)].append(words)
+                            per[(PROMPT_MASS, m)].append(prompt)
+                            per[(DECODER_COMPONENTS["paper+skip_special_tokens"], m)].append(
+                                paper_decoder_rows(raw, groups, positions, True, prefix_length)[0])
+                            per[(DECODER_COMPONENTS["word_pooled"], m)].append(
+                                _decoder_rows(lc, drows, groups, positions, m, m=raw))
+                else:
+                    per = {(comp, m): [] for m in measures}
+                    for lc in caps[comp]:
                         lc = _with_cached_pv(keys_upto(lc, K))
                         for m in measures:
-                            per[m].append(_cross_rows(lc, drows, groups, spans, m))
+                            per[(comp, m)].append(_cross_rows(lc, drows, groups, spans, m))
                 for gi, u in enumerate(ok):
-                    for m in measures:
-                        result["dist"][(u.name, comp, m)] = np.stack([x[gi] for x in per[m]]).astype(np.float32)
+                    for (c, m), v in per.items():
+                        result["dist"][(u.name, c, m)] = np.stack([x[gi] for x in v]).astype(np.float32)
             if "decoder" in comps:
                 for u in ok:
                     result["probe"][(u.name, "decoder")] = caps["decoder_hidden"][:, pred[u.name]].mean(1).numpy().astype(np.float32)
@@ -853,7 +1086,11 @@ def study_cache_dir() -> Path:
 
 
 def _settings_tag(components, measures, language: str) -> str:
-    s = json.dumps(dict(c=sorted(components) if components else None, m=list(measures), lang=language), sort_keys=True)
+    """Shard key of the settings. Includes :data:`SCORING_SCHEMA` (which decoder definitions a
+    shard holds, each under its own name): a shard written under another definition of the scores
+    is never read back."""
+    s = json.dumps(dict(c=sorted(components) if components else None, m=list(measures), lang=language,
+                        scoring=SCORING_SCHEMA), sort_keys=True)
     return hashlib.sha1(s.encode()).hexdigest()[:8]
 
 
@@ -981,13 +1218,34 @@ class StudyResult:
     runs: list
     fingerprint: str
     timings: dict = field(default_factory=dict)
+    options: StudyOptions = field(default_factory=StudyOptions)
+    variants: "object" = None
+    decoder_mass: "object" = None
 
     def summary(self, **kw):
         return summarize(self.table, **kw)
 
     @property
     def n_excluded(self) -> int:
-        return int(self.exclusions[["item", "use"]].drop_duplicates().shape[0]) if len(self.exclusions) else 0
+        """(item, use) analyses dropped from every model and component (the paper's rule)."""
+        if not len(self.exclusions):
+            return 0
+        e = self.exclusions[self.exclusions["scope"] == "all components"]
+        return int(e[["item", "use"]].drop_duplicates().shape[0])
+
+    def exclusion_counts(self):
+        """Excluded analyses by reason and scope: ``reason_code, scope, n`` (distinct (item, use))."""
+        import pandas as pd
+
+        if not len(self.exclusions):
+            return pd.DataFrame(columns=["reason_code", "scope", "n"])
+        return (self.exclusions.drop_duplicates(["item", "use", "reason_code", "scope"])
+                .groupby(["reason_code", "scope"]).size().rename("n").reset_index())
+
+    def variant_summary(self, by=("model_label", "init", "component", "measure", "layer", "definition")):
+        """Mean cue contribution per layer of the decoder under every definition
+        (:data:`DECODER_DEFINITIONS`), the same analyses as :attr:`table`."""
+        return summarize(self.variants, by=by)
 
 
 def _as_items(items, n_items: Optional[int]) -> list:
@@ -1009,6 +1267,7 @@ def run_study(
     threads: Optional[int] = None,
     language: str = "fr",
     loaded: Optional[dict] = None,
+    options=None,
 ) -> StudyResult:
     """Cue contribution for every item × model × component × measure × layer.
 
@@ -1025,6 +1284,16 @@ def run_study(
         cache: read / write per-item shards under :func:`study_cache_dir` (resumable).
         threads: ``torch.set_num_threads(threads)`` for the run (e.g. 2 cores).
         loaded: optional ``{ModelRun: (model, processor)}`` of already loaded models.
+        options: :class:`StudyOptions` (or a dict / definition name): which decoder definition the
+            ``decoder`` rows of ``table`` use (default: the paper's). Every definition is computed in
+            the same pass and kept in ``variants`` (column ``definition``); ``decoder_mass`` holds
+            the paper-normalised mass of the target rows on each prompt position.
+
+    Nothing is dropped silently: ``exclusions`` has one row per excluded (item, use, model) with
+    ``reason_code`` (``misrecognised``: the paper's rule, ``scope`` = all components;
+    ``not_in_transcript``: cue or target absent from the transcript the decoder was teacher-forced
+    on, ``scope`` = decoder and cross-attention only, when the rule is off), counted by
+    :meth:`StudyResult.exclusion_counts`.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -1044,6 +1313,7 @@ def run_study(
     fp = dataset_fingerprint(keys)
     loaded = dict(loaded or {})
     tag = _settings_tag(components, measures, language)
+    options = StudyOptions.make(options)
 
     # ---- transcriptions, once per trained Whisper / CTC model (also needed by random twins)
     transcripts: dict = {}
@@ -1078,21 +1348,25 @@ def run_study(
             if rec is None:
                 continue
             words = [w["word"] for w in _alignment_of(it)]
-            m = map_transcript(words, rec["text"].split())
             for u in uses[k]:
-                missing = [i for i in (*u.cue, u.target) if i not in m]
+                missing = misrecognised_words(words, rec["text"], u)
                 if missing:
                     excl_rows.append(dict(
                         item=ids[k] if u.name == "main" else f"{ids[k]}:{u.name}", base_item=ids[k], use=u.name,
                         template=it.get("template"), label=it.get("label"), model=r.name,
+                        reason_code="misrecognised",
+                        scope="all components" if exclude_misrecognised else "decoder, cross",
                         reason="misrecognised: " + ", ".join(repr(words[i]) for i in missing),
                         transcription=rec["text"], reference=it.get("transcription"),
                     ))
-    exclusions = pd.DataFrame(excl_rows, columns=["item", "base_item", "use", "template", "label", "model", "reason", "transcription", "reference"])
-    excluded = set(zip(exclusions["base_item"], exclusions["use"])) if len(exclusions) else set()
+    excl_cols = ["item", "base_item", "use", "template", "label", "model", "reason_code", "scope", "reason",
+                 "transcription", "reference"]
+    excluded = ({(r["base_item"], r["use"]) for r in excl_rows if r["scope"] == "all components"}
+                if exclude_misrecognised else set())
+    dec_excl = set()  # (item, use, model) already counted for the decoder
 
     # ---- per model run: one pass per item, cached
-    rows, probe_rows, timings = [], {}, {}
+    rows, probe_rows, timings, variant_rows, mass_rows = [], {}, {}, [], []
     from .capture import whisper_prefix_ids
 
     for run in runs:
@@ -1121,20 +1395,56 @@ def run_study(
                         src = "reference text"
                 res = item_distributions(model, processor, items[k], uses[k], dec_ids, 4, components, measures, audios[k])
                 meta = dict(key=keys[k], transcript_source=src, n_frames=res["n_frames"], window=res["window"],
-                            positions=res["positions"], study_version=STUDY_VERSION)
+                            positions=res["positions"], study_version=STUDY_VERSION,
+                            decoder_prefix=None if dec_ids is None else
+                            list(processor.tokenizer.convert_ids_to_tokens(list(dec_ids)[:4])))
                 if cache:
                     _save_shard(path, res, meta)
             it = items[k]
+            positions = meta.get("positions")
+            prompt_ids = meta.get("decoder_prefix")
             for (u_name, comp, meas), dist in res["dist"].items():
                 u = next(u for u in uses[k] if u.name == u_name)
                 L = dist.shape[0]
                 n_layers = L
-                scores = cue_contribution(dist, u.cue)
                 item_id = ids[k] if u.name == "main" else f"{ids[k]}:{u.name}"
+                dist_w = use_cue_distance(it, u)
+                dist_t = _token_distance(positions, u)
+                base = (item_id, ids[k], u.name, it.get("template"), it.get("label"), run.name, run.init, run.label)
+                if comp == PROMPT_MASS:
+                    for layer in range(L):
+                        for j in range(dist.shape[1]):
+                            mass_rows.append((*base, meas, layer + 1, j, None if prompt_ids is None else prompt_ids[j],
+                                              float(dist[layer, j]), dist_w))
+                    continue
+                scores = cue_contribution(dist, u.cue)
+                definition = next((d for d, c in DECODER_COMPONENTS.items() if c == comp), None)
+                out_comp = "decoder" if definition is not None else comp
                 for layer in range(L):
-                    rows.append((item_id, ids[k], u.name, it.get("template"), it.get("label"), run.name, run.init, run.label,
-                                 comp, meas, layer + 1, (layer + 1) / L, float(scores[layer]),
-                                 it.get("voice"), it.get("pair_id"), keys[k]))
+                    row = (*base, out_comp, meas, layer + 1, (layer + 1) / L, float(scores[layer]),
+                           it.get("voice"), it.get("pair_id"), keys[k], dist_w, distance_group(dist_w), dist_t)
+                    if definition is not None:
+                        variant_rows.append((*row, definition))
+                        if definition != options.decoder_definition:
+                            continue
+                    rows.append(row)
+            if spec.family == "whisper" and (components is None or "decoder" in components or "cross" in components):
+                for u in uses[k]:
+                    if (u.name, "decoder", measures[0]) in res["dist"] or (u.name, "cross", measures[0]) in res["dist"]:
+                        continue
+                    item_id = ids[k] if u.name == "main" else f"{ids[k]}:{u.name}"
+                    if (ids[k], u.name) in excluded or (item_id, run.name) in dec_excl:
+                        continue  # already counted (dropped from every component)
+                    dec_excl.add((item_id, run.name))
+                    al = _alignment_of(it)
+                    missing = [i for i in (*u.cue, u.target) if positions is None or positions[i] is None]
+                    excl_rows.append(dict(
+                        item=item_id, base_item=ids[k], use=u.name, template=it.get("template"), label=it.get("label"),
+                        model=run.name + ("" if run.init == "trained" else f" ({run.init})"), reason_code="not_in_transcript",
+                        scope="decoder, cross",
+                        reason=f"not in the transcript the decoder reads ({meta.get('transcript_source')}): "
+                               + ", ".join(repr(al[i]["word"]) for i in missing),
+                        transcription=None, reference=it.get("transcription")))
             for (u_name, comp), vec in res["probe"].items():
                 probe_rows.setdefault((run.label, comp), []).append(
                     (ids[k] if u_name == "main" else f"{ids[k]}:{u_name}", ids[k], u_name, it.get("template"), it.get("label"), vec))
@@ -1143,13 +1453,22 @@ def run_study(
         del model
 
     cols = ["item", "base_item", "use", "template", "label", "model", "init", "model_label", "component", "measure",
-            "layer", "depth", "score", "voice", "pair_id", "key"]
+            "layer", "depth", "score", "voice", "pair_id", "key", "cue_distance", "distance_group",
+            "cue_distance_tokens"]
+    exclusions = pd.DataFrame(excl_rows, columns=excl_cols)
+
+    def _keep(df):
+        if exclude_misrecognised and excluded and len(df):
+            drop = df.set_index(["base_item", "use"]).index.isin(list(excluded))
+            return df[~drop].reset_index(drop=True)
+        return df
+
     all_table = pd.DataFrame(rows, columns=cols)
-    if exclude_misrecognised and excluded:
-        drop = all_table.set_index(["base_item", "use"]).index.isin(list(excluded))
-        table = all_table[~drop].reset_index(drop=True)
-    else:
-        table = all_table
+    table = _keep(all_table)
+    variants = _keep(pd.DataFrame(variant_rows, columns=cols + ["definition"]))
+    decoder_mass = _keep(pd.DataFrame(mass_rows, columns=["item", "base_item", "use", "template", "label", "model", "init",
+                                                          "model_label", "measure", "layer", "position", "token",
+                                                          "mass", "cue_distance"]))
     probe = {}
     for (label, comp), lst in probe_rows.items():
         keep = [r for r in lst if not (exclude_misrecognised and (r[1], r[2]) in excluded)]
@@ -1164,13 +1483,15 @@ def run_study(
                      template=it.get("template"), label=it.get("label"), voice=it.get("voice"),
                      reference=it.get("transcription"), cue=" ".join(_alignment_of(it)[i]["word"] for i in u.cue),
                      target=_alignment_of(it)[u.target]["word"], key=keys[k],
+                     cue_distance=use_cue_distance(it, u), distance_group=distance_group(use_cue_distance(it, u)),
                      excluded=(ids[k], u.name) in excluded, whisper_ok=it.get("whisper_ok"))
             for r, tr in transcripts.items():
                 rec = tr.get(keys[k])
                 d[f"transcription[{r.name.split('/')[-1]}]"] = None if rec is None else rec["text"]
             item_rows.append(d)
     return StudyResult(table=table, all_table=all_table, exclusions=exclusions, items=pd.DataFrame(item_rows),
-                       probe=probe, runs=runs, fingerprint=fp, timings=timings)
+                       probe=probe, runs=runs, fingerprint=fp, timings=timings, options=options,
+                       variants=variants, decoder_mass=decoder_mass)
 
 
 def summarize(table, by=("model", "init", "model_label", "component", "measure", "layer", "depth")):
@@ -1182,6 +1503,23 @@ def summarize(table, by=("model", "init", "model_label", "component", "measure",
     out["sem"] = out["std"] / np.sqrt(out["count"].clip(lower=1))
     out["ci95"] = 1.96 * out["sem"]
     return out.rename(columns={"count": "n"}).drop(columns="std")
+
+
+def summarize_by_distance(table, by=("model", "init", "model_label", "component", "measure", "layer", "depth")):
+    """:func:`summarize` per cue-distance group (``distance_group``: adjacent / non-adjacent)."""
+    return summarize(table, by=tuple(by) + ("distance_group",))
+
+
+def prompt_mass_summary(decoder_mass, measure: Optional[str] = None):
+    """Mean mass (paper normalisation: rows over all decoder positions) that the rows predicting the
+    target put on each prompt token, per model and layer: ``[model_label, measure, layer] x
+    token``, plus the ``prompt total``."""
+    d = decoder_mass if measure is None else decoder_mass[decoder_mass["measure"] == measure]
+    piv = d.pivot_table(index=["model_label", "measure", "layer"], columns=["position", "token"], values="mass",
+                        aggfunc="mean").sort_index(axis=1)
+    piv.columns = [f"{p}:{t}" for p, t in piv.columns]
+    piv["prompt total"] = piv.sum(axis=1)
+    return piv
 
 
 # ================================================================================================
@@ -1243,6 +1581,62 @@ def plot_template_breakdown(table, model_labels: Sequence[str], component: str, 
                         label=f"{tpl} (n={int(g['n'].max())})")
         ax.set_title(f"{label}\n{COMPONENT_LABELS.get(component, component)}, {MEASURE_LABELS[measure]}")
         ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("cue contribution (share)")
+    axes[0, -1].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_by_distance(table, model_labels: Sequence[str], components: Sequence[str] = ("encoder", "cross", "decoder"),
+                     measure: str = "value_zeroing", title: Optional[str] = None):
+    """Cue contribution per layer (mean +- 95 % CI over items), adjacent vs non-adjacent cues: one
+    panel per component, one line style per model and distance group."""
+    import matplotlib.pyplot as plt
+
+    t = table[table["measure"] == measure]
+    comps = [c for c in components if c in set(t["component"])]
+    if not comps:
+        raise ValueError(f"no {measure} rows for components {list(components)}")
+    fig, axes = plt.subplots(1, len(comps), figsize=(4.6 * len(comps), 3.6), squeeze=False, sharey=True)
+    styles = {DISTANCE_GROUPS[0]: "-", DISTANCE_GROUPS[1]: "--"}
+    for ax, comp in zip(axes[0], comps):
+        for ci, label in enumerate(model_labels):
+            g0 = t[(t["component"] == comp) & (t["model_label"] == label)]
+            if g0.empty:
+                continue
+            s = summarize(g0, by=("distance_group", "layer"))
+            for grp, g in s.groupby("distance_group"):
+                ax.errorbar(g["layer"], g["mean"], yerr=g["ci95"], marker="o", ms=3, capsize=2,
+                            ls=styles.get(grp, ":"), color=f"C{ci}", label=f"{label}, {grp} (n={int(g['n'].max())})")
+        ax.set_title(f"{COMPONENT_LABELS.get(comp, comp)}, {MEASURE_LABELS[measure]}")
+        ax.set_xlabel("layer (1-based)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("cue contribution (share)")
+    axes[0, -1].legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_decoder_definitions(variants, model_labels: Sequence[str], measure: str = "value_zeroing"):
+    """The decoder's cue contribution per layer under each definition (:data:`DECODER_DEFINITIONS`),
+    one panel per model: the paper's first, the variants beside it."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(model_labels), figsize=(4.6 * len(model_labels), 3.4), squeeze=False, sharey=True)
+    for ax, label in zip(axes[0], model_labels):
+        t = variants[(variants["model_label"] == label) & (variants["measure"] == measure)]
+        s = summarize(t, by=("definition", "layer"))
+        for k, d in enumerate(DECODER_DEFINITIONS):
+            g = s[s["definition"] == d]
+            if len(g):
+                ax.errorbar(g["layer"], g["mean"], yerr=g["ci95"], marker="o", ms=3, capsize=2, color=f"C{k}",
+                            lw=2.5 if d == "paper" else 1.2, label=d + (" (default)" if d == "paper" else ""))
+        ax.set_title(f"{label}\ndecoder, {MEASURE_LABELS[measure]}")
+        ax.set_xlabel("layer (1-based)")
+        ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("cue contribution (share)")
     axes[0, -1].legend(fontsize=8, loc="best")
@@ -1381,24 +1775,41 @@ def main(argv=None) -> int:
     ap.add_argument("--whisper-ok-only", action="store_true",
                     help="draw the items from those the data's Whisper-base check passed (what the exclusion "
                          "rule keeps; saves transcribing the rest): study.course_items(checked_only=True)")
+    ap.add_argument("--decoder-scoring", choices=("paper", "word_pooled"), default="paper",
+                    help="decoder self-attention definition of the main table (all are computed and saved)")
+    ap.add_argument("--skip-special-tokens", action="store_true",
+                    help="the paper's --SKIP_SPECIAL_TOKENS: drop the first 3 decoder positions, renormalise")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    options = StudyOptions(args.decoder_scoring, args.skip_special_tokens)
     n = None if args.n_items == "all" else int(args.n_items)
     items = course_items(args.data, n, smoke=args.smoke, seed=args.seed, checked_only=args.whisper_ok_only)
     runs = ([ModelRun(*m.split(":")) for m in args.models] if args.models
             else default_model_runs(smoke=args.smoke))
     t0 = time.perf_counter()
-    res = run_study(items, runs, exclude_misrecognised=not args.keep_misrecognised, threads=args.threads)
+    res = run_study(items, runs, exclude_misrecognised=not args.keep_misrecognised, threads=args.threads,
+                    options=options)
     out = outputs_dir()
     res.table.to_csv(out / "study_cue_contribution.csv", index=False)
     res.exclusions.to_csv(out / "study_exclusions.csv", index=False)
     summ = res.summary()
     summ.to_csv(out / "study_summary.csv", index=False)
-    print(f"{len(items)} items, {res.table['item'].nunique()} analyses kept, {res.n_excluded} excluded; "
+    summarize_by_distance(res.table).to_csv(out / "study_summary_by_distance.csv", index=False)
+    vs = summarize(res.variants, by=("model_label", "init", "component", "measure", "layer", "definition", "distance_group"))
+    vs.to_csv(out / "study_decoder_definitions_by_distance.csv", index=False)
+    res.variant_summary().to_csv(out / "study_decoder_definitions.csv", index=False)
+    prompt_mass_summary(res.decoder_mass).to_csv(out / "study_decoder_prompt_mass.csv")
+    print(f"{len(items)} items, {res.table['item'].nunique()} analyses kept, {res.n_excluded} excluded "
+          f"(decoder definition: {options.decoder_definition}); "
           f"{time.perf_counter() - t0:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in res.timings.items())})")
+    print("exclusions by reason:\n" + res.exclusion_counts().to_string(index=False))
+    print("analyses by cue distance:\n" + res.items[~res.items["excluded"]]["distance_group"].value_counts().to_string())
     piv = summ[summ["measure"] == "value_zeroing"].pivot_table(index="layer", columns=["model_label", "component"], values="mean")
     print("value zeroing, mean cue contribution per layer:\n" + piv.round(3).to_string())
+    vpiv = res.variant_summary().query("measure == 'value_zeroing'").pivot_table(
+        index="layer", columns=["model_label", "definition"], values="mean")
+    print("decoder, value zeroing, by definition:\n" + vpiv.round(3).to_string())
     print("tables written to", out)
     return 0
 

@@ -309,16 +309,37 @@ def test_run_study_end_to_end_and_cache(items, tmp_path, monkeypatch, whisper_ba
     # every (item, model, component, measure) row of layers: one per layer
     counts = res.table.groupby(["item", "model_label", "component", "measure"]).size()
     assert (counts == 6).all()
-    # cached shards: target rows sum to 1 over the aligned words
+    # the exclusion is counted with its reason; the decoder rows are the paper's definition
+    counts = res.exclusion_counts().set_index(["reason_code", "scope"])["n"]
+    assert counts.loc[("misrecognised", "all components")] == res.n_excluded
+    assert res.options.decoder_definition == "paper"
+    assert set(res.variants["definition"]) == set(study.DECODER_DEFINITIONS)
+    paper = res.variants[res.variants["definition"] == "paper"].drop(columns="definition").reset_index(drop=True)
+    pd.testing.assert_frame_equal(res.table[res.table["component"] == "decoder"].reset_index(drop=True), paper)
+    assert (res.table["cue_distance"] == 1).all() and set(res.table["distance_group"]) == {"adjacent"}
+    # prompt mass: four prompt positions, rows' shares in [0, 1]
+    assert set(res.decoder_mass["position"]) == {0, 1, 2, 3}
+    assert res.decoder_mass.groupby(["item", "model_label", "measure", "layer"])["mass"].sum().between(0, 1 + 1e-6).all()
+    assert set(res.decoder_mass["token"]) == {"<|startoftranscript|>", "<|fr|>", "<|transcribe|>", "<|notimestamps|>"}
+    # cached shards: encoder, cross and word-pooled decoder rows sum to 1 over the aligned words;
+    # the paper's decoder rows sum to at most 1 (the rest is on the prompt and punctuation)
     shards = list((tmp_path / "cache").rglob("*.npz"))
     assert len(shards) == 2 * len(data)
     d, _ = study._load_shard(shards[0])
-    for v in d["dist"].values():
-        np.testing.assert_allclose(v.sum(-1), 1.0, atol=1e-5)
+    for (u, c, m), v in d["dist"].items():
+        if c in ("encoder", "cross", "decoder[word_pooled]"):
+            np.testing.assert_allclose(v.sum(-1), 1.0, atol=1e-5)
+        elif c != "decoder[prompt_mass]":
+            assert (v.sum(-1) <= 1 + 1e-5).all() and (v >= 0).all()
     # a cache hit gives identical results and needs no model
     res2 = study.run_study(data, models=runs, progress=False)
     pd.testing.assert_frame_equal(res.table, res2.table)
     pd.testing.assert_frame_equal(res.exclusions, res2.exclusions)
+    # another definition from the same shards: the word-pooled rows become the table's decoder rows
+    res3 = study.run_study(data, models=runs, progress=False, options=study.StudyOptions("word_pooled"))
+    pooled = res.variants[res.variants["definition"] == "word_pooled"].drop(columns="definition").reset_index(drop=True)
+    pd.testing.assert_frame_equal(res3.table[res3.table["component"] == "decoder"].reset_index(drop=True), pooled)
+    assert not np.allclose(pooled["score"], paper["score"])
     s = study.summarize(res.table)
     assert {"mean", "sem", "ci95", "n"} <= set(s.columns)
     # probe features: one per kept item, layers 0..6
