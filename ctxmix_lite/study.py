@@ -1652,11 +1652,12 @@ def _rise(summary, label, component, measure="value_zeroing"):
     return float(v[h:].mean() - v[:h].mean()), v
 
 
-def paper_comparison(summary, runs: Sequence[ModelRun], probe_results=None) -> "object":
+def paper_comparison(summary, runs: Sequence[ModelRun], probe_results=None, decoder_definition: str = "paper") -> "object":
     """The paper's reported findings beside ours (``pandas.DataFrame``: finding, paper, ours, verdict,
     why). Value Zeroing is the reference measure, as in the paper. ``probe_results``: optional
     tidy probe table (:func:`ctxmix_lite.probe.probe_layers` rows with ``model_label``,
-    ``component``) for the probe findings."""
+    ``component``) for the probe findings. ``decoder_definition``: the definition of the
+    summary's decoder rows (``StudyResult.options.decoder_definition``), named in ``ours``."""
     import pandas as pd
 
     labels = {r.label: r for r in runs}
@@ -1697,7 +1698,7 @@ def paper_comparison(summary, runs: Sequence[ModelRun], probe_results=None) -> "
             top = max(means, key=means.get)
             rows.append(dict(finding=f"Whisper ({l}): most cue -> target mixing happens in the decoder",
                              paper="yes (decoder >> encoder; Whisper-medium)",
-                             ours=", ".join(f"{k} {v:.3f}" for k, v in means.items()),
+                             ours=", ".join(f"{k} {v:.3f}" for k, v in means.items()) + f" (decoder: {decoder_definition})",
                              verdict="agree" if top == "decoder" else "differ",
                              why="Whisper-base (6+6 layers) instead of medium (24+24); the decoder row that predicts "
                                  "the target is the cue token itself when the cue directly precedes the target"))
@@ -1709,7 +1710,7 @@ def paper_comparison(summary, runs: Sequence[ModelRun], probe_results=None) -> "
         a = float(np.nanmean(layer_measure_matrix(summary, w_tr[0], "decoder", ("value_zeroing",))[0]))
         b = float(np.nanmean(layer_measure_matrix(summary, w_rd[0], "decoder", ("value_zeroing",))[0]))
         rows.append(dict(finding="trained vs random Whisper decoder", paper="trained decoder reads the cue more",
-                         ours=f"trained {a:.3f} vs random {b:.3f}", verdict="agree" if a > b else "differ",
+                         ours=f"trained {a:.3f} vs random {b:.3f} (decoder: {decoder_definition})", verdict="agree" if a > b else "differ",
                          why="a random causal decoder spreads its mass over the few preceding tokens"))
     if probe_results is not None and len(probe_results):
         pr = probe_results

@@ -48,16 +48,34 @@ study's central measurement with the three context-mixing measures of notebooks 
 With the Hugging Face hub (e.g. on Colab) set `HUB = True`, `MODEL = "openai/whisper-medium"` and
 `DATA = "hub"` to run on the released dataset with the paper's models. A GPU helps a lot there.
 
-**Method, as in the paper.** Encoder rows are the target word's frames (Whisper: 1,500 frames for
-the 30 s padded window, $t \mapsto \lceil F t / T\rceil$; wav2vec2: $T$ = clip duration); columns
-are the aligned words (mean over their frames; value zeroing zeroes a whole word at once); rows
-are re-normalised over aligned words only, so padding and silence never count. The Whisper decoder
-is teacher-forced on the *trained* model's own greedy transcription (forced French); its rows are
-the positions that **predict** the target's subword tokens, its columns the transcript's tokens
-grouped into words (prefix tokens excluded). Cross-attention: the same rows, the encoder's word
-frames as columns. `Det_Noun_Verb` items are used twice (det → noun; det + noun → verb). Items
-that the trained ASR model does not transcribe with cue and target right are excluded from every
-model and component, and counted.
+**Method, as in the paper's code** ([`hmohebbi/ContextMixingASR`](https://github.com/hmohebbi/ContextMixingASR):
+`scoring/attentions.py`, `scoring/valueZeroing.py`, `evaluating/cue_alignment.py`). Encoder rows
+are the target word's frames (Whisper: 1,500 frames for the 30 s padded window,
+$t \mapsto \lceil F t / T\rceil$; wav2vec2: $T$ = clip duration); columns are the aligned words
+(mean over their frames; value zeroing zeroes a whole word at once); rows are re-normalised over
+aligned words only, so padding and silence never count. The Whisper decoder is teacher-forced on
+the *trained* model's own greedy transcription (forced French). Its rows are the positions that
+**predict** the target's subword tokens; each row is normalised over **all** decoder input
+positions — the four prompt tokens `<|startoftranscript|><|fr|><|transcribe|><|notimestamps|>` and
+punctuation included — and the cue contribution is the row's mass on the cue's *tokens*, averaged
+over the target's tokens. Cross-attention: the same rows, the encoder's word frames as columns.
+`Det_Noun_Verb` items are used twice (det → noun; det + noun → verb). Items that the trained ASR
+model does not transcribe with cue and target right are excluded from every model and component,
+and counted by reason.
+
+**Every choice, the paper's and ours.** Where the course offers something else it is a named
+option of `study.StudyOptions` / `run_study`; the paper's form is the default.
+
+| choice | paper (code) | course default | option |
+|---|---|---|---|
+| frame → word pooling (encoder, cross) | mean over the word's frames `[ceil(F·start/T), ceil(F·end/T)]` (`attentions.py` l. 134–140, 179–183, `DIM_AGGREGATOR=mean`; `utils.get_encoder_word_boundaries`) | same | — |
+| per-head normalisation (Attention) | encoder / cross: pooled per head, normalised over words per head, heads averaged (`attentions.py` l. 143–145, 184; `cue_alignment.py` l. 101–102); decoder: softmax rows, heads averaged | same | — |
+| value zeroing | a whole word's frames zeroed (encoder, cross); one decoder token at a time, only rows ≥ that token (`valueZeroing.py` l. 148–172, 178–234) | same | — |
+| decoder rows | the positions that *predict* the target's tokens (decoder input = `<|startoftranscript|>` + generated ids; `valueZeroing.py` l. 77, `cue_alignment.py` l. 108) | same | — |
+| decoder columns, normalisation | **all** decoder input positions, prompt tokens and punctuation included, rows normalised over all (`attentions.py` l. 165–167, `valueZeroing.py` l. 202–204); cue columns = cue tokens (generated index + 1, `cue_alignment.py` l. 109) | same | `skip_special_tokens=True` (the paper's `--SKIP_SPECIAL_TOKENS`: first 3 positions dropped, renormalised, `cue_alignment.py` l. 117–126); `decoder_scoring="word_pooled"` (the course's earlier definition: only the aligned words' tokens, renormalised over words) |
+| score | row · binary cue vector, mean over the target's token rows (`cue_alignment.py` l. 128–137) | same | — |
+| Det_Noun_Verb split | det → noun, and det + noun → verb (`cue_alignment.py` l. 81–90) | same | — |
+| exclusions | items that all five models transcribe right (the released data set); annotations sharing a Common Voice sentence dropped (`cue_alignment.py` l. 77–79) | items the run's trained Whisper transcribes with cue and target, transcripts split as the data's `whisper_ok` (*d'un* → *d'* *un*); every exclusion counted by reason (`res.exclusion_counts()`) | `exclude_misrecognised=False` |
 """),
     code(r"""
 MODEL = "openai/whisper-base"     # Whisper (trained: packaged weights; "openai/whisper-medium" needs the hub)
@@ -67,6 +85,8 @@ N_ITEMS = 200                     # items of the study (None: the whole set, 1,0
 CHECKED_ONLY = True               # only items the data's Whisper-base check passed (the rule drops the rest)
 EXPLORER_ITEMS = 4                # items in the interactive explorer
 EXCLUDE_MISRECOGNISED = True      # the paper's rule (False: keep them for the encoder)
+DECODER_SCORING = "paper"         # decoder self-attention: "paper" (token level, all positions) or "word_pooled"
+SKIP_SPECIAL_TOKENS = False       # the paper's --SKIP_SPECIAL_TOKENS option (first 3 decoder positions dropped)
 THREADS = 2                       # CPU threads (torch.set_num_threads)
 SMOKE = False                     # True: tiny run (CI): 6 items, a 4-layer random XLSR
 SOLUTIONS = False                 # True: use the reference solution of the exercise
@@ -167,7 +187,8 @@ for run in RUNS:
 
 Pick an item, a model, a component (encoder, decoder self-attention, cross-attention), a layer and
 a measure. Left: the word × word matrix (rows re-normalised over aligned words; the target row's
-cue cell is the cue contribution). Right: the frame × frame (encoder), token × token (decoder) or
+cue cell is the cue contribution — for the decoder that is the word-pooled variant, the study's
+`decoder_scoring="word_pooled"`, not the paper's token-level number of section 7). Right: the frame × frame (encoder), token × token (decoder) or
 token × frame (cross-attention) matrix with the word boundaries. The explorer runs one forward
 pass per (item, model) and computes the chosen layer on demand.
 """),
@@ -192,16 +213,19 @@ generated once with the trained Whisper.
 """),
     code(r"""
 t = time.perf_counter()
-res = study.run_study(items, RUNS, exclude_misrecognised=EXCLUDE_MISRECOGNISED, threads=THREADS, loaded=loaded)
+OPTIONS = study.StudyOptions(DECODER_SCORING, SKIP_SPECIAL_TOKENS)
+res = study.run_study(items, RUNS, exclude_misrecognised=EXCLUDE_MISRECOGNISED, threads=THREADS, loaded=loaded,
+                      options=OPTIONS)
 print(f"study: {time.perf_counter() - t:.0f} s; per model: " + ", ".join(f"{k} {v:.0f} s" for k, v in res.timings.items()))
+print(f"decoder definition of the main table: {res.options.decoder_definition}")
 print(f"{res.table['item'].nunique()} analysed items (Det_Noun_Verb counted twice), "
       f"{res.n_excluded} excluded as misrecognised by the trained model(s)")
 res.table.head()
 """),
     code(r"""
-# what the trained model got wrong (the paper's exclusion rule)
-print(res.exclusions.groupby(["template", "use"]).size().rename("excluded").to_frame() if len(res.exclusions) else "no exclusions")
-res.exclusions[["item", "reason", "transcription", "reference"]].head(10)
+# every exclusion, with its reason (nothing is dropped silently)
+print(res.exclusion_counts().to_string(index=False) if len(res.exclusions) else "no exclusions")
+res.exclusions[["item", "reason_code", "scope", "reason", "transcription", "reference"]].head(10)
 """),
     md(r"""
 ## 6 · Fig. 1 analogue: encoders, trained vs random
@@ -223,16 +247,60 @@ plt.show()
 ## 7 · Fig. 2 analogue: Whisper's encoder, cross-attention and decoder
 
 The paper's Fig. 2: in Whisper most of the cue → target mixing happens in the **decoder** (the
-decoder reads the cue *token* it has already written); the encoder contributes little.
+decoder reads the cue *token* it has already written); the encoder contributes little. The decoder
+panels use the paper's definition (unless you changed `DECODER_SCORING` / `SKIP_SPECIAL_TOKENS`).
 """),
     code(r"""
 panels = [(l, c) for l in whisper_runs for c in ("encoder", "cross", "decoder")]
-fig2 = study.plot_cue_panels(summary, panels, ncols=3, suptitle="Whisper: encoder / cross-attention / decoder (Fig. 2 analogue)")
+fig2 = study.plot_cue_panels(summary, panels, ncols=3,
+                             suptitle=f"Whisper: encoder / cross-attention / decoder (Fig. 2 analogue; decoder: {res.options.decoder_definition})")
 savefig(fig2, "05_fig2_whisper_components")
 plt.show()
 """),
     md(r"""
-## 8 · Per template
+### The decoder under each definition, and where its mass goes
+
+Every definition comes from the same forward pass (`res.variants`, column `definition`). The
+paper's (thick line) first, then its `skip_special_tokens` option and the course's earlier
+word-pooled variant. The numbers move because the denominators differ: the paper normalises each
+row over **all** decoder positions, and Whisper's decoder rows put much of their mass on the four
+prompt tokens (printed below, the same rows as the paper's score); `skip_special_tokens` gives back
+the mass of the first three to the rest; the word-pooled variant drops the whole prompt and the
+punctuation and renormalises over the aligned words, so the cue's share can only grow.
+"""),
+    code(r"""
+figd = study.plot_decoder_definitions(res.variants, whisper_runs)
+savefig(figd, "05_decoder_definitions")
+plt.show()
+vpiv = res.variant_summary().query("measure == 'value_zeroing'").pivot_table(
+    index="layer", columns=["model_label", "definition"], values="mean")
+print("decoder, Value Zeroing, mean cue contribution per layer (1-based) and definition:")
+print(vpiv.round(3).to_string())
+pm = study.prompt_mass_summary(res.decoder_mass, "value_zeroing")
+print("\nValue Zeroing: mean mass of the rows predicting the target on each prompt position (paper normalisation):")
+print(pm.round(3).to_string())
+"""),
+    md(r"""
+## 8 · By cue distance
+
+Adjacent cues (*le livre*, *ils aiment*: distance 1) against cues with words between them (*le
+petit chat*: distance ≥ 2). In an adjacent item the decoder position that **predicts** the target
+*is* the cue token: its row's mass on the cue is largely that position's contribution to itself,
+which even a random decoder gives. When the cue is further back, the predicting position is
+another word's token and must read the cue across the intervening tokens: the decoder's cue
+contribution then measures real mixing between tokens, and it is the fair comparison with the
+encoder and cross-attention. (Items without a non-adjacent cue give one group only.)
+"""),
+    code(r"""
+print(res.items[~res.items["excluded"]].groupby("distance_group").size().rename("analyses").to_string())
+figdist = study.plot_by_distance(res.table, whisper_runs + enc_only, title="Value Zeroing by cue distance")
+savefig(figdist, "05_by_distance")
+plt.show()
+sd = study.summarize_by_distance(res.table).query("measure == 'value_zeroing'")
+sd.pivot_table(index="layer", columns=["model_label", "component", "distance_group"], values="mean").round(3)
+"""),
+    md(r"""
+## 9 · Per template
 
 Value zeroing, mean ± 95 % interval over items. `Det_Noun_Verb (verb)` is the second use: cue =
 det + noun.
@@ -245,15 +313,16 @@ for comp in ("encoder", "decoder"):
     plt.show()
 """),
     md(r"""
-## 9 · The paper's findings beside ours
+## 10 · The paper's findings beside ours
 
 `verdict` is computed from the numbers (value zeroing, the paper's reference measure); `why` says
 what differs between the two set-ups.
 """),
     code(r"""
-cmp = study.paper_comparison(summary, RUNS)
+cmp = study.paper_comparison(summary, RUNS, decoder_definition=res.options.decoder_definition)
 out = outputs_dir() / "05_cue_contribution.csv"
 res.table.to_csv(out, index=False)
+res.variants.to_csv(outputs_dir() / "05_decoder_definitions.csv", index=False)
 print("table saved to", out, f"({len(res.table)} rows); total notebook time {time.perf_counter() - T0:.0f} s")
 cmp
 """),
@@ -267,6 +336,9 @@ cmp
 - In Whisper the decoder does most of the work: the row that predicts the target often *is* the
   cue token (*les* → *livres*). Notebook 07 tests that directly: replace the cue token in the
   teacher-forced transcript, or silence the cue's audio, and watch the target's probability.
+- The decoder's number depends on its definition: by the paper's (rows over all positions) much
+  of a row's mass sits on the prompt tokens; the word-pooled variant hides that and looks larger.
+  Say which definition a number uses whenever you compare it with the paper.
 
 To think about:
 
