@@ -445,7 +445,11 @@ def import_common_voice(folder, split: Optional[str] = None, max_items: Optional
                 "voice": f"cv:{row.get('client_id', '')[:16]}",
                 "pair_id": f"cv-{stem}-{m.cue_index}",
                 "cue_index": m.cue_index, "target_index": m.target_index,
-                "target_index_2": m.target_index_2, "whisper_ok": None, "phones": [],
+                "target_index_2": m.target_index_2,
+                "cue_distance": m.target_index - m.cue_index,
+                "cue_token_distance": H.token_distance(sentence, words, m.cue_index,
+                                                       m.target_index),
+                "whisper_ok": None, "phones": [],
             }
             try:
                 H.check_item(item, duration=len(audio) / H.SAMPLE_RATE)

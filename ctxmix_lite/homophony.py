@@ -9,6 +9,15 @@ Three templates, as in the study (Mohebbi et al., EMNLP 2023):
 * ``Det_Noun_Verb``  -- "**Les** **chats** **jouent** dans le jardin."      cue = determiner, target = noun,
   ``target_word_2`` = verb (the label is the verb's number)
 
+Cue and target are adjacent in the examples above; the offline build also makes *non-adjacent*
+items (:data:`VARIANTS`), whose intervening words keep number inaudible: pre-nominal adjectives
+and degree adverbs in the noun phrase ("Elle a perdu **les** très jolis petits **livres**...";
+the plural -s makes no liaison before the consonant-initial noun) and the object clitics *en*/*y*
+after the pronoun ("**Ils** en **mangent** beaucoup."; the clitic starts with a vowel, so the
+liaison /z/ is kept). Each item records its cue distance in words (``cue_distance`` =
+``target_index - cue_index``, 1 = adjacent) and in decoder tokens (``cue_token_distance``, see
+:func:`token_distance`).
+
 Every item has a *minimal pair*: the same sentence, voice and prosody with the other number.
 
 Offline default (:func:`build_offline`): sentences from the word lists and frames in ``data/``,
@@ -21,15 +30,21 @@ counted in the build report:
    phones of every word except the cue;
 3. cue audible: the cue's phones differ between the members; for Pronoun_Verb the plural cue ends
    in the liaison /z/ and the singular one does not;
+3b. intervening words (non-adjacent items): each is a homophone of its counterpart in Lexique
+   (invariant words: the same, known word) and has identical phones in both members;
 4. audio: no sample clipped; word times inside the clip and in order; cue before target.
 
 Real data: :func:`load_homophony` with ``"hub"`` (``hosein-m/french_homophone_asr``) or a local
 path, mapped onto the same schema (:func:`normalize_external`); Common Voice French through
 :mod:`ctxmix_lite.commonvoice`.
 
+Every offline clip starts and ends with a pause (:data:`EDGE_SILENCE`, drawn per pair, the same for
+both members), as real recordings do; word and phone times include it.
+
 Schema (:func:`features`): ``item_id, audio{array, sampling_rate, path}, transcription, cue_word,
 target_word, target_word_2, alignment[{start, end, word}], template, label, voice, pair_id,
-cue_index, target_index, target_index_2, whisper_ok, phones[{start, end, phone, word_index}]``.
+cue_index, target_index, target_index_2, cue_distance, cue_token_distance, whisper_ok,
+phones[{start, end, phone, word_index}]``.
 """
 from __future__ import annotations
 
@@ -50,13 +65,35 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 SAMPLE_RATE = 16000
-CODE_VERSION = "homophony-1"
+CODE_VERSION = "homophony-2"  # 2: non-adjacent variants, distances, edge silence
 HUB_DATASET = "hosein-m/french_homophone_asr"
 TEMPLATES = ("Det_Noun", "Pronoun_Verb", "Det_Noun_Verb")
 LABELS = ("singular", "plural")
 #: Share of pairs per template (the study has 720 / 257 / 23 of 1,000; Det_Noun_Verb gets more
 #: here so that every analysis has enough of it).
 DEFAULT_MIX = OrderedDict([("Det_Noun", 0.56), ("Pronoun_Verb", 0.30), ("Det_Noun_Verb", 0.14)])
+#: Ways of putting words between cue and target, per template, with the number of words between:
+#: ``adjacent`` (0), ``adj`` (1: "le petit chat"), ``adv_adj`` (2: "le très petit chat"),
+#: ``adj_adj`` (2: "le joli petit chat"), ``adv_adj_adj`` (3: "le plus joli petit chat"),
+#: ``clitic`` (1: "ils en mangent").
+VARIANTS = OrderedDict([
+    ("Det_Noun", ("adjacent", "adj", "adv_adj", "adj_adj", "adv_adj_adj")),
+    ("Pronoun_Verb", ("adjacent", "clitic")),
+    ("Det_Noun_Verb", ("adjacent", "adj", "adv_adj", "adj_adj", "adv_adj_adj")),
+])
+VARIANT_GAP = {"adjacent": 0, "adj": 1, "adv_adj": 2, "adj_adj": 2, "adv_adj_adj": 3, "clitic": 1}
+#: Share of each template's pairs per variant. Half of the noun-phrase pairs have 2-3 words
+#: between cue and target, which makes 35 % of the default build (>= 30 %: :func:`far_share`).
+DEFAULT_VARIANT_MIX = {
+    "Det_Noun": OrderedDict([("adjacent", 0.35), ("adj", 0.15), ("adv_adj", 0.25),
+                             ("adj_adj", 0.10), ("adv_adj_adj", 0.15)]),
+    "Pronoun_Verb": OrderedDict([("adjacent", 0.55), ("clitic", 0.45)]),
+    "Det_Noun_Verb": OrderedDict([("adjacent", 0.35), ("adj", 0.15), ("adv_adj", 0.25),
+                                  ("adj_adj", 0.10), ("adv_adj_adj", 0.15)]),
+}
+#: Pause added at the start and at the end of every offline clip, seconds (uniform, drawn per
+#: pair; both members get the same).
+EDGE_SILENCE = (0.2, 0.5)
 DEFAULT_ITEMS = 1000
 SMOKE_ITEMS = 24
 #: Prosody ranges (espeak units): rate in words per minute, pitch and pitch range 0..100.
@@ -111,6 +148,8 @@ def features():
         "cue_index": Value("int32"),
         "target_index": Value("int32"),
         "target_index_2": Value("int32"),
+        "cue_distance": Value("int32"),
+        "cue_token_distance": Value("int32"),
         "whisper_ok": Value("bool"),
         "phones": List({"start": Value("float64"), "end": Value("float64"),
                         "phone": Value("string"), "word_index": Value("int32")}),
@@ -119,7 +158,7 @@ def features():
 
 FIELDS = ("item_id", "audio", "transcription", "cue_word", "target_word", "target_word_2",
           "alignment", "template", "label", "voice", "pair_id", "cue_index", "target_index",
-          "target_index_2", "whisper_ok", "phones")
+          "target_index_2", "cue_distance", "cue_token_distance", "whisper_ok", "phones")
 
 
 def to_dataset(rows: Sequence[dict]):
@@ -245,6 +284,100 @@ def find_cue_target(words: Sequence[str], cue: str, target: str, target_2: str =
     return ci, ti, t2i
 
 
+_TOKENIZER = {}
+
+
+def decoder_tokenizer():
+    """The Whisper tokenizer of the packaged weights (the multilingual vocabulary that Whisper
+    base/small/medium share), or None when the weights' files are not installed."""
+    if "tok" not in _TOKENIZER:
+        try:
+            from .whisper_offline import load_whisper_processor_offline
+
+            _TOKENIZER["tok"] = load_whisper_processor_offline().tokenizer
+        except Exception as err:  # WeightsNotInstalledError, ImportError...
+            warnings.warn(f"no offline Whisper tokenizer ({type(err).__name__}: {err}): "
+                          "cue_token_distance is -1", RuntimeWarning, stacklevel=2)
+            _TOKENIZER["tok"] = None
+    return _TOKENIZER["tok"]
+
+
+def tokenizer_identity() -> str:
+    """SHA-256 (16 hex) of the packaged tokenizer file, or "none" (part of the build key)."""
+    try:
+        from .whisper_offline import source_files
+
+        return hashlib.sha256(Path(source_files()["tokenizer.json"]).read_bytes()).hexdigest()[:16]
+    except Exception:
+        return "none"
+
+
+def _byte_level_decoder() -> Dict[str, int]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+_BYTES = _byte_level_decoder()
+
+
+def text_token_ids(text: str, tokenizer) -> List[int]:
+    """Whisper's text tokens of a reference transcription, as the decoder reads it after the
+    prompt: ``tokenizer(" " + text.strip(), add_special_tokens=False)`` (Whisper's transcripts
+    start with a space; the study tokenises reference text the same way)."""
+    return list(tokenizer(" " + str(text).strip(), add_special_tokens=False).input_ids)
+
+
+def token_distance(text: str, words: Sequence[str], cue_index: int, target_index: int,
+                   tokenizer=None) -> int:
+    """Cue distance in decoder tokens: ``first token of the target - last token of the cue``, on
+    :func:`text_token_ids` of ``text`` (the prompt tokens cancel out).
+
+    1 = the target's first token directly follows the cue's last token: the decoder position that
+    *predicts* the target's first token is then the cue's own last token; ``d`` = ``d - 1`` tokens
+    between them. A token belongs to every word whose characters (bytes) it carries; ``words`` are
+    matched in order to the text's words (``synth.tokenize``). Returns -1 when it cannot be
+    computed (no tokenizer; the words of ``text`` are not ``words``).
+    """
+    from .synth import tokenize
+
+    tok = tokenizer if tokenizer is not None else decoder_tokenizer()
+    if tok is None:
+        return -1
+    t = " " + str(text).strip()
+    spans = [(m, m + len(w)) for w, m in ((w, p) for w, p in tokenize(t))]  # 1-based starts
+    tw = [w for w, _ in tokenize(t)]
+    if [norm_word(w) for w in tw] != [norm_word(w) for w in words]:
+        return -1
+    # byte span of each word in the utf-8 text
+    def byte_span(a, b):  # char [a, b) 0-based -> bytes
+        return len(t[:a].encode("utf-8")), len(t[:b].encode("utf-8"))
+    cue = byte_span(spans[cue_index][0] - 1, spans[cue_index][1] - 1)
+    tgt = byte_span(spans[target_index][0] - 1, spans[target_index][1] - 1)
+    ids = text_token_ids(text, tok)
+    pos, cue_tokens, tgt_tokens = 0, [], []
+    for k, name in enumerate(tok.convert_ids_to_tokens(ids)):
+        try:
+            n = len(bytes(_BYTES[c] for c in name))
+        except (KeyError, TypeError):
+            n = len(tok.decode([ids[k]]).encode("utf-8"))
+        a, b = pos, pos + n
+        pos = b
+        if a < cue[1] and b > cue[0]:
+            cue_tokens.append(k)
+        if a < tgt[1] and b > tgt[0]:
+            tgt_tokens.append(k)
+    if pos != len(t.encode("utf-8")) or not cue_tokens or not tgt_tokens:
+        return -1
+    return max(0, tgt_tokens[0] - cue_tokens[-1])
+
+
 def check_item(item, duration: Optional[float] = None, tol: float = 0.02) -> None:
     """Raise HomophonyDataError unless the item is usable: alignment inside the clip and in order,
     indices pointing at the cue/target words, cue before target(s), known template and label."""
@@ -278,6 +411,12 @@ def check_item(item, duration: Optional[float] = None, tol: float = 0.02) -> Non
                                      f"{item['target_word_2']!r} after the target")
     elif t2 != -1:
         raise HomophonyDataError("target_index_2 must be -1 when there is no second target")
+    if "cue_distance" in item and item["cue_distance"] != ti - ci:
+        raise HomophonyDataError(f"cue_distance {item['cue_distance']} is not target_index - "
+                                 f"cue_index = {ti - ci}")
+    td = item.get("cue_token_distance", -1)
+    if td is None or td < -1:
+        raise HomophonyDataError(f"cue_token_distance must be >= 0, or -1 (unknown); got {td!r}")
     if item["template"] not in TEMPLATES:
         raise HomophonyDataError(f"unknown template {item['template']!r}")
     if item["label"] not in LABELS:
@@ -306,6 +445,34 @@ class Verb:
 
 
 @dataclass(frozen=True)
+class Adjective:
+    forms: Dict[Tuple[str, str], str]  # (gender m|f, number sg|pl) -> form
+    categories: Tuple[str, ...]
+    combine: str  # "first" | "second" | "-"
+    where: str
+
+    def form(self, gender: str, plural: bool) -> str:
+        return self.forms[(gender, "pl" if plural else "sg")]
+
+
+@dataclass(frozen=True)
+class Adverb:
+    word: str
+    determiners: Tuple[str, ...]  # singular determiners it goes with, or ("*",)
+    where: str
+
+
+@dataclass(frozen=True)
+class CliticVerb:
+    clitic: str
+    sg: str
+    pl: str
+    tense: str
+    continuations: Tuple[str, ...]
+    where: str
+
+
+@dataclass(frozen=True)
 class Frame:
     key: str  # category / tense / "" (Det_Noun_Verb)
     text: str
@@ -322,11 +489,15 @@ class WordLists:
     frames_pronoun_verb: Dict[str, List[Frame]]
     frames_det_noun_verb: List[Frame]
     sources: Dict[str, str]  # relative file name -> text (for the cache key)
+    adjectives: List[Adjective] = field(default_factory=list)
+    adverbs: List[Adverb] = field(default_factory=list)
+    verbs_clitic: List[CliticVerb] = field(default_factory=list)
 
 
 WORDLIST_FILES = ("lexicon/nouns.txt", "lexicon/determiners.txt", "lexicon/verbs_pronoun.txt",
                   "lexicon/verbs_subject.txt", "frames/det_noun.txt", "frames/pronoun_verb.txt",
-                  "frames/det_noun_verb.txt")
+                  "frames/det_noun_verb.txt", "lexicon/adjectives.txt", "lexicon/adverbs.txt",
+                  "lexicon/verbs_clitic.txt")
 
 
 def wordlist_dir() -> Path:
@@ -468,7 +639,63 @@ def load_word_lists(folder: Optional[Path] = None) -> WordLists:
         if not _dets_for(dets, n):
             fail(n.where, f"no determiner in data/{WORDLIST_FILES[1]} for a {n.gender} "
                           f"{n.category}")
-    return WordLists(nouns, dets, v_pron, v_subj, f_dn, f_pv, f_dnv, sources)
+
+    cats = {n.category for n in nouns}
+    adjs = []
+    for where, s in _lines(folder / WORDLIST_FILES[7], WORDLIST_FILES[7]):
+        parts = s.split()
+        if len(parts) != 6:
+            fail(where, "expected 'masc-sg masc-pl fem-sg fem-pl categories combine', got "
+                        f"{s!r}")
+        ms, mp, fs, fp, cat, comb = parts
+        for w in (ms, mp, fs, fp):
+            if not _consonant_initial(w):
+                fail(where, f"{w}: adjectives must start with a consonant (no elision of le/la, "
+                            "no liaison after les)")
+        if comb not in ("first", "second", "-"):
+            fail(where, f"combine must be first, second or -, got {comb!r}")
+        c = tuple(x for x in cat.split(",") if x)
+        bad = [x for x in c if x not in cats]
+        if bad:
+            fail(where, f"unknown noun categories {bad} (known: {sorted(cats)})")
+        adjs.append(Adjective({("m", "sg"): ms, ("m", "pl"): mp, ("f", "sg"): fs,
+                               ("f", "pl"): fp}, c, comb, where))
+    advs = []
+    for where, s in _lines(folder / WORDLIST_FILES[8], WORDLIST_FILES[8]):
+        if "|" not in s:
+            fail(where, "expected 'adverb | determiners'")
+        w, d = (x.strip() for x in s.split("|", 1))
+        if len(w.split()) != 1 or not _consonant_initial(w):
+            fail(where, f"{w!r}: one consonant-initial word expected (no liaison before the "
+                        "adjective)")
+        ds = tuple(x.strip() for x in d.split(",") if x.strip())
+        sg_dets = {x[1] for x in dets}
+        if not ds or any(x != "*" and x not in sg_dets for x in ds):
+            fail(where, f"determiners must be * or singular determiners of "
+                        f"data/{WORDLIST_FILES[1]}, got {d!r}")
+        advs.append(Adverb(w, ds, where))
+    v_clit = []
+    for where, s in _lines(folder / WORDLIST_FILES[9], WORDLIST_FILES[9]):
+        if "|" not in s:
+            fail(where, "expected 'clitic singular plural tense | continuation; ...'")
+        head, rest = s.split("|", 1)
+        parts = head.split()
+        if len(parts) != 4:
+            fail(where, f"expected 'clitic singular plural tense' before '|', got {head.strip()!r}")
+        cl, sg, pl, tense = parts
+        if not (cl.lower() in ("en", "y") or _vowel_initial(cl)):
+            fail(where, f"clitic {cl!r} must start with a vowel (ils/elles keep the liaison /z/)")
+        if tense not in f_pv:
+            fail(where, f"tense {tense!r} has no frame in data/{WORDLIST_FILES[5]}")
+        conts = tuple(c.strip() for c in rest.split(";") if c.strip())
+        if not conts:
+            fail(where, "no continuation after '|'")
+        for c in conts:
+            if not _consonant_initial(c.split()[0]):
+                fail(where, f"continuation {c!r} must start with a consonant (liaison trap "
+                            f"after the plural verb)")
+        v_clit.append(CliticVerb(cl, sg, pl, tense, conts, where))
+    return WordLists(nouns, dets, v_pron, v_subj, f_dn, f_pv, f_dnv, sources, adjs, advs, v_clit)
 
 
 def _dets_for(dets, noun: Noun):
@@ -493,6 +720,10 @@ class PairSpec:
     pitch: int
     pitch_range: int
     sources: Tuple[str, ...] = ()
+    variant: str = "adjacent"
+    between: Tuple[Tuple[str, str], ...] = ()  # (singular, plural) form of each word between
+    lead: int = 0  # edge silence, samples at 16 kHz (start, end of the clip)
+    tail: int = 0
 
 
 def _fill(frame: str, values: Dict[str, str]) -> Tuple[str, Dict[str, int]]:
@@ -530,43 +761,99 @@ class _Prosody:
         v = self.voices[self.order[self.k]]
         self.k += 1
         r = self.rng
+        lo, hi = (int(round(x * SAMPLE_RATE)) for x in EDGE_SILENCE)
         return dict(voice=v, rate=int(r.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
                     pitch=int(r.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
-                    pitch_range=int(r.integers(RANGE_RANGE[0], RANGE_RANGE[1] + 1)))
+                    pitch_range=int(r.integers(RANGE_RANGE[0], RANGE_RANGE[1] + 1)),
+                    lead=int(r.integers(lo, hi + 1)), tail=int(r.integers(lo, hi + 1)))
+
+
+#: Determiners not used before an adjective: careful French turns plural "des" into "de" there
+#: ("de petits chats"), which would change the cue.
+_NO_ADJ_DETS = ("un", "une")
+
+
+def _noun_phrase(variant: str, noun: Noun, lists: WordLists, pick):
+    """``(determiner row, [(singular, plural) of each word between determiner and noun])`` for a
+    noun-phrase variant, or None when the lists offer no such phrase for this noun."""
+    dets = _dets_for(lists.determiners, noun)
+    if variant != "adjacent":
+        dets = [d for d in dets if d[1] not in _NO_ADJ_DETS]
+    if not dets:
+        return None
+    det = pick(dets)
+    adjs = [a for a in lists.adjectives if noun.category in a.categories]
+    g = noun.gender
+
+    def forms(a):
+        return (a.form(g, False), a.form(g, True))
+
+    mods = []
+    if variant in ("adv_adj", "adv_adj_adj"):
+        advs = [a for a in lists.adverbs if "*" in a.determiners or det[1] in a.determiners]
+        if not advs:
+            return None
+        w = pick(advs).word
+        mods.append((w, w))
+    if variant in ("adj", "adv_adj"):
+        if not adjs:
+            return None
+        mods.append(forms(pick(adjs)))
+    elif variant in ("adj_adj", "adv_adj_adj"):
+        firsts = [a for a in adjs if a.combine == "first"]
+        seconds = [a for a in adjs if a.combine == "second"]
+        if not firsts or not seconds:
+            return None
+        mods += [forms(pick(firsts)), forms(pick(seconds))]
+    elif variant != "adjacent":
+        raise ValueError(f"unknown noun-phrase variant {variant!r}")
+    return det, mods
 
 
 MAX_ROUNDS = 400
 
 
-def candidate_pairs(template: str, lists: WordLists, rng, voices, prosody=None
-                    ) -> Iterator[PairSpec]:
-    """Endless-until-exhausted stream of distinct minimal pairs for ``template`` (deterministic
-    for a given numpy Generator). Words are visited round-robin so that a small build still uses
-    many different targets. ``prosody``: a shared voice/prosody drawer (balances voices across
-    templates); default: one of its own from ``rng``."""
+def candidate_pairs(template: str, lists: WordLists, rng, voices, prosody=None,
+                    variant: str = "adjacent") -> Iterator[PairSpec]:
+    """Endless-until-exhausted stream of distinct minimal pairs for ``template`` and ``variant``
+    (:data:`VARIANTS`; deterministic for a given numpy Generator). Words are visited round-robin
+    so that a small build still uses many different targets. ``prosody``: a shared voice/prosody
+    drawer (balances voices across templates); default: one of its own from ``rng``."""
+    if template not in VARIANTS:
+        raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
+    if variant not in VARIANTS[template]:
+        raise ValueError(f"unknown variant {variant!r} of {template}; expected one of "
+                         f"{VARIANTS[template]}")
     pros = prosody or _Prosody(rng, voices)
     seen = set()
 
     def pick(seq):
         return seq[int(rng.integers(len(seq)))]
 
+    def np_text(det, mods, n, k):
+        return " ".join([det[1 + k]] + [m[k] for m in mods] + [(n.sg, n.pl)[k]])
+
     if template == "Det_Noun":
         nouns = [lists.nouns[i] for i in rng.permutation(len(lists.nouns))]
         for _ in range(MAX_ROUNDS):
             for n in nouns:
-                fr, det = pick(lists.frames_det_noun[n.category]), pick(
-                    _dets_for(lists.determiners, n))
-                key = (fr.text, det, n.sg)
+                fr = pick(lists.frames_det_noun[n.category])
+                npx = _noun_phrase(variant, n, lists, pick)
+                if npx is None:
+                    continue
+                det, mods = npx
+                key = (fr.text, det, tuple(mods), n.sg)
                 if key in seen:
                     continue
                 seen.add(key)
-                (t_sg, ix), (t_pl, _) = (_fill(fr.text, {"{NP}": f"{det[1]} {n.sg}"}),
-                                         _fill(fr.text, {"{NP}": f"{det[2]} {n.pl}"}))
+                (t_sg, ix), (t_pl, _) = (_fill(fr.text, {"{NP}": np_text(det, mods, n, 0)}),
+                                         _fill(fr.text, {"{NP}": np_text(det, mods, n, 1)}))
                 ci = ix["{NP}"]
                 yield PairSpec(template, (t_sg, t_pl), (_word_at(t_sg, ci),
-                               _word_at(t_pl, ci)), (n.sg, n.pl), ("", ""), ci, ci + 1, -1,
-                               sources=(n.where, fr.where), **pros.next())
-    elif template == "Pronoun_Verb":
+                               _word_at(t_pl, ci)), (n.sg, n.pl), ("", ""), ci,
+                               ci + 1 + len(mods), -1, sources=(n.where, fr.where),
+                               variant=variant, between=tuple(mods), **pros.next())
+    elif template == "Pronoun_Verb" and variant == "adjacent":
         verbs = [lists.verbs_pronoun[i] for i in rng.permutation(len(lists.verbs_pronoun))]
         for _ in range(MAX_ROUNDS):
             for v in verbs:
@@ -582,27 +869,49 @@ def candidate_pairs(template: str, lists: WordLists, rng, voices, prosody=None
                 yield PairSpec(template, (t_sg, t_pl), (_word_at(t_sg, ci),
                                _word_at(t_pl, ci)), (v.sg, v.pl), ("", ""), ci, ti, -1,
                                sources=(v.where, fr.where), **pros.next())
-    elif template == "Det_Noun_Verb":
+    elif template == "Pronoun_Verb":  # clitic: "ils en mangent"
+        verbs = [lists.verbs_clitic[i] for i in rng.permutation(len(lists.verbs_clitic))]
+        for _ in range(MAX_ROUNDS):
+            for v in verbs:
+                fr, rest = pick(lists.frames_pronoun_verb[v.tense]), pick(v.continuations)
+                pron = pick(("il", "elle"))
+                key = (fr.text, rest, pron, v.clitic, v.sg)
+                if key in seen:
+                    continue
+                seen.add(key)
+                t_sg, ix = _fill(fr.text, {"{PRON}": pron, "{VERB}": f"{v.clitic} {v.sg}",
+                                           "{REST}": rest})
+                t_pl, _ = _fill(fr.text, {"{PRON}": pron + "s", "{VERB}": f"{v.clitic} {v.pl}",
+                                          "{REST}": rest})
+                ci, ti = ix["{PRON}"], ix["{VERB}"] + 1
+                yield PairSpec(template, (t_sg, t_pl), (_word_at(t_sg, ci),
+                               _word_at(t_pl, ci)), (v.sg, v.pl), ("", ""), ci, ti, -1,
+                               sources=(v.where, fr.where), variant=variant,
+                               between=((v.clitic, v.clitic),), **pros.next())
+    else:  # Det_Noun_Verb
         verbs = [lists.verbs_subject[i] for i in rng.permutation(len(lists.verbs_subject))]
         for _ in range(MAX_ROUNDS):
             for v in verbs:
                 n = pick([x for x in lists.nouns if x.category in v.tag])
-                det = pick(_dets_for(lists.determiners, n))
+                npx = _noun_phrase(variant, n, lists, pick)
+                if npx is None:
+                    continue
+                det, mods = npx
                 fr, rest = pick(lists.frames_det_noun_verb), pick(v.continuations)
-                key = (fr.text, rest, det, n.sg, v.sg)
+                key = (fr.text, rest, det, tuple(mods), n.sg, v.sg)
                 if key in seen:
                     continue
                 seen.add(key)
-                t_sg, ix = _fill(fr.text, {"{NP}": f"{det[1]} {n.sg}", "{VERB}": v.sg,
+                t_sg, ix = _fill(fr.text, {"{NP}": np_text(det, mods, n, 0), "{VERB}": v.sg,
                                            "{REST}": rest})
-                t_pl, _ = _fill(fr.text, {"{NP}": f"{det[2]} {n.pl}", "{VERB}": v.pl,
+                t_pl, _ = _fill(fr.text, {"{NP}": np_text(det, mods, n, 1), "{VERB}": v.pl,
                                           "{REST}": rest})
                 ci = ix["{NP}"]
                 yield PairSpec(template, (t_sg, t_pl), (_word_at(t_sg, ci),
-                               _word_at(t_pl, ci)), (n.sg, n.pl), (v.sg, v.pl), ci, ci + 1,
-                               ix["{VERB}"], sources=(n.where, v.where, fr.where), **pros.next())
-    else:
-        raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
+                               _word_at(t_pl, ci)), (n.sg, n.pl), (v.sg, v.pl), ci,
+                               ci + 1 + len(mods), ix["{VERB}"],
+                               sources=(n.where, v.where, fr.where), variant=variant,
+                               between=tuple(mods), **pros.next())
 
 
 def template_quotas(n_pairs: int, mix=None) -> Dict[str, int]:
@@ -621,6 +930,36 @@ def template_quotas(n_pairs: int, mix=None) -> Dict[str, int]:
             q[donor] -= 1
             q[t] += 1
     return dict(q)
+
+
+def _largest_remainder(n: int, shares: Dict[str, float]) -> Dict[str, int]:
+    total = sum(shares.values())
+    raw = {k: n * v / total for k, v in shares.items()}
+    q = {k: int(math.floor(raw[k])) for k in shares}
+    for k in sorted(shares, key=lambda k: -(raw[k] - q[k]))[: n - sum(q.values())]:
+        q[k] += 1
+    return q
+
+
+def variant_quotas(n_pairs: int, mix=None, variant_mix=None) -> Dict[Tuple[str, str], int]:
+    """Pairs per (template, variant): :func:`template_quotas`, then each template's pairs split
+    over its variants (:data:`DEFAULT_VARIANT_MIX`) by largest-remainder rounding."""
+    vm = variant_mix or DEFAULT_VARIANT_MIX
+    out = OrderedDict()
+    for t, n in template_quotas(n_pairs, mix).items():
+        shares = OrderedDict(vm.get(t) or {"adjacent": 1.0})
+        bad = [v for v in shares if v not in VARIANTS[t]]
+        if bad:
+            raise ValueError(f"unknown variants of {t}: {bad}; expected {VARIANTS[t]}")
+        for v, k in _largest_remainder(n, shares).items():
+            out[(t, v)] = k
+    return dict(out)
+
+
+def far_share(quotas: Dict[Tuple[str, str], int], lo: int = 2, hi: int = 4) -> float:
+    """Share of pairs (= of items) with ``lo``..``hi`` words between cue and target."""
+    n = sum(quotas.values())
+    return sum(k for (t, v), k in quotas.items() if lo <= VARIANT_GAP[v] <= hi) / max(n, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,6 +988,9 @@ def check_pair_synthesis(spec: PairSpec, sg, pl) -> Optional[str]:
     if spec.target_index_2 >= 0 and (sg.word_phones(spec.target_index_2)
                                      != pl.word_phones(spec.target_index_2)):
         return "synth_target2_phones_differ"
+    for k in range(spec.cue_index + 1, spec.target_index):  # the words between cue and target
+        if sg.word_phones(k) != pl.word_phones(k):
+            return "synth_intervening_phones_differ"
     cue_sg, cue_pl = sg.word_phones(spec.cue_index), pl.word_phones(spec.cue_index)
     if cue_sg == cue_pl:
         return "cue_not_audible"
@@ -685,8 +1027,10 @@ def _synth_identity() -> dict:
 
 
 def _generating_code():
-    return (load_word_lists, _dets_for, _fill, _word_at, _Prosody, candidate_pairs,
-            template_quotas, check_pair_synthesis, _build_rows, to_dataset, features)
+    return (load_word_lists, _dets_for, _fill, _word_at, _Prosody, _noun_phrase, candidate_pairs,
+            template_quotas, _largest_remainder, variant_quotas, check_pair_synthesis,
+            pad_edges, text_token_ids, token_distance, _byte_level_decoder, _build_rows,
+            to_dataset, features)
 
 
 def build_dir(key: str) -> Path:
@@ -695,7 +1039,8 @@ def build_dir(key: str) -> Path:
     return data_dir() / "homophony" / key
 
 
-def _build_key(n_items, seed, voices, mix, lists: WordLists) -> Tuple[str, dict]:
+def _build_key(n_items, seed, voices, mix, lists: WordLists, variant_mix=None
+               ) -> Tuple[str, dict]:
     from . import lexicon
 
     code = hashlib.sha256()
@@ -712,18 +1057,23 @@ def _build_key(n_items, seed, voices, mix, lists: WordLists) -> Tuple[str, dict]
                                          for k, v in lists.sources.items()},
         "synth": _synth_identity(), "lexicon": lexicon.source_version(),
         "prosody": [RATE_RANGE, PITCH_RANGE, RANGE_RANGE],
+        "variants": {t: dict(v) for t, v in (variant_mix or DEFAULT_VARIANT_MIX).items()},
+        "edge_silence": list(EDGE_SILENCE), "tokenizer": tokenizer_identity(),
     }
     return _hash_inputs(ident), ident
 
 
 def build_offline(n_items: int = DEFAULT_ITEMS, smoke: bool = False, out_dir=None, seed: int = 0,
                   workers: int = 1, voices: Optional[Sequence[str]] = None, mix=None,
-                  force: bool = False, progress: bool = True):
+                  force: bool = False, progress: bool = True, variant_mix=None):
     """Build (or load from the cache) the offline synthetic homophony set.
 
     n_items: number of items (even: pairs); ``smoke=True`` makes it :data:`SMOKE_ITEMS` unless
     another ``n_items`` is given. Labels are balanced by construction (one singular and one plural
-    per pair); templates follow ``mix`` (:data:`DEFAULT_MIX`).
+    per pair); templates follow ``mix`` (:data:`DEFAULT_MIX`), and each template's pairs are split
+    over its :data:`VARIANTS` by ``variant_mix`` (:data:`DEFAULT_VARIANT_MIX`; a template it
+    lacks is all adjacent): at least 30 % of the default build has 2-3 words between cue and
+    target. Every clip starts and ends with a pause (:data:`EDGE_SILENCE`, drawn per pair).
     out_dir: where the build goes (default ``paths.data_dir()/homophony/<key>``); the key hashes
     every input (word lists, code version, voices, prosody ranges, parameters, synthesiser and
     lexicon versions), so a change of any input rebuilds and nothing else does.
@@ -742,7 +1092,7 @@ def build_offline(n_items: int = DEFAULT_ITEMS, smoke: bool = False, out_dir=Non
         raise synth.SynthesizerUnavailable(f"no French voice: {synth.INSTALL_COMMAND}")
     mix = OrderedDict(mix or DEFAULT_MIX)
     lists = load_word_lists()
-    key, ident = _build_key(n_items, seed, voices, mix, lists)
+    key, ident = _build_key(n_items, seed, voices, mix, lists, variant_mix)
     out = Path(out_dir) if out_dir else build_dir(key)
     if not force and _complete(out, key):
         return _load_build(out)
@@ -751,7 +1101,8 @@ def build_offline(n_items: int = DEFAULT_ITEMS, smoke: bool = False, out_dir=Non
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "clips").mkdir(parents=True)
-    rows, report = _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp, out)
+    rows, report = _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp, out,
+                               variant_mix)
     report["build_seconds"] = round(time.perf_counter() - t0, 2)
     report["key"], report["inputs"] = key, ident
     with _quiet_datasets(not progress):
@@ -822,11 +1173,13 @@ def _load_build(out: Path):
     if texts is None:  # the committed check of the default model, if the audio is bit-identical
         texts = _seed_transcripts(ds)
     if texts is not None:
-        oks = [whisper_item_ok(t, ds[i]) for i, t in enumerate(texts)]
+        oks = [whisper_item_ok(t, ds[i]) if t is not None else None
+               for i, t in enumerate(texts)]
         with _quiet_datasets(True):
             ds = ds.remove_columns("whisper_ok").add_column("whisper_ok", oks)
             ds = ds.select_columns(list(FIELDS)).cast(features())
-        ds._ctxmix_transcripts = dict(zip(ds["item_id"], texts))  # type: ignore[attr-defined]
+        ds._ctxmix_transcripts = {i: t for i, t in zip(ds["item_id"], texts)  # type: ignore
+                                  if t is not None}
     ds._ctxmix_build_dir = str(out)  # type: ignore[attr-defined]
     return ds
 
@@ -834,20 +1187,23 @@ def _load_build(out: Path):
 DEFAULT_CHECK_MODEL = "whisper-base"
 
 
-def _seed_transcripts(ds) -> Optional[List[str]]:
-    """Transcripts of every item from a committed ``data/checks/whisper-base*.tsv`` (keyed by the
-    audio's SHA-1), or None when any item is missing there (other synthesiser version...)."""
+def _seed_transcripts(ds) -> Optional[List[Optional[str]]]:
+    """Transcripts of the items from the committed ``data/checks/whisper-base*.tsv`` (keyed by the
+    audio's SHA-1): the file that covers most items; None for an item it lacks (its
+    ``whisper_ok`` stays None: not checked); None when no item is there (other synthesiser
+    version, other build...)."""
     folder = _seed_check_path("x").parent
     if not folder.is_dir():
         return None
-    keys = None
+    keys, best, n_best = None, None, 0
     for f in sorted(folder.glob(f"{DEFAULT_CHECK_MODEL}*.tsv")):
         table = _read_seed(f)
         if keys is None:
             keys = [_audio_key(np.asarray(a["array"], np.float32)) for a in ds["audio"]]
-        if all(k in table for k in keys):
-            return [table[k] for k in keys]
-    return None
+        n = sum(k in table for k in keys)
+        if n > n_best:
+            best, n_best = [table.get(k) for k in keys], n
+    return best
 
 
 def _read_seed(path: Path) -> Dict[str, str]:
@@ -869,24 +1225,46 @@ def build_report(ds_or_dir) -> dict:
     return json.loads(p.read_text())
 
 
-def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path, out: Path):
+def pad_edges(s, lead: int, tail: int):
+    """A copy of Synthesis ``s`` with ``lead`` / ``tail`` samples of silence (zeros) at its start
+    and end; word and phone times shifted by ``lead / sampling_rate``."""
+    from dataclasses import replace
+
+    if lead < 0 or tail < 0:
+        raise ValueError(f"edge silence must be >= 0 samples, got {lead}, {tail}")
+    dt = lead / s.sampling_rate
+    audio = np.concatenate([np.zeros(lead, np.float32), np.asarray(s.audio, np.float32),
+                            np.zeros(tail, np.float32)])
+    words = [dict(w, start=w["start"] + dt, end=w["end"] + dt) for w in s.words]
+    phones = [dict(p, start=p["start"] + dt, end=p["end"] + dt) for p in s.phones]
+    return replace(s, audio=audio, words=words, phones=phones)
+
+
+def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path, out: Path,
+                variant_mix=None):
     from tqdm.auto import tqdm
 
     from . import lexicon, synth
 
     n_pairs = n_items // 2
     quotas = template_quotas(n_pairs, mix)
+    vquotas = variant_quotas(n_pairs, mix, variant_mix)
     rng = np.random.default_rng(seed)
     rngs = dict(zip(TEMPLATES, rng.spawn(len(TEMPLATES))))
+    rngs = {(t, v): r for t in TEMPLATES for v, r in zip(VARIANTS[t], rngs[t].spawn(
+        len(VARIANTS[t])))}
+    tok = decoder_tokenizer()
     prosody = _Prosody(rng, voices)  # shared: voices balanced over the whole set
     excluded, examples = Counter(), {}
-    examined = Counter()
+    examined, examined_v, excluded_v = Counter(), Counter(), Counter()
     lex_checked, lex_failed = set(), {}
+    between_checked, between_failed = set(), {}
     saturations = 0
     accepted: List[Tuple[PairSpec, object, object]] = []
 
     def exclude(reason, spec):
         excluded[reason] += 1
+        excluded_v[f"{spec.template}/{spec.variant}/{reason}"] += 1
         ex = examples.setdefault(reason, [])
         if len(ex) < 5:
             ex.append(spec.texts[1])
@@ -898,11 +1276,11 @@ def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path,
 
         pool = mp.get_context("spawn").Pool(workers)
     try:
-        for template in TEMPLATES:
-            need = quotas.get(template, 0)
+        for (template, variant), need in vquotas.items():
             if need == 0:
                 continue
-            stream = candidate_pairs(template, lists, rngs[template], voices, prosody)
+            stream = candidate_pairs(template, lists, rngs[(template, variant)], voices, prosody,
+                                     variant=variant)
             got = 0
             while got < need:
                 # a chunk of candidates that pass the lexicon check, synthesised together
@@ -912,7 +1290,7 @@ def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path,
                         spec = next(stream)
                     except StopIteration:
                         raise HomophonyDataError(
-                            f"the word lists give only {got} valid {template} pairs; "
+                            f"the word lists give only {got} valid {template}/{variant} pairs; "
                             f"{need} wanted. Add words/frames in data/ or lower n_items.") from None
                     chunk.append(spec)
                 jobs = []
@@ -930,6 +1308,12 @@ def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path,
                             if r:
                                 lex_failed[f"{a}/{b}"] = r.split(":")[0]
                                 reason = reason or r.split(":")[0]
+                    for a, b in spec.between:  # intervening words: homophones (or invariant)
+                        r = lexicon.check_pair(a, b)
+                        between_checked.add((a, b))
+                        if r:
+                            between_failed[f"{a}/{b}"] = r.split(":")[0]
+                            reason = reason or "intervening_" + r.split(":")[0]
                     lex.append(reason)
                 # only synthesise what passed the lexicon
                 todo = [j for i, j in enumerate(jobs) if lex[i // 2] is None]
@@ -942,6 +1326,7 @@ def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path,
                     if got >= need:
                         break  # candidates past the quota are not counted
                     examined[template] += 1
+                    examined_v[f"{template}/{variant}"] += 1
                     if lex[i] is not None:
                         exclude(lex[i], spec)
                         continue
@@ -957,7 +1342,8 @@ def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path,
                         exclude(reason, spec)
                         continue
                     saturations += sg.saturations + pl.saturations
-                    accepted.append((spec, sg, pl))
+                    accepted.append((spec, pad_edges(sg, spec.lead, spec.tail),
+                                     pad_edges(pl, spec.lead, spec.tail)))
                     got += 1
                     bar.update(1)
     finally:
@@ -970,10 +1356,15 @@ def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path,
     import soundfile as sf
 
     counters = Counter()
+    edges, tok_fail = {}, 0
     for spec, sg, pl in accepted:
         counters[spec.template] += 1
         pair_id = f"{spec.template}-{counters[spec.template]:04d}"
+        edges[pair_id] = [spec.lead, spec.tail]
         for k, (s, label) in enumerate(((sg, "singular"), (pl, "plural"))):
+            words = [w["word"] for w in s.words]
+            tdist = token_distance(s.text, words, spec.cue_index, spec.target_index, tok)
+            tok_fail += tdist < 0
             item_id = f"{pair_id}-{'sg' if k == 0 else 'pl'}"
             sf.write(str(tmp / "clips" / f"{item_id}.wav"), s.audio, SAMPLE_RATE,
                      subtype="PCM_16")  # a 16-bit copy for listening / other tools
@@ -994,6 +1385,8 @@ def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path,
                 "cue_index": spec.cue_index,
                 "target_index": spec.target_index,
                 "target_index_2": spec.target_index_2,
+                "cue_distance": spec.target_index - spec.cue_index,
+                "cue_token_distance": tdist,
                 "whisper_ok": None,
                 "phones": [dict(start=p["start"], end=p["end"], phone=p["phone"],
                                 word_index=p["word_index"]) for p in s.phones],
@@ -1002,14 +1395,24 @@ def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path,
             rows.append(row)
     report = {
         "n_items": len(rows), "n_pairs": len(accepted), "seed": seed, "quotas": quotas,
+        "variant_quotas": {f"{t}/{v}": k for (t, v), k in vquotas.items()},
         "voices": list(voices),
         "counts": _counts(rows),
         "candidates_examined": dict(examined),
+        "candidates_examined_by_variant": dict(examined_v),
         "excluded": dict(sorted(excluded.items())),
+        "excluded_by_variant": dict(sorted(excluded_v.items())),
         "excluded_examples": examples,
+        "edge_silence_samples": edges,
         "checks": {
             "lexicon_pairs_checked": len(lex_checked),
             "lexicon_failures": dict(sorted(lex_failed.items())),
+            "intervening_lexicon_pairs_checked": len(between_checked),
+            "intervening_lexicon_failures": dict(sorted(between_failed.items())),
+            "intervening_words_checked": sorted(f"{a}/{b}" for a, b in between_checked),
+            "pairs_with_identical_intervening_phones": sum(1 for s, _, _ in accepted
+                                                           if s.between),
+            "items_without_token_distance": tok_fail,
             "pairs_with_identical_target_phones": len(accepted),
             "pronoun_verb_plural_cue_ends_in_z": sum(
                 1 for s, _, p in accepted if s.template == "Pronoun_Verb"
@@ -1026,9 +1429,14 @@ def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path,
 
 
 def _counts(rows) -> dict:
-    c = {"template": Counter(), "label": Counter(), "voice": Counter(), "template_label": Counter()}
+    c = {"template": Counter(), "label": Counter(), "voice": Counter(), "template_label": Counter(),
+         "cue_distance": Counter(), "template_distance_label": Counter(),
+         "cue_token_distance": Counter()}
     dur = []
     for r in rows:
+        c["cue_distance"][str(r["cue_distance"])] += 1
+        c["cue_token_distance"][str(r["cue_token_distance"])] += 1
+        c["template_distance_label"][f"{r['template']}/{r['cue_distance']}/{r['label']}"] += 1
         c["template"][r["template"]] += 1
         c["label"][r["label"]] += 1
         c["voice"][r["voice"]] += 1
@@ -1048,7 +1456,9 @@ def format_report(report: dict) -> str:
     lines = [f"items: {report['n_items']} ({report['n_pairs']} minimal pairs), seed "
              f"{report.get('seed')}, built in {report.get('build_seconds', '?')} s"]
     c = report["counts"]
-    for k in ("template", "label", "voice"):
+    for k in ("template", "label", "voice", "cue_distance", "cue_token_distance"):
+        if k not in c:
+            continue
         lines.append(f"  by {k}: " + ", ".join(f"{a} {b}" for a, b in c[k].items()))
     if "duration_s" in c:
         d = c["duration_s"]
@@ -1240,6 +1650,7 @@ def normalize_external(ds, source: str = "hub", progress: bool = True):
         pass
     rows, skipped, examples = [], Counter(), {}
     align_key = None
+    tok = decoder_tokenizer()
     for i in tqdm(range(len(ds)), desc=f"{source} -> schema", disable=not progress):
         ex = ds[i]
         try:
@@ -1259,6 +1670,7 @@ def normalize_external(ds, source: str = "hub", progress: bool = True):
             audio, path = _decode_audio(ex.get("audio"))
             item_id = str(ex.get("item_id") or ex.get("id") or ex.get("org_id") or
                           (os.path.splitext(os.path.basename(path))[0] if path else "") or i)
+            tdist = token_distance(str(text), [w["word"] for w in al], ci, ti, tok)
             row = {
                 "item_id": f"{source}-{item_id}" if not str(item_id).startswith(source) else
                 str(item_id),
@@ -1270,6 +1682,7 @@ def normalize_external(ds, source: str = "hub", progress: bool = True):
                 "voice": str(ex.get("voice") or ex.get("client_id") or source),
                 "pair_id": str(ex.get("pair_id") or f"{source}-{item_id}"),
                 "cue_index": ci, "target_index": ti, "target_index_2": t2i,
+                "cue_distance": ti - ci, "cue_token_distance": tdist,
                 "whisper_ok": ex.get("whisper_ok") if isinstance(ex.get("whisper_ok"), bool)
                 else None,
                 "phones": [],
@@ -1282,6 +1695,7 @@ def normalize_external(ds, source: str = "hub", progress: bool = True):
             examples.setdefault(reason, str(err)[:200])
     report = {"source": source, "rows_in": len(ds), "rows_out": len(rows),
               "skipped": dict(skipped), "skipped_examples": examples,
+              "cue_token_distance_unknown": sum(r["cue_token_distance"] < 0 for r in rows),
               "counts": _counts(rows) if rows else {}}
     if skipped:
         warnings.warn(f"{source}: {sum(skipped.values())} of {len(ds)} rows skipped "

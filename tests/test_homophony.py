@@ -346,7 +346,8 @@ class _StubModel:
 
 
 def test_transcription_check_marks_whisper_ok(smoke):
-    sub = smoke.select(range(4))
+    sub = smoke.select([0, 2, 4, 6])  # four pairs (the stub tells clips apart by their length)
+    assert len({len(a["array"]) for a in sub["audio"]}) == 4
     table = {}
     for k, r in enumerate(sub):
         text = r["transcription"] if k % 2 == 0 else r["transcription"].replace(
@@ -370,6 +371,10 @@ def test_committed_check_fills_whisper_ok_when_the_audio_matches(smoke, tmp_path
         text = r["transcription"] if k % 3 else "rien du tout"
         lines.append(f"{H._audio_key(H.item_audio(r))}\t{r['item_id']}\t{text}")
     seed.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # one item missing
+    part = H._load_build(build)["whisper_ok"]  # a partial check: the missing item stays None
+    assert part == [bool(k % 3) for k in range(len(smoke) - 1)] + [None]
+    (tmp_path / "checks" / "whisper-base-other.tsv").write_text("# none of ours\n")
+    seed.unlink()
     assert set(H._load_build(build)["whisper_ok"]) == {None}
     seed.write_text("\n".join(lines) + "\n", encoding="utf-8")
     ds = H._load_build(build)
@@ -418,7 +423,9 @@ def test_hub_layout_maps_onto_the_schema(smoke, tmp_path):
     rows = _hub_like_rows(smoke)
     # bad rows: cue after target, alignment outside the clip, no alignment at all
     bad = dict(rows[0])
-    bad["cue_word"], bad["target_word"] = rows[0]["target_word"], rows[0]["cue_word"]
+    first = rows[0]["alignment"]["intervals"][0]["word"]  # a word only before the cue word
+    assert [w["word"] for w in rows[0]["alignment"]["intervals"]].count(first) == 1
+    bad["cue_word"], bad["target_word"] = rows[0]["target_word"], first
     rows.append(bad)
     far = dict(rows[1])
     far["alignment"] = {"intervals": [dict(w, start=w["start"] + 60, end=w["end"] + 60)
@@ -493,3 +500,187 @@ def test_alignment_readers():
         H._as_interval_list([{"begin": 0}])
     with pytest.raises(H.HomophonyDataError):
         H._as_interval_list("les chats")
+
+
+# ---------------------------------------------------------------------------------------------
+# non-adjacent items, cue distances, edge silence
+# ---------------------------------------------------------------------------------------------
+def test_default_quotas_give_at_least_30_percent_non_adjacent():
+    for n_pairs in (H.DEFAULT_ITEMS // 2, 250, 1000):
+        q = H.variant_quotas(n_pairs)
+        assert sum(q.values()) == n_pairs
+        per_t = Counter()
+        for (t, v), k in q.items():
+            per_t[t] += k
+            assert v in H.VARIANTS[t]
+        assert dict(per_t) == H.template_quotas(n_pairs)
+        assert H.far_share(q) >= 0.30, (n_pairs, q)  # 2-4 words between cue and target
+    q = H.variant_quotas(H.DEFAULT_ITEMS // 2)
+    assert H.far_share(q) == pytest.approx(0.35, abs=0.005)
+    assert q[("Pronoun_Verb", "clitic")] > 0 and q[("Det_Noun", "adv_adj_adj")] > 0
+    smoke_q = H.variant_quotas(H.SMOKE_ITEMS // 2)  # CI's build has non-adjacent items too
+    assert H.far_share(smoke_q) > 0 and smoke_q[("Det_Noun", "adjacent")] > 0
+    assert H.far_share({("Det_Noun", "adjacent"): 3, ("Det_Noun", "adj"): 1}) == 0
+    with pytest.raises(ValueError, match="unknown variants"):
+        H.variant_quotas(10, variant_mix={"Det_Noun": {"clitic": 1.0}})
+
+
+def _pairs(ds):
+    pairs = defaultdict(dict)
+    for row in ds:
+        pairs[row["pair_id"]][row["label"]] = row
+    return pairs
+
+
+def test_distances_and_intervening_words(larger, smoke):
+    from ctxmix_lite import lexicon
+
+    for ds in (smoke, larger):
+        dist = Counter(ds["cue_distance"])
+        assert dist[1] > 0 and sum(v for d, v in dist.items() if 3 <= d <= 5) > 0
+        assert set(dist) <= {1, 2, 3, 4}
+        for row in ds:
+            assert row["cue_distance"] == row["target_index"] - row["cue_index"]
+            assert row["cue_token_distance"] >= row["cue_distance"] >= 1
+        for p in _pairs(ds).values():
+            sg, pl = p["singular"], p["plural"]
+            assert sg["cue_distance"] == pl["cue_distance"]
+            for k in range(sg["cue_index"] + 1, sg["target_index"]):  # the words between
+                a, b = sg["alignment"][k]["word"], pl["alignment"][k]["word"]
+                assert lexicon.known(a) and lexicon.homophones(a, b), (a, b)
+                ph = [[x["phone"] for x in r["phones"] if x["word_index"] == k] for r in (sg, pl)]
+                assert ph[0] == ph[1] and ph[0], (a, b)
+    rep = H.build_report(larger)
+    assert rep["checks"]["intervening_lexicon_pairs_checked"] > 0
+    assert rep["checks"]["items_without_token_distance"] == 0
+    assert sum(rep["counts"]["template_distance_label"].values()) == len(larger)
+    assert "by cue_distance" in H.format_report(rep)
+
+
+def test_token_distance_against_prefix_tokenisation(smoke):
+    """cue_token_distance = first target token - last cue token, checked against an independent
+    count: the tokens of the text up to the cue's end and up to the target's start (Whisper's
+    pre-tokeniser splits at spaces, so prefixes tokenise as in the whole text)."""
+    tok = H.decoder_tokenizer()
+    if tok is None:
+        pytest.skip("no offline Whisper tokenizer")
+
+    def n_tokens(t):
+        return len(tok(" " + t, add_special_tokens=False).input_ids)
+
+    for row in smoke:
+        text = row["transcription"]
+        spans = [(p - 1, p - 1 + len(w)) for w, p in synth.tokenize(text)]
+        ci, ti = row["cue_index"], row["target_index"]
+        last_cue = n_tokens(text[: spans[ci][1]]) - 1
+        first_target = n_tokens(text[: spans[ti][0]].rstrip())
+        assert row["cue_token_distance"] == first_target - last_cue, row["transcription"]
+    assert H.token_distance("Il a vu les chats.", ["Il", "a", "vu", "les", "chats"], 3, 4, tok) == 1
+    assert H.token_distance("Il a vu les chats.", ["il", "a", "vu", "des", "chats"], 3, 4, tok) == -1
+    far = H.token_distance("Il a vu les très jolis petits chats.",
+                           "Il a vu les très jolis petits chats".split(), 3, 7, tok)
+    assert far >= 4
+
+
+def test_intervening_words_are_checked():
+    """Real failures: a pre-nominal adjective whose plural differs (principal/principaux, bel/
+    beaux, vieil/vieux) is refused by Lexique; one that makes a liaison before a vowel (grand/
+    grands + ami: /t/ vs /z/) is refused by the synthesiser's phones, while an invariant one
+    (gros: /z/ in both) passes; an unknown invariant word is refused."""
+    from ctxmix_lite import lexicon
+
+    for a, b in (("principal", "principaux"), ("bel", "beaux"), ("vieil", "vieux")):
+        assert lexicon.check_pair(a, b).startswith("lexicon_not_homophone")
+    assert lexicon.check_pair("blorf", "blorf").startswith("lexicon_unknown")
+    for a, b in (("petit", "petits"), ("belles", "belle"), ("gros", "gros"), ("en", "en"),
+                 ("très", "très")):
+        assert lexicon.check_pair(a, b) is None
+    _need_mbrola()
+
+    def spec(sg, pl):
+        return H.PairSpec("Det_Noun", (sg, pl), ("le", "les"), ("ami", "amis"), ("", ""), 3, 5,
+                          -1, "mb-fr1", 160, 50, 50, variant="adj")
+
+    def run(sg, pl):
+        s = spec(sg, pl)
+        return H.check_pair_synthesis(s, synth.synthesize(sg, "mb-fr1"),
+                                      synth.synthesize(pl, "mb-fr1"))
+
+    assert run("Il a vu le grand ami.", "Il a vu les grands amis.") == \
+        "synth_intervening_phones_differ"
+    assert run("Il a vu le petit ami.", "Il a vu les petits amis.") == \
+        "synth_intervening_phones_differ"
+    assert run("Il a vu le gros ami.", "Il a vu les gros amis.") is None
+
+
+def test_lexicon_failure_of_an_intervening_word_is_excluded_and_counted(tmp_path, monkeypatch):
+    _need_mbrola()
+    data = tmp_path / "data"
+    shutil.copytree(ROOT / "data" / "lexicon", data / "lexicon")
+    shutil.copytree(ROOT / "data" / "frames", data / "frames")
+    (data / "lexicon" / "nouns.txt").write_text(  # masculine nouns: principal/principaux
+        "livre livres m chose\nlapin lapins m animal\nvoisin voisins m personne\n"
+        "gâteau gâteaux m aliment\nstylo stylos m chose\n", encoding="utf-8")
+    (data / "lexicon" / "adjectives.txt").write_text(
+        "principal principaux principale principales chose,aliment,animal,personne -\n"
+        "petit petits petite petites chose,aliment,animal,personne -\n", encoding="utf-8")
+    monkeypatch.setenv("CTXMIX_WORDLISTS", str(data))
+    ds = H.build_offline(n_items=8, out_dir=tmp_path / "b", progress=False, seed=1,
+                         mix={"Det_Noun": 1.0}, variant_mix={"Det_Noun": {"adj": 1.0}})
+    rep = H.build_report(ds)
+    words = {r["alignment"][r["cue_index"] + 1]["word"] for r in ds}
+    assert not words & {"principal", "principaux"}
+    assert set(ds["cue_distance"]) == {2}
+    # principale/principales (feminine) are homophones and may be used; the masculine pair is not
+    assert rep["excluded"].get("intervening_lexicon_not_homophone", 0) >= 1
+    assert rep["checks"]["intervening_lexicon_failures"] == {
+        "principal/principaux": "lexicon_not_homophone"}
+    assert sum(rep["candidates_examined"].values()) == 4 + sum(rep["excluded"].values())
+
+
+def test_pair_check_catches_an_intervening_word():
+    spec = H.PairSpec("Det_Noun", ("Il voit le petit chat.", "Il voit les petits chats."),
+                      ("le", "les"), ("chat", "chats"), ("", ""), 2, 4, -1, "mb-fr1", 160, 50,
+                      50, variant="adj", between=(("petit", "petits"),))
+
+    def fake(text, phones):
+        words = [{"start": 0.1 * k, "end": 0.1 * k + 0.1, "word": w}
+                 for k, (w, _) in enumerate(synth.tokenize(text))]
+        ph = [{"phone": p, "start": 0.0, "end": 0.0, "word_index": k}
+              for k, ps in enumerate(phones) for p in ps]
+        return synth.Synthesis(text, "mb-fr1", np.zeros(16000, np.float32), 16000, 16000, words,
+                               ph)
+
+    ctx = [["i", "l"], ["v", "w", "a"]]
+    sg = fake(spec.texts[0], ctx + [["l", "ə"], ["p", "ə", "t", "i"], ["ʃ", "a"]])
+    pl = fake(spec.texts[1], ctx + [["l", "e"], ["p", "ə", "t", "i"], ["ʃ", "a"]])
+    assert H.check_pair_synthesis(spec, sg, pl) is None
+    pl_z = fake(spec.texts[1], ctx + [["l", "e"], ["p", "ə", "t", "i", "z"], ["ʃ", "a"]])
+    assert H.check_pair_synthesis(spec, sg, pl_z) == "synth_intervening_phones_differ"
+
+
+def test_edge_silence_shifts_times_and_is_shared_by_the_pair(smoke):
+    _need_mbrola()
+    s = synth.synthesize("Il a vu les chats.", "mb-fr1")
+    p = H.pad_edges(s, 4000, 6400)
+    assert len(p.audio) == len(s.audio) + 10400 and np.array_equal(p.audio[4000:-6400], s.audio)
+    assert not p.audio[:4000].any() and not p.audio[-6400:].any()
+    for a, b in zip(p.words + p.phones, s.words + s.phones):
+        assert a["start"] == pytest.approx(b["start"] + 0.25, abs=1e-12)
+        assert a["end"] == pytest.approx(b["end"] + 0.25, abs=1e-12)
+    assert p.duration == pytest.approx(s.duration + 0.65)
+    with pytest.raises(ValueError):
+        H.pad_edges(s, -1, 0)
+    edges = H.build_report(smoke)["edge_silence_samples"]
+    lo, hi = (round(x * 16000) for x in H.EDGE_SILENCE)
+    assert set(edges) == set(smoke["pair_id"])
+    assert len({tuple(v) for v in edges.values()}) > 1  # drawn per pair
+    for pid, p in _pairs(smoke).items():
+        lead, tail = edges[pid]
+        assert lo <= lead <= hi and lo <= tail <= hi
+        for r in p.values():  # both members: the same pause, times after it
+            a = np.asarray(r["audio"]["array"])
+            assert not a[:lead].any() and not a[len(a) - tail:].any()
+            assert r["alignment"][0]["start"] >= lead / 16000
+            assert r["alignment"][-1]["end"] <= (len(a) - tail) / 16000 + 1e-9
+            assert min(x["start"] for x in r["phones"]) >= lead / 16000
