@@ -846,7 +846,8 @@ def _cache_problem(target: Path, files: Mapping[str, Path], skip: Sequence[str] 
         p = target / name
         try:
             if not isinstance(rec, dict) or p.stat().st_size != rec.get("size"):
-                return f"{p}: size {p.stat().st_size:,} bytes, the marker says {rec.get('size') if isinstance(rec, dict) else rec!r}"
+                return (f"{p}: size mismatch ({p.stat().st_size:,} bytes, the marker says "
+                        f"{rec.get('size') if isinstance(rec, dict) else rec!r})")
             if _sha256(p) != rec.get("sha256"):
                 return f"{p}: SHA-256 mismatch (the file changed after it was written)"
         except OSError as e:
