@@ -61,7 +61,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import os
 import re
 import time
 import unicodedata
