@@ -32,7 +32,7 @@ import torch
 
 from .audio import SAMPLE_RATE, check_duration, duration, load_audio, wav2vec2_num_frames
 from .capture_types import COMPONENTS, Capture, FeedForwardParts, LayerCapture
-from .models import ensure_eager, model_family
+from .models import check_analysis_state, ensure_eager, model_family
 
 WHISPER_MAX_SECONDS = 30.0
 WHISPER_FRAMES = 1500
@@ -337,6 +337,7 @@ def transcribe(model, processor, audio, language: str = "fr", task: str = "trans
     ``token_ids`` are the text tokens only (no prefix, no timestamps, no end-of-text)."""
     if model_family(model) != "whisper":
         raise ValueError("transcribe() is for Whisper models")
+    check_analysis_state(model)
     audio = load_audio(audio, sampling_rate)
     feats = whisper_features(processor, audio)
     with torch.no_grad():
@@ -437,6 +438,7 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
 # ----------------------------------------------------------------------------------------------
 def _capture_wav2vec2(model, processor, audio, components, name):
     _want(components, ("encoder",))
+    wav2vec2_num_frames(len(audio), model.config.conv_kernel, model.config.conv_stride)  # too short: AudioError
     fe = getattr(processor, "feature_extractor", processor)
     inputs = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
     encoder = _wav2vec2_encoder(model)
@@ -496,8 +498,7 @@ def capture(
     """
     family = model_family(model)
     ensure_eager(model)
-    if model.training:
-        raise ValueError("the model is in training mode (dropout active); call model.eval() first")
+    check_analysis_state(model)  # every submodule in eval mode, float32 weights
     audio = load_audio(audio, sampling_rate)
     name = getattr(model.config, "_name_or_path", "") or type(model).__name__
     if family == "whisper":

@@ -215,19 +215,15 @@ def check_schema(ds) -> None:
 # plain-python accessors
 # ---------------------------------------------------------------------------------------------
 def item_audio(item) -> np.ndarray:
-    """The item's samples as float32 16 kHz numpy (loads ``path`` if the array is empty)."""
+    """The item's samples as float32 16 kHz numpy: the dict's ``array`` (at its ``sampling_rate``,
+    16 kHz when that is missing or None), else its ``path`` or ``bytes``
+    (:func:`ctxmix_lite.audio.load_audio`)."""
+    from .audio import load_audio
+
     a = item["audio"]
-    arr = np.asarray(a.get("array") if isinstance(a, dict) else a, dtype=np.float32)
-    if arr.size == 0 and isinstance(a, dict) and a.get("path"):
-        from .audio import load_audio
-
-        return load_audio(a["path"])
-    sr = int(a.get("sampling_rate", SAMPLE_RATE)) if isinstance(a, dict) else SAMPLE_RATE
-    if sr != SAMPLE_RATE:
-        from .audio import load_audio
-
-        return load_audio(arr, sampling_rate=sr)
-    return arr
+    if isinstance(a, dict):
+        return load_audio(a, None if a.get("sampling_rate") is not None else SAMPLE_RATE, check=False)
+    return load_audio(a, SAMPLE_RATE, check=False)
 
 
 def item_alignment(item) -> List[dict]:

@@ -147,23 +147,62 @@ def resolve_name(name: str) -> ModelSpec:
     return KNOWN_MODELS[key]
 
 
-def build_config(name: str, **overrides):
-    """The transformers config of ``name`` built in code (no network). ``overrides`` e.g.
-    ``num_hidden_layers=4`` for a smaller model of the same layer type."""
-    spec = resolve_name(name)
-    kw = dict(spec.config)
-    kw.update(overrides)
+def _config_class(spec: ModelSpec):
     if spec.arch == "whisper":
         from transformers import WhisperConfig
 
-        return WhisperConfig(**kw)
+        return WhisperConfig
     if spec.arch == "hubert":
         from transformers import HubertConfig
 
-        return HubertConfig(**kw)
+        return HubertConfig
     from transformers import Wav2Vec2Config
 
-    return Wav2Vec2Config(**kw)
+    return Wav2Vec2Config
+
+
+def config_keys(name: str) -> set:
+    """The configuration fields of ``name``'s architecture (what ``config_overrides`` may set)."""
+    import inspect
+
+    spec = resolve_name(name)
+    cls = _config_class(spec)
+    keys = {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")}
+    return keys | set(spec.config) | set(cls().to_dict())
+
+
+def check_config_overrides(name: str, overrides) -> None:
+    """Refuse unknown ``config_overrides`` keys (a misspelt key would otherwise be stored on the
+    config and ignored by the model: a 12-layer model where 2 were asked)."""
+    if not overrides:
+        return
+    if not isinstance(overrides, dict):
+        overrides = dict(overrides)
+    valid = config_keys(name)
+    bad = [k for k in overrides if k not in valid]
+    if bad:
+        import difflib
+
+        hints = []
+        for k in bad:
+            close = difflib.get_close_matches(str(k), sorted(valid), n=3, cutoff=0.6)
+            hints.append(f"{k!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+        common = sorted(k for k in valid if k in resolve_name(name).config)
+        raise ValueError(
+            f"unknown config_overrides key(s) for {name}: {', '.join(hints)}. Valid keys are the "
+            f"{_config_class(resolve_name(name)).__name__} fields, e.g. {', '.join(common)}"
+        )
+
+
+def build_config(name: str, **overrides):
+    """The transformers config of ``name`` built in code (no network). ``overrides`` e.g.
+    ``num_hidden_layers=4`` for a smaller model of the same layer type; unknown keys are refused
+    (:func:`check_config_overrides`)."""
+    spec = resolve_name(name)
+    check_config_overrides(spec.name, overrides)
+    kw = dict(spec.config)
+    kw.update(overrides)
+    return _config_class(spec)(**kw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,11 +248,38 @@ def set_eager(model):
     return model
 
 
+def check_analysis_state(model) -> None:
+    """Refuse a model that cannot give exact, deterministic measures: any submodule in training
+    mode (dropout would make value zeroing random), or weights not in float32 (half / bfloat16
+    models fail inside torch with dtype errors and round the measures). The fix is named:
+    ``model.eval()``, or :func:`prepare_model` (eager, eval, float32: converts with a message)."""
+    training = [n or type(model).__name__ for n, m in model.named_modules() if m.training]
+    if training:
+        shown = ", ".join(training[:5]) + (f" and {len(training) - 5} more" if len(training) > 5 else "")
+        raise ValueError(
+            f"the model has {len(training)} submodule(s) in training mode (dropout active, results not "
+            f"deterministic): {shown}; call model.eval() first")
+    dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()}
+                    - {"float32"})
+    if dtypes:
+        raise ValueError(
+            f"the model's weights are {', '.join(dtypes)}; the measures need float32 (the course checks "
+            "them at float32 tolerance). Convert it: model = model.float(), or "
+            "ctxmix_lite.models.prepare_model(model, processor)")
+
+
 def prepare_model(model, processor=None, device="cpu"):
-    """Put any supported model in analysis state: eager, eval, float32. Returns ``(model, processor)``."""
+    """Put any supported model in analysis state: eager, eval, float32. Returns ``(model, processor)``.
+
+    A half / bfloat16 model is converted to float32 here, with a message (the measures are computed
+    and checked in float32); :func:`check_analysis_state` refuses one that skipped this step."""
     model_family(model)  # raises for unsupported classes
     if attn_implementation(model) != "eager":
         set_eager(model)
+    low = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()}
+                 - {"float32"})
+    if low:
+        print(f"[ctxmix] converting the model's {', '.join(low)} weights to float32 for analysis")
     model = model.to(device=device, dtype=torch.float32).eval()
     ensure_eager(model)
     return model, processor
@@ -315,6 +381,7 @@ def load_model(
         raise ValueError(f"source must be 'auto', 'offline' or 'hub'; got {source!r}")
     if config_overrides and pretrained:
         raise ValueError("config_overrides only apply to randomly initialised models (pretrained=False)")
+    check_config_overrides(spec.name, config_overrides)
     if not pretrained:
         model = _random_model(spec, seed, config_overrides or {})
         if spec.family == "whisper":

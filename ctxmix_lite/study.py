@@ -59,7 +59,9 @@ per aligned word. See ``bench/bench_study.py`` for the cost against a plain forw
 Results: one tidy ``pandas.DataFrame`` (item, template, label, model, init, component, measure,
 layer, score, ...), cached per (model, init, seed, settings, item) under
 ``cache_dir()/study/`` (one ``.npz`` shard per item, written atomically: an interrupted run
-resumes), transcriptions cached once per trained model and item.
+resumes), transcriptions cached once per trained model and item. Every shard and transcript is
+checked when read back (key, format, arrays and shapes, SHA-256) and recomputed, with a warning
+naming its path, when it fails: see :mod:`ctxmix_lite.study_cache`.
 """
 from __future__ import annotations
 
@@ -68,9 +70,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -214,6 +214,10 @@ class ModelRun:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.config_overrides and self.init != "random":
             raise ValueError("config_overrides only apply to randomly initialised models")
+        if self.config_overrides:
+            from .models import check_config_overrides
+
+            check_config_overrides(self.name, dict(self.config_overrides))
 
     @classmethod
     def make(cls, spec) -> "ModelRun":
@@ -343,10 +347,8 @@ def _audio_of(item) -> np.ndarray:
     from .audio import load_audio
 
     a = item["audio"]
-    if isinstance(a, dict):
-        if a.get("array") is not None:
-            return load_audio(a["array"], a.get("sampling_rate"))
-        return load_audio(a["path"])
+    if isinstance(a, dict):  # array + sampling_rate, else path or bytes (ctxmix_lite.audio.load_audio)
+        return load_audio(a)
     return load_audio(a, 16000)
 
 
@@ -650,6 +652,9 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
         whisper_ffn_parts,
     )
 
+    from .models import check_analysis_state
+
+    check_analysis_state(model)  # eval mode everywhere, float32
     encoder, decoder = _whisper_parts(model)
     rows = torch.as_tensor(list(encoder_rows), dtype=torch.long)
     if rows.numel() == 0:
@@ -1095,49 +1100,36 @@ def _settings_tag(components, measures, language: str) -> str:
 
 
 def _atomic_write(path: Path, writer: Callable[[str], None]):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Atomic, group-readable write (:func:`ctxmix_lite.study_cache.atomic_write`)."""
+    from .study_cache import atomic_write
+
+    atomic_write(path, writer)
 
 
-def _save_shard(path: Path, res: dict, meta: dict):
-    arrays = {}
-    for (u, c, m), v in res["dist"].items():
-        arrays[f"dist|{u}|{c}|{m}"] = v
-    for (u, c), v in res["probe"].items():
-        arrays[f"probe|{u}|{c}"] = v
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+def _save_shard(path: Path, res: dict, meta: dict) -> bool:
+    """Write one checked shard (:func:`ctxmix_lite.study_cache.save_shard`); False: not cached."""
+    from .study_cache import save_shard
 
-    def w(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    _atomic_write(path, w)
+    return save_shard(path, res, meta, root=study_cache_dir())
 
 
-def _load_shard(path: Path):
-    with np.load(path) as z:
-        meta = json.loads(bytes(z["meta"]).decode())
-        dist, probe = {}, {}
-        for k in z.files:
-            parts = k.split("|")
-            if parts[0] == "dist":
-                dist[tuple(parts[1:])] = z[k]
-            elif parts[0] == "probe":
-                probe[tuple(parts[1:])] = z[k]
-    return {"dist": dist, "probe": probe}, meta
+def _load_shard(path: Path, **checks):
+    """Read one shard with every check (:func:`ctxmix_lite.study_cache.read_shard`); raises
+    :class:`~ctxmix_lite.study_cache.CacheEntryError` with the reason when it is unusable."""
+    from .study_cache import read_shard
+
+    return read_shard(path, **checks)
 
 
 # ================================================================================================
 # transcriptions
 # ================================================================================================
 def _ctc_transcribe(model, processor, audio) -> str:
+    from .audio import wav2vec2_num_frames
+    from .models import check_analysis_state
+
+    check_analysis_state(model)
+    wav2vec2_num_frames(len(audio), model.config.conv_kernel, model.config.conv_stride)  # too short: AudioError
     fe = getattr(processor, "feature_extractor", processor)
     inputs = fe(audio, sampling_rate=16000, return_tensors="pt")
     with torch.no_grad(), attention_implementation(model, "sdpa"):
@@ -1156,12 +1148,14 @@ def get_transcriptions(run: ModelRun, items: Sequence, keys: Sequence[str], mode
 
     if run.init != "trained":
         raise ValueError("transcriptions come from trained models")
+    from .study_cache import load_transcript, save_transcript, transcript_path
+
     root = study_cache_dir() / "transcripts" / run.slug / language
     out, todo = {}, []
     for k, it in zip(keys, items):
-        p = root / f"{k}.json"
-        if cache and p.exists():
-            out[k] = json.loads(p.read_text())
+        rec = load_transcript(transcript_path(root, k), k, run.slug, language) if cache else None
+        if rec is not None:
+            out[k] = rec
         else:
             todo.append((k, it))
     if todo:
@@ -1181,8 +1175,8 @@ def get_transcriptions(run: ModelRun, items: Sequence, keys: Sequence[str], mode
                     continue  # no tokenizer: not an ASR model
                 rec = {"text": _ctc_transcribe(model, processor, audio), "ids": None}
             out[k] = rec
-            if cache:
-                _atomic_write(root / f"{k}.json", lambda tmp, r=rec: Path(tmp).write_text(json.dumps(r, ensure_ascii=False)))
+            if cache:  # an unwritable cache warns once and the run goes on in memory
+                save_transcript(transcript_path(root, k), rec, k, run.slug, language, root=study_cache_dir())
     return out
 
 
@@ -1250,6 +1244,7 @@ class StudyResult:
 
 def _as_items(items, n_items: Optional[int]) -> list:
     if n_items is not None:
+        _check_n_items(n_items)
         n = min(int(n_items), len(items))
         items = items.select(range(n)) if hasattr(items, "select") else list(items)[:n]
     return [dict(it) for it in items]
@@ -1319,9 +1314,11 @@ def run_study(
     transcripts: dict = {}
     whisper_names = {r.name for r in runs if resolve_name(r.name).family == "whisper"}
     asr_runs = [r for r in runs if _is_asr(r)]
+    from .study_cache import load_shard, shard_path
+
     def _missing_shards(run):
         d = study_cache_dir() / run.slug / tag
-        return not cache or any(not (d / f"{k}.npz").exists() for k in keys)
+        return not cache or any(not shard_path(d, k).exists() for k in keys)
 
     for name in sorted(whisper_names):
         tr = ModelRun(name, "trained")
@@ -1372,17 +1369,22 @@ def run_study(
     for run in runs:
         spec = resolve_name(run.name)
         shard_dir = study_cache_dir() / run.slug / tag
-        todo = [k for k in range(len(items)) if not (cache and (shard_dir / f"{keys[k]}.npz").exists())]
+        todo = [k for k in range(len(items)) if not (cache and shard_path(shard_dir, keys[k]).exists())]
         model = processor = None
         if todo:
             model, processor = loaded.get(run) or run.load()
         t0 = time.perf_counter()
         n_layers = None
         for k in tqdm(range(len(items)), desc=f"study {run.label}", disable=not progress):
-            path = shard_dir / f"{keys[k]}.npz"
-            if cache and path.exists():
-                res, meta = _load_shard(path)
-            else:
+            path = shard_path(shard_dir, keys[k])
+            got = load_shard(path, key=keys[k], run=run.slug, settings=tag, expect=dict(
+                uses=[u.name for u in uses[k]], n_words=len(_alignment_of(items[k])), measures=list(measures),
+                encoder=components is None or "encoder" in components)) if cache else None
+            if got is not None:
+                res, meta = got
+            else:  # missing, or unusable (reported with its path): computed now
+                if model is None:
+                    model, processor = loaded.get(run) or run.load()
                 dec_ids, src = None, None
                 if spec.family == "whisper" and (components is None or any(c in components for c in ("decoder", "cross"))):
                     tr = transcripts.get(ModelRun(run.name, "trained"), {}).get(keys[k])
@@ -1394,8 +1396,8 @@ def run_study(
                         dec_ids = prefix + list(processor.tokenizer(text, add_special_tokens=False).input_ids)
                         src = "reference text"
                 res = item_distributions(model, processor, items[k], uses[k], dec_ids, 4, components, measures, audios[k])
-                meta = dict(key=keys[k], transcript_source=src, n_frames=res["n_frames"], window=res["window"],
-                            positions=res["positions"], study_version=STUDY_VERSION,
+                meta = dict(key=keys[k], run=run.slug, settings=tag, transcript_source=src, n_frames=res["n_frames"],
+                            window=res["window"], positions=res["positions"], study_version=STUDY_VERSION,
                             decoder_prefix=None if dec_ids is None else
                             list(processor.tokenizer.convert_ids_to_tokens(list(dec_ids)[:4])))
                 if cache:
@@ -1728,6 +1730,28 @@ def paper_comparison(summary, runs: Sequence[ModelRun], probe_results=None, deco
     return pd.DataFrame(rows, columns=["finding", "paper", "ours", "verdict", "why"])
 
 
+def _check_n_items(n) -> int:
+    """``n_items`` must be a whole number >= 1 (None: all items)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) < 1:
+        raise ValueError(f"n_items must be a whole number >= 1, or None for all items; got {n!r}")
+    return int(n)
+
+
+def _n_items_arg(text: str):
+    """``--n-items``: a whole number >= 1, or ``all``."""
+    import argparse
+
+    if text.strip().lower() == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'all', got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (or 'all'), got {n}")
+    return n
+
+
 def course_items(data: str = "offline", n_items: Optional[int] = 200, smoke: bool = False, seed: int = 0,
                  progress: bool = True, checked_only: bool = False):
     """The items notebooks 05-07 share (same arguments -> same items -> cache hits): the offline
@@ -1741,6 +1765,8 @@ def course_items(data: str = "offline", n_items: Optional[int] = 200, smoke: boo
     """
     from .homophony import balanced_subset, load_homophony
 
+    if n_items is not None:
+        _check_n_items(n_items)
     if data == "offline":
         ds = load_homophony("offline", smoke=smoke, seed=seed, progress=progress)
     else:
@@ -1768,7 +1794,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description="The homophony study: cue contribution per layer (cached, resumable).")
     ap.add_argument("--data", default="offline", help="'offline' (synthetic), 'hub' or a local path")
-    ap.add_argument("--n-items", default="200", help="number of items, or 'all' (1,000 offline)")
+    ap.add_argument("--n-items", default=200, type=_n_items_arg,
+                    help="number of items (>= 1), or 'all' (1,000 offline)")
     ap.add_argument("--models", nargs="+", default=None,
                     help="name:init pairs (default: Whisper-base trained + random, XLSR-53 random)")
     ap.add_argument("--threads", type=int, default=2)
@@ -1784,7 +1811,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     options = StudyOptions(args.decoder_scoring, args.skip_special_tokens)
-    n = None if args.n_items == "all" else int(args.n_items)
+    n = args.n_items  # None: all
     items = course_items(args.data, n, smoke=args.smoke, seed=args.seed, checked_only=args.whisper_ok_only)
     runs = ([ModelRun(*m.split(":")) for m in args.models] if args.models
             else default_model_runs(smoke=args.smoke))
