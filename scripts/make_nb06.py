@@ -164,9 +164,12 @@ for r in acoustic.itertuples():
     print(f"  {r.features:<12} {r.accuracy:.2f} ± {r.accuracy_std:.2f}   (chance {r.chance:.2f}, {r.n} items)")
 mt = acoustic.set_index("features").loc["MFCC target"]
 gap = mt["accuracy"] - mt["chance"]
-print(f"MFCC of the target: {mt['accuracy']:.2f} vs chance {mt['chance']:.2f} -> "
-      + ("within 2 fold-sd of chance" if abs(gap) <= 2 * max(mt["accuracy_std"], 1e-9) else
-         f"{gap:+.2f} from chance: the target's own sound {'carries' if gap > 0 else 'does not carry'} number here"))
+noise = max(mt["accuracy_std"], np.sqrt(mt["chance"] * (1 - mt["chance"]) / mt["n"]))  # fold sd or binomial sd
+verdict = ("within noise of chance" if abs(gap) <= 2 * noise else
+           "ABOVE chance: the target's own sound carries some number information here" if gap > 0 else
+           "below chance: small-sample noise (no sign of number in the target's sound)")
+print(f"MFCC of the target: {mt['accuracy']:.2f} vs chance {mt['chance']:.2f} "
+      f"(noise ~{noise:.2f}, {int(mt['n'])} items) -> {verdict}")
 fig, ax = plt.subplots(figsize=(8, 4.5))
 probe.plot_probe(table, baselines, ax=ax)
 ax.set_title("Number probe on the target (Fig. 4 analogue; the paper's values are not drawn)")
