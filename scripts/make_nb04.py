@@ -36,8 +36,9 @@ CELLS = [
     md(r"""
 ## What runs here (and how it differs from the paper)
 
-- **Whisper-base, trained** (offline weights) and **random init**; the paper used
-  Whisper-small/medium and two trained XLSR-53 models (hub).
+- **Whisper-base, trained** (offline weights) and **random init**; the paper used Whisper-base,
+  -small and -medium and two trained French XLSR-53 models (hub) — all five in its probe (Fig. 4);
+  its cue-contribution figures show XLSR-53 and Whisper-medium.
 - Sentences of the offline **synthetic French** set (espeak-ng + MBROLA voices).
 - Encoder matrices are computed on the frames of speech: query rows are the speech frames and key
   columns too (one zeroed frame each), rows normalised over them. The paper zeroes frames of the
@@ -60,7 +61,8 @@ import torch
 from ctxmix_lite.exercises import nb02, nb03, nb04, use_solution
 from ctxmix_lite.models import load_model
 from ctxmix_lite.paths import savefig
-from ctxmix_lite.rollout import rollout
+from ctxmix_lite.plotting import layer_label, layer_options
+from ctxmix_lite.rollout import rollout, rollout_form, rollout_measure
 from ctxmix_lite.value_zeroing import value_zeroing
 from ctxmix_lite.widgets import viewer
 
@@ -132,7 +134,7 @@ lc = cap["encoder"][1]
 t0 = time.perf_counter()
 lc.rerun([t_first])
 one = time.perf_counter() - t0
-print(f"one encoder layer re-run: {one:.2f} s -> a 1,500-column matrix: ~{1500 * one / 60:.0f} min per layer, "
+print(f"one encoder layer re-run ({layer_label(1)}): {one:.2f} s -> a 1,500-column matrix: ~{1500 * one / 60:.0f} min per layer, "
       f"~{6 * 1500 * one / 60:.0f} min for the 6 layers of one clip")
 """),
     md(r"""
@@ -164,7 +166,7 @@ for comp, layer, rows, cols in (("encoder", 1, target_rows, [0, t_first, t_last,
                                  ("decoder", 2, list(range(len(data0.tokens))), [0, 3, len(data0.tokens) - 1]),
                                  ("cross", 2, list(range(len(data0.tokens))), [0, t_first, 1499])):
     r = nb04.identity_check(cap[comp][layer], rows, cols)
-    print(f"{comp:<8} layer {layer}: max |post(x, a - delta) - rerun| = {r['max_abs_diff']:.1e} "
+    print(f"{comp:<8} {layer_label(layer)}: max |post(x, a - delta) - rerun| = {r['max_abs_diff']:.1e} "
           f"(outputs up to {r['max_output']:.0f}: float32 rounding); zeroing changed them by up to {r['max_change']:.2f}")
 """),
     md(r"""
@@ -173,8 +175,8 @@ encoder (the target word's frames × one column per word):
 """),
     code(r"""
 few = data0.spans[max(0, target - 2): target + 2]
-for label, lc_, kw in (("decoder layer 2, all tokens", cap["decoder"][2], {}),
-                       (f"encoder layer 1, target rows x {len(few)} words", cap["encoder"][1],
+for label, lc_, kw in ((f"decoder {layer_label(2)}, all tokens", cap["decoder"][2], {}),
+                       (f"encoder {layer_label(1)}, target rows x {len(few)} words", cap["encoder"][1],
                         dict(rows=target_rows, spans=few))):
     t = nb04.time_methods(lc_, **kw)
     print(f"{label:<40} reference {t['reference_s']:.2f} s, fast {t['fast_s']:.3f} s "
@@ -280,7 +282,7 @@ layer = 4
 fig = plt.figure(figsize=(20, 7.2), constrained_layout=True)
 for sf, m in zip(fig.subfigures(1, 3), ("attention", "attention_norm", "value_zeroing")):
     nb02.plot_map_with_audio(d.extra["encoder"][m][layer], d.clip, d.frame_duration, fig=sf,
-                             title=f"{LABEL[m]}, encoder layer {layer + 1}", colorbar_label="share of the row")
+                             title=f"{LABEL[m]}, encoder {layer_label(layer)}", colorbar_label="share of the row")
 print("saved", savefig(fig, f"04_three_measures_layer{layer + 1}"))
 plt.show()
 """),
@@ -288,20 +290,28 @@ plt.show()
 ## 4. Rollout: mixing across layers
 
 A layer's matrix says how much position $i$ takes from $j$ *in that layer*. To follow information
-from the input through the stack, Abnar & Zuidema (2020) add the identity for the residual
-connection and multiply the layers:
+from the input through the stack, multiply the layers: $R_1 = \tilde A_1$,
+$R_l = \tilde A_l R_{l-1}$. What $\tilde A_l$ is depends on what the measure already contains:
 
-$$\tilde A_l = \mathrm{rownorm}\big(\tfrac12 A_l + \tfrac12 I\big),\qquad R_l = \tilde A_l R_{l-1}.$$
+- **Attention rollout** (Abnar & Zuidema, 2020), form `"abnar_zuidema"`: attention weights leave
+  out the residual connection, so half of each row is given back to the identity:
+  $\tilde A_l = \mathrm{rownorm}\big(\tfrac12 A_l + \tfrac12 I\big)$. Used here for attention
+  and Attention-Norm.
+- **The authors' value-zeroing rollout**, form `"plain"`: $\tilde A_l = A_l$ (rows normalised, no
+  identity added). Value zeroing compares the layer's *output*, residual included, so adding
+  $I$ would count the residual twice; Mohebbi et al. roll it out this way
+  (`compute_joint_attention(..., res=False)` in their `ValueZeroing` code, where attention gets
+  `res=True`, the form above). ALTI contains the residual too and uses the same form.
 
-Any row-normalised measure can be rolled out (`ctxmix_lite.rollout.rollout`). ALTI already
-contains the residual, so it is rolled out with `residual=0`. Below: the decoder's rollout after
-the last layer, token × token, for each measure.
+`ctxmix_lite.rollout.rollout(mats, form=...)` takes either form; `rollout_measure(mats, measure)`
+picks the one listed above. Below: the decoder's rollout after the last layer, token × token, for
+each measure.
 """),
     code(r"""
 fig, axes = plt.subplots(1, 4, figsize=(22, 5), constrained_layout=True)
 for ax, m in zip(axes, MEAS):
-    R = rollout(d.extra["decoder"][m], residual=0.0 if m == "alti" else 0.5)
-    nb02.plot_word_matrix(R[-1], d.tokens, d.tokens, ax=ax, title=f"rollout of {LABEL[m]}, decoder, all layers",
+    R = rollout_measure(d.extra["decoder"][m], m)
+    nb02.plot_word_matrix(R[-1], d.tokens, d.tokens, ax=ax, title=f"rollout ({rollout_form(m)}) of {LABEL[m]}, decoder, all layers",
                           xlabel="source token", ylabel="target token")
 print("saved", savefig(fig, "04_rollout_decoder"))
 plt.show()
@@ -312,16 +322,28 @@ words = d.clip.word_labels
 last = d.extra["encoder"]["attention"].shape[0] - 1
 for col, m in enumerate(("attention", "attention_norm", "value_zeroing")):
     nb02.plot_word_matrix(nb02.word_map(d, d.extra["encoder"][m][last]), words, words, ax=axes[0, col],
-                          title=f"{LABEL[m]}, encoder layer {last + 1}")
-    R = rollout(d.extra["encoder"][m])
+                          title=f"{LABEL[m]}, encoder {layer_label(last)}")
+    R = rollout_measure(d.extra["encoder"][m], m)
     nb02.plot_word_matrix(nb02.word_map(d, R[-1]), words, words, ax=axes[1, col],
-                          title=f"rollout of {LABEL[m]}, layers 1-{last + 1}")
+                          title=f"rollout ({rollout_form(m)}) of {LABEL[m]}, layers 1-{last + 1}")
 print("saved", savefig(fig, "04_rollout_encoder_words"))
 plt.show()
 """),
     md(r"""
 Rollout spreads mixing: after six layers every word holds a share of every other word, even
-where each layer alone is local. It assumes that what a position takes in one layer is mixed the
+where each layer alone is local. The plain form gives no layer an extra share on the diagonal,
+so it spreads faster than Abnar & Zuidema's.
+
+How much does the form matter? The same value-zeroing matrices, rolled out both ways:
+"""),
+    code(r"""
+vz = d.extra["encoder"]["value_zeroing"]
+R_plain, R_az = rollout(vz, form="plain")[-1], rollout(vz, form="abnar_zuidema")[-1]
+diag = lambda R: float(torch.diagonal(torch.as_tensor(R)).mean())
+print(f"value zeroing, encoder, after {layer_label(last)}: mean diagonal share {diag(R_plain):.3f} (authors' plain form) "
+      f"vs {diag(R_az):.3f} (0.5 I added); max |difference| {float((R_plain - R_az).abs().max()):.3f}")
+"""),
+    md(r""" It assumes that what a position takes in one layer is mixed the
 same way in the next (a linear chain), which the feed-forward networks and layer norms do not
 guarantee — read it as a rough summary, not a measurement.
 
@@ -337,11 +359,11 @@ def show(clip, model, component, layer, head, measure, view):
     M = d.extra[component]
     per_head = head != "all" and measure in ("attention", "attention_norm")
     if view == "rollout":
-        mat = rollout(M[measure], residual=0.0 if measure == "alti" else 0.5)[layer]
-        what = f"rollout to layer {layer + 1}"
+        mat = rollout_measure(M[measure], measure)[layer]
+        what = f"rollout ({rollout_form(measure)}) to {layer_label(layer)}"
     else:
         mat = M[measure + "_heads"][layer][head] if per_head else M[measure][layer]
-        what = f"layer {layer + 1}, " + (f"head {head}" if per_head else "all heads")
+        what = f"{layer_label(layer)}, " + (f"head {head}" if per_head else "all heads")
     title = f"{model}: {LABEL[measure]}, {component} {what}"
     if component == "encoder":
         nb02.plot_map_with_audio(mat, d.clip, d.frame_duration, title=title, colorbar_label="share of the row")
@@ -350,7 +372,7 @@ def show(clip, model, component, layer, head, measure, view):
 
 
 v = viewer(show, clip=range(len(clips)), model=list(models), component=["encoder", "decoder"],
-           layer=range(len(cap["encoder"])), head=["all"] + list(range(8)), measure=list(MEAS),
+           layer=layer_options(len(cap["encoder"])), head=["all"] + list(range(8)), measure=list(MEAS),
            view=["layer", "rollout"])
 if SMOKE:
     print("headless run of every option:", v.run_all(), "figures")

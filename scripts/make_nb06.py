@@ -40,9 +40,25 @@ both numbers, so any decodable number must have been mixed in from the context.
 
 Same items and models as notebook 05 (its cache is reused: with the same parameters nothing is
 recomputed): Whisper-base trained and random, the XLSR-53 architecture random (the trained French
-XLSR with `HUB = True`), synthetic French speech instead of Common Voice. The paper probed
-Whisper-medium and XLSR-53 French on 1,000 Common Voice items; our Whisper is smaller and our voices
-synthetic (exactly homophonous targets, so the acoustic controls are cleaner than in real speech).
+XLSR with `HUB = True`), synthetic French speech instead of Common Voice.
+
+- **The paper's models.** The paper's probe (its Fig. 4) covers five models: Whisper-base,
+  Whisper-small, Whisper-medium and two French XLSR-53 fine-tunings
+  (`jonatasgrosman/wav2vec2-large-xlsr-53-french`, `bhuang/asr-wav2vec2-french`; the list is in
+  the paper's `utils.py`); its cue-contribution figures show XLSR-53 and Whisper-medium. So
+  **Whisper-base — our trained model — is one of the paper's probed models**, on 1,000 Common Voice
+  items; our voices are synthetic (exactly homophonous targets, so the acoustic controls are
+  cleaner than in real speech).
+- **The paper's Fig. 4 values are not drawn here.** The paper publishes its probe curves only as a
+  figure; its repository releases no result files (`probing/logistic_reg_probing.py` writes them
+  to the authors' local disk) and we have not read numbers off the figure. Compare our Whisper-base
+  curves with the paper's Fig. 4 by eye; no paper curve is plotted rather than an invented one.
+- **States probed.** The paper probes the outputs of layers 1..L (`probing/save_rep.py` keeps
+  `hidden_states[1:]`); we add the input to layer 1, named `input (0)` (section 2 says what it is).
+- **Probe details.** The paper fits `LogisticRegression(solver="liblinear")` on the raw features;
+  ours z-scores each feature on the training folds first (`standardize=True` in
+  `ctxmix_lite.probe.cross_validate_probe`; `False` is the paper's form) and uses lbfgs.
+
 In `SMOKE` mode, misrecognised items are kept so that every class has three items for 3-fold
 cross-validation; the numbers of a smoke run mean nothing.
 """),
@@ -65,10 +81,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import display
 
 from ctxmix_lite import probe, study
 from ctxmix_lite.exercises import nb06, use_solution
 from ctxmix_lite.paths import outputs_dir, savefig
+from ctxmix_lite.plotting import state_label
 
 torch.set_num_threads(THREADS)
 if SMOKE:
@@ -104,8 +122,19 @@ print(f"planted signal: {cv_accuracy(X, y, seed=SEED):.2f}   shuffled labels: "
 
 `run_study` stores, beside the cue-contribution scores, one vector per item, layer and component:
 the mean hidden state over the target's encoder frames, or over the decoder positions that predict
-the target's tokens. Layer 0 is the input to the first layer (the embeddings: a baseline that has
-seen no context mixing yet).
+the target's tokens. "Layer $l$" is the output of Transformer layer $l$ (layer 1 is the first);
+**"input (0)" is the input to layer 1**, and what it has already mixed depends on the architecture:
+
+- **Whisper encoder**: two 1-D convolutions over the log-mel frames (kernel 3, the second with
+  stride 2) and fixed sinusoidal positions. Each frame has seen ~5 log-mel frames (about 65 ms of
+  audio): local, shorter than a word — the cue's sound is not in the target's frames.
+- **Whisper decoder**: the token embedding plus a learned position embedding: no mixing at all,
+  each position holds its own token. (The positions that predict the target hold the token
+  *before* it — for an adjacent cue, the cue token itself: see section 5.)
+- **XLSR-53 / wav2vec2**: a CNN feature encoder (25 ms receptive field, 20 ms hop), a projection,
+  then a **convolutional positional embedding** (kernel 128 frames, 16 groups) added to every
+  frame. Each frame of the input to layer 1 has thus mixed about ±64 frames (±1.3 s) of context —
+  usually the cue and the target together. XLSR's `input (0)` is **not** free of context mixing.
 """),
     code(r"""
 items = study.course_items(DATA, N_ITEMS, smoke=SMOKE, seed=SEED, progress=False, checked_only=CHECKED_ONLY)
@@ -119,25 +148,36 @@ for (label, comp), d in res.probe.items():
     md(r"""
 ## 3 · The probe, layer by layer (Fig. 4 analogue)
 
-Accuracy against normalised depth (0 = embeddings, 1 = last layer), trained solid, random dashed,
-with the acoustic baselines: MFCCs of the **target** word alone (its own sound), of the **cue**
-word, and of the whole clip.
+Accuracy against normalised depth (0 = input to layer 1, 1 = output of the last layer), trained
+solid, random dashed, with the acoustic baselines: MFCCs of the **target** word alone (its own
+sound), of the **cue** word, and of the whole clip — printed below as measured, beside chance.
 """),
     code(r"""
 table = probe.probe_study(res, seed=SEED)
 ref = next(k for k in res.probe if k[1] == "encoder")
 analyses = res.probe[ref]["items"]
 yb = res.probe[ref]["y"]
-baselines = {}
-for span in ("target", "cue", "clip"):
-    Xa = probe.acoustic_features(items, analyses, span=span)
-    baselines[f"MFCC {span}"] = probe.cross_validate_probe(Xa, yb, seed=SEED)["accuracy"]
+acoustic = probe.acoustic_baselines(items, analyses, yb, seed=SEED)
+baselines = dict(zip(acoustic["features"], acoustic["accuracy"]))
+print("acoustic baselines (3-fold CV accuracy, mean ± sd over folds):")
+for r in acoustic.itertuples():
+    print(f"  {r.features:<12} {r.accuracy:.2f} ± {r.accuracy_std:.2f}   (chance {r.chance:.2f}, {r.n} items)")
+mt = acoustic.set_index("features").loc["MFCC target"]
+gap = mt["accuracy"] - mt["chance"]
+noise = max(mt["accuracy_std"], np.sqrt(mt["chance"] * (1 - mt["chance"]) / mt["n"]))  # fold sd or binomial sd
+verdict = ("within noise of chance" if abs(gap) <= 2 * noise else
+           "ABOVE chance: the target's own sound carries some number information here" if gap > 0 else
+           "below chance: small-sample noise (no sign of number in the target's sound)")
+print(f"MFCC of the target: {mt['accuracy']:.2f} vs chance {mt['chance']:.2f} "
+      f"(noise ~{noise:.2f}, {int(mt['n'])} items) -> {verdict}")
 fig, ax = plt.subplots(figsize=(8, 4.5))
 probe.plot_probe(table, baselines, ax=ax)
-ax.set_title("Number probe on the target (Fig. 4 analogue)")
+ax.set_title("Number probe on the target (Fig. 4 analogue; the paper's values are not drawn)")
 savefig(fig, "06_fig4_probe")
 plt.show()
-table.pivot_table(index="layer", columns=["model_label", "component"], values="accuracy").round(2)
+acc = table.pivot_table(index="layer", columns=["model_label", "component"], values="accuracy").round(2)
+acc.index = [state_label(l) for l in acc.index]
+acc
 """),
     md(r"""
 ## 4 · Controls
@@ -164,11 +204,47 @@ plt.show()
 best = table.sort_values("accuracy").iloc[-1]
 d = res.probe[(best["model_label"], best["component"])]
 shuf = probe.shuffled_label_control(d["X"][int(best["layer"])], d["y"], seed=SEED)
-print(f"best layer: {best['model_label']} {best['component']} layer {int(best['layer'])}: "
+print(f"best layer: {best['model_label']} {best['component']} {state_label(int(best['layer']))}: "
       f"accuracy {best['accuracy']:.2f}; with shuffled labels {shuf['accuracy']:.2f} (chance {shuf['chance']:.2f})")
 """),
     md(r"""
-## 5 · Decodability and cue contribution
+## 5 · By cue distance: adjacent vs non-adjacent cues
+
+The distance of an item is `target_index - cue_index` in words (with a two-word cue, its last
+word): 1 when the cue is right before the target (*les livres*), 2 or more when words come between
+(*les petits livres*, *ils en mangent*). The probe is run separately on each group, whatever
+distances the items have; a group with fewer than three items of a class is not probed (a note
+says so), and the counts behind every number are printed.
+
+What changes for the **decoder**: its probe reads the positions that *predict* the target, i.e.
+the token just before it. With an adjacent cue that position **is** the cue token — its own
+embedding already says *le* or *les*, so number is decodable from `input (0)` on and the probe
+says little about mixing. With a distant cue that position is an intervening word; number must
+then come from earlier tokens through the decoder's self-attention — unless the intervening word
+is itself spelled for number (*petits*), which the teacher-forced transcript shows the decoder.
+The **encoder** side changes less: the target's frames are further from the cue's frames, so a
+local (diagonal) head no longer reaches the cue in one step.
+"""),
+    code(r"""
+by_dist, dist_counts = probe.probe_by_distance(res, items, seed=SEED)
+print(dist_counts.to_string(index=False))
+if by_dist.empty:
+    print("no distance group has enough items of each class to probe")
+else:
+    groups = list(dict.fromkeys(by_dist["distance_group"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.2), sharey=True, squeeze=False)
+    for ax, gname in zip(axes[0], groups):
+        g = by_dist[by_dist["distance_group"] == gname]
+        probe.plot_probe(g, ax=ax)
+        ax.set_title(f"cue distance {gname}: {int(g['n'].iloc[0])} items")
+    savefig(fig, "06_probe_by_distance")
+    plt.show()
+    piv = by_dist.pivot_table(index="layer", columns=["distance_group", "model_label", "component"], values="accuracy").round(2)
+    piv.index = [state_label(l) for l in piv.index]
+    display(piv)
+"""),
+    md(r"""
+## 6 · Decodability and cue contribution
 
 Does number become decodable where the target reads the cue? For each model and component, the
 probe accuracy after layer $l$ beside the cue contribution (value zeroing) of layer $l$'s mixing.
@@ -188,7 +264,7 @@ plt.show()
 corr
 """),
     md(r"""
-## 6 · The paper's findings beside ours
+## 7 · The paper's findings beside ours
 """),
     code(r"""
 cmp = study.paper_comparison(summary, RUNS, probe_results=table)
@@ -199,10 +275,15 @@ cmp
     md(r"""
 ## Wrap-up
 
-- The target's own audio does not tell singular from plural (minimal pairs, MFCC of the target at
-  chance), so a probe that decodes number from the target's representation reads mixed-in context.
-- In the decoder the answer is almost written already: the positions that predict the target have
-  just read the cue token.
+- The minimal pairs show how close the two members' target sounds are, and the MFCC-of-target
+  probe is printed beside chance in section 3: where it is near chance, the target's own audio
+  does not tell singular from plural, and a probe that decodes number from the target's
+  representation reads mixed-in context. (Check the printed numbers: with other voices or real
+  recordings, prosody or coarticulation can leak number into the target's sound.)
+- XLSR's `input (0)` has already mixed about ±1.3 s of context through its convolutional
+  positional embedding: a high probe there is context mixing before layer 1, not acoustics.
+- In the decoder, for adjacent cues, the answer is almost written already: the position that
+  predicts the target *is* the cue token. Section 5 separates the items where it is not.
 - Decodability and cue contribution need not rise together: a layer can mix the cue in (cue
   contribution) before the number becomes *linearly* separable, or keep it decodable after the
   mixing has moved elsewhere.
@@ -211,7 +292,7 @@ To think about:
 
 1. Why normalise depth instead of comparing layer indices across models?
 2. The random models are well above chance in some layers. Where can number information come from
-   in a model that never learnt anything? (Hint: the cue's frames are next to the target's.)
+   in a model that never learnt anything? (Hints: the cue's frames are next to the target's; XLSR's positional convolution spans ±1.3 s.)
 """),
 ]
 

@@ -28,8 +28,8 @@ intervention: silence a word's audio and see whether the target's probability dr
 **Learning goals**
 
 - compute gradient × input and integrated gradients of the target word's probability with respect
-  to Whisper's log-mel input, and a value-zeroing rollout from the target's decoder rows back to
-  input time, for the same item, side by side on the waveform;
+  to Whisper's log-mel input, and this course's value-zeroing rollout from the target's decoder
+  rows back to input time, for the same item, side by side on the waveform;
 - pool time series into words (you write it) and test every method against a **blank-out**
   deletion profile (faithfulness);
 - separate what the encoder contributes (silence the cue's *audio*) from what the decoder
@@ -38,9 +38,10 @@ intervention: silence a word's audio and see whether the target's probability dr
     md(r"""
 ## What runs here (and how it differs from the paper)
 
-Whisper-base (packaged weights) on the synthetic French items of notebooks 05–06; the paper's
-Whisper was medium and its speech Common Voice. The attribution methods and the blank-out test are
-this course's extension of the study (the paper's own code has a cue blank-out evaluation).
+Whisper-base (packaged weights) on the synthetic French items of notebooks 05–06. The paper
+studied Whisper-base, -small and -medium (its cue-contribution figures show Whisper-medium) on
+Common Voice. The attribution methods and the blank-out test are this course's extension of the
+study (the paper's own code has a cue blank-out evaluation).
 
 - $f$ = the probability of the target word (product over its subword tokens) given the audio and
   the teacher-forced transcript before it (the trained model's own transcription).
@@ -48,8 +49,22 @@ this course's extension of the study (the paper's own code has a cue blank-out e
   the waveform → log-mel step is numpy preprocessing), summed over mel bins.
 - Integrated gradients start from the features of *silence* (an all-zero waveform of the clip's
   length); the completeness gap $\sum a - (f(x) - f(x'))$ is printed — it shrinks with `IG_STEPS`.
-- The value-zeroing rollout covers the clip's frames (Whisper's padding left out), in chunks of
-  `VZ_CHUNK` × 20 ms.
+- **"VZ rollout" is this course's own construction**, not a method of the paper or of the
+  value-zeroing papers. It rolls the encoder's value-zeroing matrices out through the encoder
+  layers in the authors' value-zeroing form (a plain product, no identity added — their
+  `res=False`; `ctxmix_lite.rollout`, form `"plain"`), then reads them from the target's decoder
+  rows through the cross-attention value-zeroing rows **averaged over the decoder layers**:
+  $a = \big(\tfrac1L \sum_l c_l\big)\, R_{\text{enc}}$. It **ignores**:
+  - the decoder's **self-attention**: what the target's rows take from earlier tokens — the cue
+    token included — is dropped, and each cross-attention row is renormalised over the speech;
+    yet notebook 05 and section 5 below find that Whisper settles number mostly in the decoder;
+  - the **order of the decoder layers** (a plain mean, not a chain through them) and the residual
+    stream around each cross-attention block;
+  - Whisper's padding frames (the clip's frames only, in chunks of `VZ_CHUNK` × 20 ms).
+- **Each faithfulness correlation rests on a handful of words**: a clip's words minus the
+  target — a few numbers per item on our short sentences. The number of words behind each
+  correlation is printed; read a Spearman ρ on 4 words as a rough rank agreement (with 4 words,
+  ρ = 1 happens by chance 1 time in 24), not as a measurement.
 """),
     code(r"""
 MODEL = "openai/whisper-base"     # Whisper (trained: packaged weights)
@@ -170,7 +185,8 @@ for r in results:
     al = it["alignment"]
     dele = A.word_deletion(model, proc, r["audio"], al, r["ids"], r["pos"])
     words = {m: word_attribution(r[key].scores, r[key].times, r[key].step, al)
-             for m, key in (("gradient x input", "gxi"), ("integrated gradients", "ig"), ("value-zeroing rollout", "vz"))}
+             for m, key in (("gradient x input", "gxi"), ("integrated gradients", "ig"),
+                            ("VZ rollout (course construction)", "vz"))}
     f = A.faithfulness(words, dele, exclude=[u.target])
     f.insert(0, "item", it["item_id"])
     rows.append(f)
@@ -180,6 +196,9 @@ for r in results:
     print(it["transcription"])
     print(show.round(4).to_string(index=False), "\n")
 faith = pd.concat(rows, ignore_index=True)
+print(f"{len(faith)} correlations over {faith['item'].nunique()} item(s); words per correlation: "
+      f"{sorted(set(faith['n_words'].tolist()))} (a handful: read them as rough rank agreements)")
+print(faith.groupby("method")[["spearman"]].agg(["mean", "count"]).round(2).to_string())
 faith
 """),
     md(r"""
@@ -213,8 +232,12 @@ interventions.round(4)
 - Gradient-based attribution of a confident output is often *saturated*: at $p \approx 1$ the
   gradient is tiny and its sign unstable; integrated gradients fix the scale (completeness) but
   need enough steps.
-- Value-zeroing rollout describes *mixing*, not sensitivity; it is non-negative and sums to 1 over
-  the clip — compare where its mass goes with the deletion profile.
+- The VZ rollout (the course's construction) describes *mixing*, not sensitivity; it is
+  non-negative and sums to 1 over the clip — compare where its mass goes with the deletion
+  profile. It leaves out the decoder's self-attention, where Whisper does most of its number
+  agreement, so it can only show what the target's rows read from the *audio*.
+- Every correlation here rests on a few words of a few items (the counts are printed): a
+  pattern across items, not one ρ, is what to look for.
 - Silencing the cue's audio barely moves $p(\text{target})$ when the decoder is teacher-forced on
   the right cue token, while replacing that token collapses it: in Whisper the number agreement is
   done by the **decoder**, reading the cue token — the paper's Fig. 2 finding, seen causally.

@@ -95,6 +95,25 @@ def test_vz_rollout_is_a_distribution_over_the_clip(tiny, item):
     assert vz.scores.sum() == pytest.approx(1.0, abs=1e-5)  # rolled-out rows and cross rows sum to 1
     assert vz.times[-1] < len(audio) / 16000 + 0.08  # speech frames only, no padding
     np.testing.assert_allclose(vz.extra["encoder_rollout"].sum(-1), 1.0, atol=1e-5)
+    # the encoder part is the authors' value-zeroing rollout (res=False): a plain product of the
+    # row-normalised layer matrices, written out here directly
+    E = vz.extra["encoder_layers"].astype(np.float64)
+    E = E / E.sum(-1, keepdims=True)
+    R = E[0]
+    for l in range(1, len(E)):
+        R = E[l] @ R
+    np.testing.assert_allclose(vz.extra["encoder_rollout"], R, atol=1e-5)
+    np.testing.assert_allclose(vz.scores, vz.extra["cross"] @ vz.extra["encoder_rollout"], atol=1e-6)
+
+
+def test_faithfulness_reports_how_many_words_each_correlation_uses():
+    import pandas as pd
+
+    dele = pd.DataFrame(dict(drop=[0.5, 0.1, 0.3, 0.9, 0.0]))
+    f = A.faithfulness({"m": [5.0, 1.0, 3.0, 9.0, 0.0]}, dele, exclude=[3])
+    assert int(f["n_words"].iloc[0]) == 4
+    assert f["spearman"].iloc[0] == pytest.approx(1.0)
+    assert bool(f["same_top_word"].iloc[0])
 
 
 def test_word_scores_sum_over_spans():

@@ -28,6 +28,48 @@ def test_cad_reference_values():
     assert float(P.cad(torch.eye(T).flip(-1))) < 0.5
 
 
+def _vertical(T, k, width=1):
+    v = torch.zeros(T, T, dtype=torch.float64)
+    v[:, k : k + width] = 1.0 / width
+    return v
+
+
+def test_cad_cannot_single_out_vertical_heads_but_verticality_does():
+    T = 61
+    diag = torch.eye(T, dtype=torch.float64)
+    unif = torch.full((T, T), 1.0 / T, dtype=torch.float64)
+    v_mid = _vertical(T, T // 2)
+    # the column whose stripe scores what uniform attention scores (CAD rises from 1/2 at the edge)
+    cads = torch.stack([P.cad(_vertical(T, k)) for k in range(T // 2 + 1)])
+    k_eq = int((cads - P.cad(unif)).abs().argmin())
+    v_eq = _vertical(T, k_eq)
+    # CAD: a mid-clip stripe scores ~3/4, *above* uniform (~2/3); another stripe ties with uniform
+    assert float(P.cad(v_mid)) == pytest.approx(0.75, abs=0.01)
+    assert float(P.cad(v_mid)) > float(P.cad(unif))
+    assert abs(float(P.cad(v_eq)) - float(P.cad(unif))) < 0.01
+    # verticality: 0 for uniform and for diagonal, 1 for any single stripe
+    assert float(P.verticality(unif)) == pytest.approx(0.0, abs=1e-12)
+    assert float(P.verticality(diag)) == pytest.approx(0.0, abs=1e-12)
+    for v in (v_mid, v_eq, _vertical(T, 0)):
+        assert float(P.verticality(v)) == pytest.approx(1.0, abs=1e-12)
+    # a 3-column stripe: 1 - log 3 / log T by hand; top_column_share of the 3 columns is 1
+    v3 = _vertical(T, 10, width=3)
+    assert float(P.verticality(v3)) == pytest.approx(1 - math.log(3) / math.log(T), abs=1e-12)
+    assert float(P.top_column_share(v3, k=3)) == pytest.approx(1.0)
+    assert float(P.top_column_share(unif)) == pytest.approx(1 / T)
+    # a half-vertical head (half of every row on one column, half on the diagonal) lies in between
+    half = 0.5 * diag + 0.5 * v_mid
+    assert 0.1 < float(P.verticality(half)) < 0.9
+    # batched, against a direct entropy computation on random maps
+    A = random_maps(4, 9, seed=2)
+    c = A.double().mean(-2)
+    ref = 1 + (c * c.log()).sum(-1) / math.log(9)
+    assert torch.allclose(P.verticality(A), ref, atol=1e-12)
+    assert torch.allclose(P.column_mass(A).sum(-1), torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="k must be"):
+        P.top_column_share(A, k=10)
+
+
 def test_cad_matches_brute_force_integral():
     A = random_maps(4, 13)
     assert torch.allclose(P.cad(A), P.cad_numeric(A, n_points=40001), atol=2e-4)

@@ -136,3 +136,17 @@ def test_layer_heatmap_first_layer_at_bottom():
     # the text in the cell of (layer 2, Value Zeroing) says 0.60
     cell = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
     assert cell[(1, 2)] == "0.60" and cell[(0, 0)] == "0.10"
+
+
+def test_layer_names_one_convention():
+    assert plotting.layer_label(0) == "layer 1"
+    assert plotting.layer_label(5, "encoder") == "encoder layer 6"
+    assert plotting.layer_options(3) == [("layer 1", 0), ("layer 2", 1), ("layer 3", 2)]
+    assert plotting.state_label(0) == "input (0)"
+    assert plotting.state_label(6) == "layer 6"  # hidden state 6 = the output of layer 6
+    with pytest.raises(ValueError):
+        plotting.layer_label(-1)
+    with pytest.raises(ValueError):
+        plotting.state_label(-1)
+    with pytest.raises(ValueError):
+        plotting.layer_options(0)

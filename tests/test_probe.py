@@ -176,3 +176,59 @@ def test_minimal_pairs_and_acoustic_features():
         assert probe.acoustic_features(items, an, span=span).shape == (4, 26)
     with pytest.raises(ValueError, match="span"):
         probe.acoustic_features(items, an, span="word")
+
+
+def test_probe_layers_names_states():
+    rng = np.random.default_rng(0)
+    y = np.array(["singular", "plural"] * 10)
+    df = probe.probe_layers(rng.standard_normal((3, 20, 4)), y)
+    assert list(df["layer_name"]) == ["input (0)", "layer 1", "layer 2"]
+
+
+def _distance_items(distances):
+    """Items whose alignment puts the target ``d`` words after the cue (and one Det_Noun_Verb)."""
+    items = []
+    for k, d in enumerate(distances):
+        words = [dict(start=0.1 * i, end=0.1 * i + 0.1, word=f"w{i}") for i in range(d + 3)]
+        items.append(dict(item_id=f"i{k}", alignment=words, cue_index=1, target_index=1 + d, target_index_2=-1,
+                          label="singular" if k % 2 else "plural", template="Det_Noun"))
+    return items
+
+
+def test_cue_distances_and_probe_by_distance_degrade_gracefully(capsys):
+    import types
+
+    import pandas as pd
+
+    from ctxmix_lite.study import ModelRun
+
+    dist = [1] * 40 + [3] * 4 + [2] * 2  # 40 adjacent, 6 non-adjacent (3 + 3 labels)
+    items = _distance_items(dist)
+    items.append(dict(item_id="dnv", alignment=[dict(start=0.1 * i, end=0.1 * i + 0.1, word=f"w{i}") for i in range(5)],
+                      cue_index=0, target_index=2, target_index_2=3, label="plural", template="Det_Noun_Verb"))
+    an = pd.DataFrame(dict(base_item=[it["item_id"] for it in items[:-1]] + ["dnv", "dnv"],
+                           use=["main"] * (len(items) - 1) + ["noun", "verb"]))
+    d = probe.cue_distances(items, an)
+    # by hand: target - nearest cue word; Det_Noun_Verb: det -> noun 2 words, det+noun -> verb 1 word
+    assert d.tolist() == dist + [2, 1]
+    y = np.array([it["label"] for it in items[:-1]] + ["plural", "plural"])
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((2, len(y), 5))
+    X[1, :, 0] += 4 * (y == "plural")
+    res = types.SimpleNamespace(runs=[ModelRun("openai/whisper-base", "trained")],
+                                probe={("w (trained)", "encoder"): dict(X=X, y=y, items=an)})
+    table, counts = probe.probe_by_distance(res, items)
+    assert set(table["distance_group"]) == {"adjacent (1)", "non-adjacent (>=2)"}
+    adj = counts[counts["distance_group"] == "adjacent (1)"].iloc[0]
+    assert adj["n"] == 41 and adj["distances"] == {1: 41}
+    non = counts[counts["distance_group"] == "non-adjacent (>=2)"].iloc[0]
+    assert non["n"] == 7 and non["distances"] == {2: 3, 3: 4}
+    assert table.loc[(table["distance_group"] == "adjacent (1)") & (table["layer"] == 1), "accuracy"].item() > 0.9
+    # a group that is too small is skipped with a note, not silently
+    small = {"adjacent (1)": lambda x: x == 1, "far (>=3)": lambda x: x >= 3}
+    table, counts = probe.probe_by_distance(res, items, groups=small)
+    assert set(table["distance_group"]) == {"adjacent (1)"}
+    assert "far (>=3)" in capsys.readouterr().out
+    # no item at all in a group
+    table, counts = probe.probe_by_distance(res, items, groups={"far (>=9)": lambda x: x >= 9})
+    assert table.empty and counts["n"].tolist() == [0]

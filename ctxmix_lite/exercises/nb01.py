@@ -23,6 +23,7 @@ import torch
 
 from ctxmix_lite import layer as L
 from ctxmix_lite.exercises import case, check_function
+from ctxmix_lite.plotting import layer_label
 
 SENTENCE = "Elle a perdu les livres dans le train."
 WHISPER_PREFIX = ("<|startoftranscript|>", "<|fr|>", "<|transcribe|>", "<|notimestamps|>")
@@ -154,8 +155,9 @@ def exercise_data(whisper_records: Sequence[L.LayerIO], post_ln_records: Sequenc
         x_enc=re_.hidden_states[0, :n_frames].clone(), w_enc=L.extract_weights(re_.module),
         x_dec=rd.hidden_states[0].clone(), enc_out=enc_out.clone(), w_dec=L.extract_weights(rd.module),
         x_post=rp.hidden_states[0].clone(), w_post=L.extract_weights(w_post),
-        description=(f"Whisper encoder layer {enc_layer} ({n_frames} frames), decoder layer {dec_layer} "
-                     f"({rd.hidden_states.shape[1]} tokens), {rp.layer_type} layer 0"),
+        description=(f"Whisper {layer_label(enc_layer, 'encoder')} ({n_frames} frames), "
+                     f"{layer_label(dec_layer, 'decoder')} ({rd.hidden_states.shape[1]} tokens), "
+                     f"{rp.layer_type} {layer_label(0)}"),
     )
 
 
@@ -574,7 +576,8 @@ def check_pre_ln_layer(fn, data: Optional[ExerciseData] = None, strict=None) -> 
 
 def real_layer_table(records: Sequence[L.LayerIO], model_label: str, float64: bool = True) -> list:
     """:func:`ctxmix_lite.layer.compare_with_transformers` rows, tagged with the model's label and
-    ``layer``: the layer's index within its own stack (Whisper: encoder 0-5, decoder 0-5)."""
+    ``layer``: the layer's 0-based index within its own stack (Whisper: encoder 0-5, decoder 0-5);
+    :func:`print_real_layer_table` prints it 1-based ("layer 1" = the first)."""
     rows, seen = [], {}
     for row in L.compare_with_transformers(records, float64=float64):
         row["layer"] = seen.get(row["layer_type"], 0)  # index within its stack (encoder / decoder)
@@ -590,7 +593,7 @@ def print_real_layer_table(rows: Sequence[dict]) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['model']:<28} {r['layer_type']:<36} {r['layer']:>2} {r['max_abs_diff']:9.1e} "
+        print(f"{r['model']:<28} {r['layer_type']:<36} {r['layer'] + 1:>2} {r['max_abs_diff']:9.1e} "
               f"{r['max_abs_out']:8.1f} {r['scaled_diff']:8.1e} {r.get('f64_vs_transformers', math.nan):8.1e} "
               f"{r.get('f64_vs_ours', math.nan):8.1e}")
 

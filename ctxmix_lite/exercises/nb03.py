@@ -22,6 +22,7 @@ import torch
 from ctxmix_lite.attention_norm import attention_norm as _attention_norm
 from ctxmix_lite.capture_types import LayerCapture
 from ctxmix_lite.exercises import case, check_function
+from ctxmix_lite.plotting import layer_label
 
 __all__ = ["attention_norm", "as_capture", "exercise_cases", "check_attention_norm", "spearman", "default_capture"]
 
@@ -114,13 +115,13 @@ def exercise_cases(capture, n_queries: int = 80, n_keys: int = 240, enc_layer: i
     nq, nk = min(n_queries, e.weights.shape[1]), min(n_keys, e.weights.shape[2])
     cases = [
         case(e.weights[:, :nq, :nk].clone(), e.values[:, :nk].clone(), e.W_O.clone(),
-             label=f"Whisper encoder layer {enc_layer}: {nq} query x {nk} key frames"),
+             label=f"Whisper {layer_label(enc_layer, 'encoder')}: {nq} query x {nk} key frames"),
         case(e.weights[:, :nq, :nk].clone(), e.values[:, :nk].clone(), e.W_O.clone(), per_head=True,
              label="the same, per_head=True"),
         case(d.weights.clone(), d.values.clone(), d.W_O.clone(),
-             label=f"Whisper decoder self-attention layer {dec_layer} (causal, {d.weights.shape[1]} tokens)"),
+             label=f"Whisper decoder self-attention {layer_label(dec_layer)} (causal, {d.weights.shape[1]} tokens)"),
         case(x.weights[:, :, :nk].clone(), x.values[:, :nk].clone(), x.W_O.clone(),
-             label=f"Whisper cross-attention layer {dec_layer}: tokens -> {nk} frames"),
+             label=f"Whisper cross-attention {layer_label(dec_layer)}: tokens -> {nk} frames"),
         case(x.weights[:, :, :nk].clone(), x.values[:, :nk].clone(), x.W_O.clone(), per_head=True,
              label="cross-attention, per_head=True"),
     ]

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import torch
 
 from ctxmix_lite.exercises import case, check_function
+from ctxmix_lite.plotting import layer_label
 from ctxmix_lite.measure_utils import normalize_rows
 from ctxmix_lite.value_zeroing import value_zeroing
 
@@ -83,10 +84,10 @@ def exercise_cases(capture, spans: Sequence, target_rows: Sequence, enc_layer: i
         lo = max(0, min(centre - max_spans // 2, len(sp) - max_spans))
         sp = sp[lo: lo + max_spans]
     cases = [
-        case(d, label=f"Whisper decoder self-attention layer {dec_layer}: every token (causal)"),
+        case(d, label=f"Whisper decoder self-attention {layer_label(dec_layer)}: every token (causal)"),
         case(e, spans=sp, rows=list(target_rows),
-             label=f"Whisper encoder layer {enc_layer}: {len(target_rows)} target frames x {len(sp)} word spans"),
-        case(x, spans=sp, label=f"Whisper cross-attention layer {dec_layer}: tokens x {len(sp)} word spans"),
+             label=f"Whisper {layer_label(enc_layer, 'encoder')}: {len(target_rows)} target frames x {len(sp)} word spans"),
+        case(x, spans=sp, label=f"Whisper cross-attention {layer_label(dec_layer)}: tokens x {len(sp)} word spans"),
     ]
     for c in cases:
         c.reference = _expected
