@@ -180,10 +180,35 @@ def watched_kernel_manager_class(watch: "Watch", ipc: bool = True):
     from jupyter_client.channels import AsyncZMQSocketChannel
     from traitlets import Type
 
+    from queue import Empty
+
     class WatchedChannel(AsyncZMQSocketChannel):
         async def get_msg(self, timeout=None):
+            """jupyter_client's ``get_msg``, but the wait is cut into slices of
+            ``watch.poll_slice`` s, each ending with pyzmq's level check of the socket.
+
+            zmq sockets wake asyncio through an edge-triggered descriptor. nbclient *sends* on
+            the shell socket while another coroutine waits on it (an ``Output`` widget's state
+            is echoed to the kernel as ``comm_msg`` requests), and a send consumes that edge: a
+            reply that arrived meanwhile is never signalled, and jupyter_client's single
+            ``poll(timeout)`` -- the cell timeout, or forever on iopub -- waits with a message
+            sitting in the socket. The root cause of issue 12's hang; see the README."""
             watch.loop = asyncio.get_running_loop()
-            msg = await super().get_msg(timeout=timeout)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            slice_s = watch.poll_slice
+            while True:
+                wait = slice_s if deadline is None else max(0.0, deadline - time.monotonic())
+                if slice_s > 0:
+                    wait = min(wait, slice_s)
+                t0 = time.monotonic()
+                ready = await self.socket.poll(None if wait == float("inf") else int(wait * 1000))
+                if ready:
+                    if slice_s > 0 and time.monotonic() - t0 >= 0.95 * slice_s:
+                        watch.late_wakeups += 1  # found by the level check, not the wake-up
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Empty
+            msg = await self._recv()
             watch.message(msg)
             return msg
 
@@ -248,6 +273,11 @@ class Watch:
         self.loop = None
         self.last_message = time.monotonic()
         self.messages = 0
+        # see WatchedChannel.get_msg; CTXMIX_CLIENT_POLL_SLICE=0 restores jupyter_client's wait
+        self.poll_slice = float(os.environ.get("CTXMIX_CLIENT_POLL_SLICE", "") or 1.0)
+        if self.poll_slice <= 0:
+            self.poll_slice = float("inf")
+        self.late_wakeups = 0
         self.cell = None  # (index, id, first source line)
         self.cell_started = None
         self.verdict = None  # set when the watchdog killed the kernel
@@ -348,7 +378,8 @@ class Watch:
 
     def _fire(self, pid: int, verdict: str):
         parts = [f"{self.notebook}: {verdict}", f"load average: {os.getloadavg()}",
-                 f"messages received: {self.messages}", self._client_pending(), "",
+                 f"messages received: {self.messages} ({self.late_wakeups} found only by the "
+                 f"periodic level check: lost wake-ups)", self._client_pending(), "",
                  "kernel process tree:"]
         for p in [pid] + descendants(pid):
             parts.append(describe_process(p))

@@ -12,6 +12,15 @@ the exercises, so that everything downstream runs -- unless ``--no-solutions`` (
 the checks then report what is not done yet and the notebook stops there). Only parameters that a
 notebook declares in its ``parameters`` cell are injected. The run stops at the first failing
 notebook and shows the failing cell's error (``--keep-going`` runs the rest first).
+
+A run cannot hang: a watchdog (``scripts/kernel_watchdog.py``) kills a kernel that stalls -- no
+message for ``--stall-timeout`` s (``CTXMIX_STALL_TIMEOUT``, default 180) while the kernel and its
+children use no CPU -- or whose cell runs past ``--timeout`` s, writes ``NAME.stallN.txt`` beside
+the executed notebook, and runs the notebook once more (``--retries``, ``CTXMIX_RUN_RETRIES``);
+if every attempt stalls the run fails naming the notebook and the cell. See the README, "What
+`make run` produces".
+
+Checked (issue 12's "done when"): LOOPDOC
 """
 from __future__ import annotations
 
@@ -127,6 +136,9 @@ def execute(path: Path, output: Path, parameters: dict, kernel: str = None,
         result, watch = _execute_watched(path, output, parameters, kernel, timeout, progress,
                                          log_output, stall_timeout, idle_cpu)
         if watch.verdict is None:
+            if watch.late_wakeups:
+                log(f"    ({watch.late_wakeups} kernel message(s) reached the client only through "
+                    f"its periodic re-check: lost wake-ups, recovered)")
             if isinstance(result, BaseException):
                 raise result
             if attempts:

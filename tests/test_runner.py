@@ -167,3 +167,22 @@ def test_tree_cpu_counts_children_and_limits_are_checked(monkeypatch):
     monkeypatch.setenv("CTXMIX_RUN_RETRIES", "x")
     with pytest.raises(ValueError, match="CTXMIX_RUN_RETRIES"):
         rn.execute(Path("nothing.ipynb"), Path("/tmp/x.ipynb"), {})
+
+
+def test_output_widget_cells_do_not_lose_replies(tmp_path):
+    """Issue 12's hang. Each cell prints into an ipywidgets ``Output``; nbclient echoes the
+    widget's state to the kernel as ``comm_msg`` requests on the shell socket while it waits on
+    that socket, which can swallow the socket's wake-up: the reply then sits unread and a plain
+    jupyter_client client waits for the whole cell timeout (reproduced: 80 such cells stalled on
+    2 of 2 runs with ipykernel 7.4.0 and 7.3.0 under load, with the periodic re-check off).
+    With the runner's channels the run finishes without a stall. (Probabilistic: on a quiet
+    machine the unfixed client may also pass; under load it fails.)"""
+    pytest.importorskip("ipywidgets")
+    cells = ["import ipywidgets as W\nfrom IPython.display import display"] + [
+        f"o = W.Output()\ndisplay(o)\nwith o:\n    print({k})" for k in range(60)]
+    src = make_notebook(tmp_path / "widgets.ipynb", cells)
+    logged = []
+    nb = rn.execute(src, tmp_path / "widgets_out.ipynb", {}, kernel="python3", timeout=300,
+                    stall_timeout=20, retries=0, log=logged.append)
+    assert not any("stalled" in line for line in logged), logged
+    assert len(nb.cells) == 61
