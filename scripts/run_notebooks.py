@@ -137,8 +137,8 @@ def execute(path: Path, output: Path, parameters: dict, kernel: str = None,
                                          log_output, stall_timeout, idle_cpu)
         if watch.verdict is None:
             if watch.late_wakeups:
-                log(f"    ({watch.late_wakeups} kernel message(s) reached the client only through "
-                    f"its periodic re-check: lost wake-ups, recovered)")
+                log(f"    ({watch.late_wakeups} kernel message(s) picked up by the client's "
+                    f"once-a-second re-check, not by a wake-up)")
             if isinstance(result, BaseException):
                 raise result
             if attempts:

@@ -119,17 +119,17 @@ def test_cell_past_its_timeout_is_killed_even_when_busy(tmp_path):
 
 
 def test_long_busy_silent_cell_is_not_killed(tmp_path):
-    # ~12 s of pure computation with no output: three times the stall timeout. The watchdog
-    # must see the kernel's CPU time grow and leave it alone.
+    # 20 s of computation with no output: four times the stall timeout. The watchdog must see
+    # the kernel's CPU time grow and leave it alone (even starved by a loaded machine: the
+    # threshold is set low, an idle kernel uses ~0.01 s in 5 s).
     src = make_notebook(tmp_path / "busy.ipynb", [
-        "import time\nt = time.process_time()\nn = 0\n"
-        "while time.process_time() - t < 12:\n    n += 1\n",
+        "import time\nt = time.time()\nn = 0\nwhile time.time() - t < 20:\n    n += 1\n",
         "print('finished', n > 0)"])
     out = tmp_path / "busy_out.ipynb"
     logged = []
-    nb = rn.execute(src, out, {}, kernel="python3", timeout=600, stall_timeout=4, retries=0,
-                    log=logged.append)
-    assert logged == []
+    nb = rn.execute(src, out, {}, kernel="python3", timeout=600, stall_timeout=5, retries=0,
+                    idle_cpu=0.05, log=logged.append)
+    assert not any("stalled" in line for line in logged), logged
     assert "finished True" in "".join(o.get("text", "") for o in nb.cells[1].outputs)
 
 
@@ -141,7 +141,7 @@ def test_failing_cell_is_reported_not_retried(tmp_path):
     with pytest.raises(PapermillExecutionError):
         rn.execute(src, tmp_path / "err_out.ipynb", {}, kernel="python3", timeout=60,
                    stall_timeout=5, retries=1, log=logged.append)
-    assert logged == []
+    assert not any("attempt" in line for line in logged), logged
 
 
 def test_tree_cpu_counts_children_and_limits_are_checked(monkeypatch):
