@@ -131,6 +131,8 @@ def execute(path: Path, output: Path, parameters: dict, kernel: str = None,
         raise ValueError(f"retries must be >= 0, got {retries}")
     log = log or (lambda text: print(text, flush=True))
     output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in output.parent.glob(f"{output.stem}.stall*.txt"):  # an earlier run's reports
+        stale.unlink()
     attempts = []
     for attempt in range(1, retries + 2):
         result, watch = _execute_watched(path, output, parameters, kernel, timeout, progress,
