@@ -19,6 +19,11 @@
 #   WORKERS          pytest-xdist workers                         (2)
 #   PYTEST_ARGS      more pytest arguments                        ()
 #   RUN_ARGS         more scripts/run_notebooks.py arguments      (e.g. "--only 03" or "--smoke")
+#   LOCK             the exact versions to install (requirements/lock-pyXY.txt for the Python in
+#                    use; `LOCK=` installs the newest releases within pyproject.toml's ranges)
+#
+# Locked installs: `make lock` re-writes the lock from the venv's tested versions;
+# `make test-latest` tests the newest releases within the ranges in .venv-latest (drift check).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -31,15 +36,23 @@ PYTEST_ARGS ?=
 RUN_ARGS ?=
 KERNEL := ctxmix
 STAMP := $(VENV)/.ctxmix-installed
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null)
+LOCK ?= requirements/lock-py$(PYVER).txt
+LOCKED := $(if $(LOCK),$(wildcard $(LOCK)))
+PIP_INSTALL_ARGS ?=
+LATEST_VENV ?= .venv-latest
+UV_SPEC ?= uv==0.13.9
 
 export TORCH_SPEC TORCH_INDEX_URL
 
 .DEFAULT_GOAL := help
-.PHONY: help install system data run test lab bench clean clean-all
+.PHONY: help install system data run test lab bench clean clean-all lock test-latest
 
 help:
 	@echo "make run    build the offline data and execute every notebook (outputs/notebooks, outputs/figures)"
 	@echo "make test   run the full test suite (notebooks included, smoke parameters)"
+	@echo "make test-latest  the test suite on the newest releases within pyproject's ranges (.venv-latest)"
+	@echo "make lock   re-write requirements/lock-pyXY.txt from the versions installed in the venv"
 	@echo "make lab    open JupyterLab on notebooks/"
 	@echo "make bench  run the benchmarks in bench/"
 	@echo "make clean  remove outputs/, data/build/ and Python caches (keeps .venv; 'make clean-all' removes it too)"
@@ -50,11 +63,11 @@ $(PY):
 	@$(PYTHON) -m venv $(VENV) || { echo "Creating $(VENV) failed. On Debian/Ubuntu: sudo apt-get install -y python3-venv"; rm -rf $(VENV); exit 1; }
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml $(LOCKED) | $(PY)
 	@echo "== torch"
-	$(PY) scripts/install_torch.py
-	@echo "== the course package with extras $(EXTRAS)"
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(if $(LOCKED),PIP_CONSTRAINT=$(abspath $(LOCKED))) $(PY) scripts/install_torch.py
+	@echo "== the course package with extras $(EXTRAS), $(if $(LOCKED),the exact versions of $(LOCKED),the newest releases within pyproject.toml's ranges$(if $(LOCK), (no $(LOCK) for this Python)))"
+	$(PY) -m pip install --quiet $(PIP_INSTALL_ARGS) $(if $(LOCKED),-c $(LOCKED)) -e ".[$(EXTRAS)]"
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (ctxmix)"
 	@touch $@
 
@@ -73,6 +86,18 @@ run: data
 
 test: system
 	CTXMIX_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -n $(WORKERS) --dist loadgroup -ra --durations=15 $(PYTEST_ARGS)
+
+# Re-write the lock from the versions installed in $(VENV) (after testing them), e.g. after
+# `make test-latest`: `make lock VENV=.venv-latest`. Resolved by uv on this Python only.
+lock: | $(PY)
+	$(PY) -m pip install --quiet "$(UV_SPEC)"
+	$(PY) scripts/make_lock.py --uv $(VENV)/bin/uv -o requirements/lock-py$(PYVER).txt
+
+# Drift check: the newest releases within pyproject.toml's ranges (no lock; torch still from
+# scripts/install_torch.py), re-resolved on every call, then the whole test suite.
+test-latest:
+	rm -f $(LATEST_VENV)/.ctxmix-installed
+	$(MAKE) test VENV=$(LATEST_VENV) LOCK= PIP_INSTALL_ARGS="--upgrade --upgrade-strategy eager"
 
 # ---- extras --------------------------------------------------------------------------------
 lab: system

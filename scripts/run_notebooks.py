@@ -12,6 +12,15 @@ the exercises, so that everything downstream runs -- unless ``--no-solutions`` (
 the checks then report what is not done yet and the notebook stops there). Only parameters that a
 notebook declares in its ``parameters`` cell are injected. The run stops at the first failing
 notebook and shows the failing cell's error (``--keep-going`` runs the rest first).
+
+A run cannot hang: a watchdog (``scripts/kernel_watchdog.py``) kills a kernel that stalls -- no
+message for ``--stall-timeout`` s (``CTXMIX_STALL_TIMEOUT``, default 180) while the kernel and its
+children use no CPU -- or whose cell runs past ``--timeout`` s, writes ``NAME.stallN.txt`` beside
+the executed notebook, and runs the notebook once more (``--retries``, ``CTXMIX_RUN_RETRIES``);
+if every attempt stalls the run fails naming the notebook and the cell. See the README, "What
+`make run` produces".
+
+Checked (issue 12's "done when"): LOOPDOC
 """
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # kernel_watchdog, when imported
 NOTEBOOKS_DIR = ROOT / "notebooks"
 KERNEL = "ctxmix"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -94,40 +104,119 @@ def describe_failure(err, path: Path, output: Path) -> str:
             + f"\n  partially executed notebook: {output}")
 
 
-def ipc_kernel_manager_class():
-    """A kernel manager whose kernel talks over unix sockets in a private directory.
-
-    Kernels on TCP (the default) take ports that are free at the moment they are chosen; two
-    notebooks started at once (pytest-xdist workers, several runs on one machine) can race for
-    the same ports, and a client can then wait forever for a reply. Sockets in a fresh directory
-    cannot collide. (On Windows, where zmq has no ipc transport, the default is kept.)"""
-    import shutil
-    import tempfile
-    import weakref
-
-    from jupyter_client import AsyncKernelManager
-
-    class IPCKernelManager(AsyncKernelManager):
-        def __init__(self, **kwargs):
-            ipc_dir = tempfile.mkdtemp(prefix="ctxk-")  # short: unix socket paths are limited
-            super().__init__(transport="ipc", ip=os.path.join(ipc_dir, "k"), **kwargs)
-            weakref.finalize(self, shutil.rmtree, ipc_dir, True)
-
-    return IPCKernelManager
-
-
 def execute(path: Path, output: Path, parameters: dict, kernel: str = None,
-            timeout: int = 1800, progress: bool = False, log_output: bool = False):
-    """Run one notebook with papermill (cwd = notebooks/); raises papermill's
-    ``PapermillExecutionError`` when a cell fails."""
-    import papermill
+            timeout: float = 1800, progress: bool = False, log_output: bool = False,
+            stall_timeout: float = None, retries: int = None, idle_cpu: float = None,
+            log=None):
+    """Run one notebook with papermill (cwd = notebooks/) under a watchdog.
 
+    Raises papermill's ``PapermillExecutionError`` when a cell fails. When the execution stalls
+    (no message from the kernel for ``stall_timeout`` s while the kernel and its children are
+    idle) or a cell runs past ``timeout`` s, the kernel and its processes are killed and the
+    notebook is run again from the start, up to ``retries`` more times; when every attempt
+    stalls, :class:`kernel_watchdog.NotebookStalled` names the notebook and the cell, and a
+    diagnostic report per attempt is written beside ``output`` (``NAME.stallN.txt``).
+    Defaults: ``stall_timeout`` $CTXMIX_STALL_TIMEOUT or 180 s, ``retries`` $CTXMIX_RUN_RETRIES
+    or 1."""
+    from kernel_watchdog import NotebookStalled, env_float
+
+    stall_timeout = float(stall_timeout or env_float("CTXMIX_STALL_TIMEOUT", 180))
+    if retries is None:
+        raw = os.environ.get("CTXMIX_RUN_RETRIES", "").strip()
+        try:
+            retries = int(raw) if raw else 1
+        except ValueError:
+            raise ValueError(f"CTXMIX_RUN_RETRIES must be an integer >= 0, got {raw!r}") from None
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    log = log or (lambda text: print(text, flush=True))
     output.parent.mkdir(parents=True, exist_ok=True)
-    extra = {} if os.name == "nt" else {"kernel_manager_class": ipc_kernel_manager_class()}
-    return papermill.execute_notebook(
-        str(path), str(output), parameters=parameters, kernel_name=kernel or pick_kernel(),
-        cwd=str(path.parent), progress_bar=progress, log_output=log_output,
-        execution_timeout=timeout, request_save_on_cell_execute=False, **extra)
+    for stale in output.parent.glob(f"{output.stem}.stall*.txt"):  # an earlier run's reports
+        stale.unlink()
+    attempts = []
+    for attempt in range(1, retries + 2):
+        result, watch = _execute_watched(path, output, parameters, kernel, timeout, progress,
+                                         log_output, stall_timeout, idle_cpu)
+        if watch.verdict is None:
+            if watch.late_wakeups:
+                log(f"    ({watch.late_wakeups} kernel message(s) picked up by the client's "
+                    f"once-a-second re-check, not by a wake-up)")
+            if isinstance(result, BaseException):
+                raise result
+            if attempts:
+                log(f"    (attempt {attempt} finished; earlier: "
+                    + "; ".join(v for v, _ in attempts) + ")")
+            return result
+        report = output.parent / f"{output.stem}.stall{attempt}.txt"
+        try:
+            report.write_text(watch.report + "\n")
+        except OSError as err:
+            report = Path(f"(report not written: {err})")
+        attempts.append((watch.verdict, report))
+        more = f" -- retrying ({attempt}/{retries})" if attempt <= retries else ""
+        log(f"    ! {path.name}, attempt {attempt}: {watch.verdict}\n"
+            f"      diagnostics: {report}{more}")
+    lines = [f"{path.name} did not finish: the kernel stalled or a cell timed out on every "
+             f"attempt ({len(attempts)} of {len(attempts)})."]
+    for k, (verdict, report) in enumerate(attempts, 1):
+        lines.append(f"  attempt {k}: {verdict}\n    diagnostics: {report}")
+    lines.append(f"  partially executed notebook: {output}")
+    lines.append(f"  limits: --stall-timeout {stall_timeout:.0f} s (CTXMIX_STALL_TIMEOUT), "
+                 f"--timeout {timeout:.0f} s per cell, --retries {retries} (CTXMIX_RUN_RETRIES)")
+    raise NotebookStalled("\n".join(lines), [r for _, r in attempts])
+
+
+def _execute_watched(path, output, parameters, kernel, timeout, progress, log_output,
+                     stall_timeout, idle_cpu):
+    """One attempt: papermill in a worker thread, the watchdog beside it. Returns
+    ``(notebook or exception, watch)``."""
+    import threading
+
+    import papermill
+    from kernel_watchdog import KERNEL_ARGUMENTS, Watch, watched_kernel_manager_class
+
+    watch = Watch(path.name, stall_timeout=stall_timeout, cell_timeout=timeout,
+                  idle_cpu=idle_cpu, report_dir=output.parent)
+    box = {}
+
+    def work():
+        try:
+            box["nb"] = papermill.execute_notebook(
+                str(path), str(output), parameters=parameters,
+                kernel_name=kernel or pick_kernel(), cwd=str(path.parent),
+                progress_bar=progress, log_output=log_output,
+                # the watchdog enforces ``timeout``; nbclient's own timeout is a backstop
+                execution_timeout=int(timeout) + 120, start_timeout=300,
+                # saved at each cell's start and end (and every 30 s of output): a killed
+                # execution leaves its partially executed notebook behind
+                request_save_on_cell_execute=True,
+                kernel_manager_class=watched_kernel_manager_class(watch),
+                extra_arguments=list(KERNEL_ARGUMENTS),
+                on_cell_execute=watch.on_cell_execute, on_cell_executed=watch.on_cell_executed)
+        except BaseException as err:  # handed to the caller
+            box["err"] = err
+
+    worker = threading.Thread(target=work, name=f"papermill-{path.stem}", daemon=True)
+    watch.start()
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(timeout=0.5)
+            if watch.verdict is not None:
+                # the kernel is dead; nbclient notices within seconds. Never wait forever.
+                worker.join(timeout=60)
+                break
+    except KeyboardInterrupt:
+        pid = watch.kernel_pid()
+        if pid:
+            from kernel_watchdog import kill_tree
+            kill_tree(pid)
+        raise
+    finally:
+        watch.stop()
+    if worker.is_alive():
+        return RuntimeError("papermill did not return after the kernel was killed"), watch
+    return box.get("err", box.get("nb")), watch
 
 
 def _parse_value(text: str):
@@ -148,7 +237,14 @@ def main(argv=None) -> int:
                         metavar=("NAME", "VALUE"), help="inject a parameter (Python literal)")
     parser.add_argument("--output-dir", type=Path, help="executed notebooks (outputs/notebooks)")
     parser.add_argument("--kernel", help="Jupyter kernel name (default: ctxmix, else python3)")
-    parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    parser.add_argument("--timeout", type=float, default=3600,
+                        help="seconds a cell may run, busy or not (default 3600)")
+    parser.add_argument("--stall-timeout", type=float, default=None,
+                        help="seconds without a message from an idle kernel before it is "
+                             "declared stalled ($CTXMIX_STALL_TIMEOUT, default 180)")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="runs of a notebook again after a stall or timeout "
+                             "($CTXMIX_RUN_RETRIES, default 1)")
     parser.add_argument("--keep-going", action="store_true", help="run every notebook anyway")
     args = parser.parse_args(argv)
 
@@ -170,6 +266,7 @@ def main(argv=None) -> int:
     print(f"Executing {len(todo)} notebook(s) with kernel {kernel!r} "
           f"({'smoke' if args.smoke else 'full'} parameters, SOLUTIONS={solutions})", flush=True)
 
+    from kernel_watchdog import NotebookStalled
     from papermill.exceptions import PapermillExecutionError
 
     results, failures = [], []
@@ -182,7 +279,16 @@ def main(argv=None) -> int:
             print(f"    (not parameters of this notebook, ignored: {', '.join(ignored)})")
         t0 = time.time()
         try:
-            execute(path, output, params, kernel=kernel, timeout=args.timeout, progress=progress)
+            execute(path, output, params, kernel=kernel, timeout=args.timeout, progress=progress,
+                    stall_timeout=args.stall_timeout, retries=args.retries)
+        except NotebookStalled as err:
+            dt = time.time() - t0
+            results.append((path.name, dt, "STALLED"))
+            failures.append(str(err))
+            print(f"    \u2718 stalled after {dt:.0f} s\n\n{failures[-1]}\n", flush=True)
+            if not args.keep_going:
+                break
+            continue
         except PapermillExecutionError as err:
             dt = time.time() - t0
             results.append((path.name, dt, "FAILED"))
@@ -198,7 +304,7 @@ def main(argv=None) -> int:
     figures = sorted(p for p in figures_dir().glob("*.png") if p.stat().st_mtime >= started - 1)
     print("\nSummary")
     for name, dt, status in results:
-        print(f"  {status:6s} {dt:7.0f} s  {name}")
+        print(f"  {status:7s} {dt:7.0f} s  {name}")
     print(f"\nExecuted notebooks: {out_dir}")
     print(f"Figures ({len(figures)} written by this run): {figures_dir()}")
     for p in figures:
