@@ -1360,7 +1360,7 @@ def run_study(
                  "transcription", "reference"]
     excluded = ({(r["base_item"], r["use"]) for r in excl_rows if r["scope"] == "all components"}
                 if exclude_misrecognised else set())
-    dec_excl = set()  # (item, use, model) already counted for the decoder
+    dec_excl = {(r["base_item"], r["use"]) for r in excl_rows}  # (item, use) already counted: not again
 
     # ---- per model run: one pass per item, cached
     rows, probe_rows, timings, variant_rows, mass_rows = [], {}, {}, [], []
@@ -1435,9 +1435,9 @@ def run_study(
                     if (u.name, "decoder", measures[0]) in res["dist"] or (u.name, "cross", measures[0]) in res["dist"]:
                         continue
                     item_id = ids[k] if u.name == "main" else f"{ids[k]}:{u.name}"
-                    if (ids[k], u.name) in excluded or (item_id, run.name) in dec_excl:
-                        continue  # already counted (dropped from every component)
-                    dec_excl.add((item_id, run.name))
+                    if (ids[k], u.name) in dec_excl:
+                        continue  # already counted (misrecognised, or by the twin reading the same transcript)
+                    dec_excl.add((ids[k], u.name))
                     al = _alignment_of(it)
                     missing = [i for i in (*u.cue, u.target) if positions is None or positions[i] is None]
                     excl_rows.append(dict(
