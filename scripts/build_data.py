@@ -36,8 +36,9 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true",
                     help="run the Whisper-base transcription check and store whisper_ok")
     ap.add_argument("--edge-silence-effect", type=int, default=0, metavar="N",
-                    help="with --check: transcribe the first N items of the check order also "
-                         "without their edge silence and report both ok-rates")
+                    help="transcribe the first N items of the check order with and without "
+                         "their edge silence and report both ok-rates (edge_silence_effect.json "
+                         "in the build folder); with --check, before the check")
     ap.add_argument("--export-check", action="store_true",
                     help="write the cached transcripts of this build's items to "
                          "data/checks/<model>.tsv (the committed check; partial if the check "
@@ -67,17 +68,17 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     build = Path(ds._ctxmix_build_dir)
     rep = H.build_report(ds)
-    if args.check or args.export_check:
+    if args.check or args.export_check or args.edge_silence_effect:
         model, processor = H._default_model()
         name = H.model_fingerprint(model)
-    if args.check:
         order = check_order(ds)
-        if args.edge_silence_effect:
-            eff = edge_silence_effect(ds, order[: args.edge_silence_effect], model, processor,
-                                      rep, progress=not args.quiet)
-            (build / "edge_silence_effect.json").write_text(
-                json.dumps(eff, indent=1, ensure_ascii=False))
-            print("edge silence effect:", json.dumps(eff["summary"], ensure_ascii=False))
+    if args.edge_silence_effect:  # before the check: its items are the check's first ones
+        eff = edge_silence_effect(ds, order[: args.edge_silence_effect], model, processor, rep,
+                                  progress=not args.quiet)
+        (build / "edge_silence_effect.json").write_text(
+            json.dumps(eff, indent=1, ensure_ascii=False))
+        print("edge silence effect:", json.dumps(eff["summary"], ensure_ascii=False))
+    if args.check:
         t1 = time.perf_counter()
         # in the stratified order, so that an interrupted check covers every group evenly
         H.transcription_check(ds.select(order), model, processor, save=False,
