@@ -1169,13 +1169,11 @@ def _load_build(out: Path):
     if texts is None:  # the committed check of the default model, if the audio is bit-identical
         texts = _seed_transcripts(ds)
     if texts is not None:
-        oks = [whisper_item_ok(t, ds[i]) if t is not None else None
-               for i, t in enumerate(texts)]
+        oks = [whisper_item_ok(t, ds[i]) for i, t in enumerate(texts)]
         with _quiet_datasets(True):
             ds = ds.remove_columns("whisper_ok").add_column("whisper_ok", oks)
             ds = ds.select_columns(list(FIELDS)).cast(features())
-        ds._ctxmix_transcripts = {i: t for i, t in zip(ds["item_id"], texts)  # type: ignore
-                                  if t is not None}
+        ds._ctxmix_transcripts = dict(zip(ds["item_id"], texts))  # type: ignore[attr-defined]
     ds._ctxmix_build_dir = str(out)  # type: ignore[attr-defined]
     return ds
 
@@ -1183,23 +1181,22 @@ def _load_build(out: Path):
 DEFAULT_CHECK_MODEL = "whisper-base"
 
 
-def _seed_transcripts(ds) -> Optional[List[Optional[str]]]:
-    """Transcripts of the items from the committed ``data/checks/whisper-base*.tsv`` (keyed by the
-    audio's SHA-1): the file that covers most items; None for an item it lacks (its
-    ``whisper_ok`` stays None: not checked); None when no item is there (other synthesiser
-    version, other build...)."""
+def _seed_transcripts(ds) -> Optional[List[str]]:
+    """Transcripts of every item from a committed ``data/checks/whisper-base*.tsv`` (keyed by the
+    audio's SHA-1), or None when any item is missing there (other synthesiser version, another
+    build such as the smoke set, which shares a few items with the default one: a partly checked
+    set would make ``checked_only`` selections keep only those few)."""
     folder = _seed_check_path("x").parent
     if not folder.is_dir():
         return None
-    keys, best, n_best = None, None, 0
+    keys = None
     for f in sorted(folder.glob(f"{DEFAULT_CHECK_MODEL}*.tsv")):
         table = _read_seed(f)
         if keys is None:
             keys = [_audio_key(np.asarray(a["array"], np.float32)) for a in ds["audio"]]
-        n = sum(k in table for k in keys)
-        if n > n_best:
-            best, n_best = [table.get(k) for k in keys], n
-    return best
+        if all(k in table for k in keys):
+            return [table[k] for k in keys]
+    return None
 
 
 def _read_seed(path: Path) -> Dict[str, str]:
