@@ -25,7 +25,7 @@ class Frontend:
         page.set_default_timeout(120_000)
         page.set_default_navigation_timeout(300_000)
 
-    def open(self, name: str, timeout: float = 120):
+    def open(self, name: str, timeout: float = 420):
         raise NotImplementedError
 
     def run_all(self, tries: int = 3):
@@ -76,7 +76,7 @@ class Lab(Frontend):
     error_output = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
     output_selector = ".jp-OutputArea-output"
 
-    def open(self, name: str, timeout: float = 120):
+    def open(self, name: str, timeout: float = 420):
         page = self.page
         page.goto(f"{self.server.base}/lab/tree/{name}?reset&token={self.server.token}", wait_until="domcontentloaded")
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=timeout * 1000)
@@ -98,7 +98,7 @@ class Classic(Frontend):
     error_output = ".output_error"
     output_selector = ".output_area"
 
-    def open(self, name: str, timeout: float = 120):
+    def open(self, name: str, timeout: float = 420):
         page = self.page
         page.goto(f"{self.server.base}/notebooks/{name}?token={self.server.token}", wait_until="domcontentloaded")
         page.wait_for_function(

@@ -72,6 +72,8 @@ def test_every_page_image_and_internal_link(site_server, request):
     with sync_playwright() as pw:
         browser = launch_browser(pw, exe)
         page = browser.new_page()
+        page.set_default_timeout(120_000)            # a loaded 2-core CI machine
+        page.set_default_navigation_timeout(180_000)
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
