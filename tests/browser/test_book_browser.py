@@ -83,7 +83,10 @@ def test_every_page_image_and_internal_link(site_server, request):
                 if resp is None or resp.status != 200:
                     problems.append(f"{rel}: HTTP {resp.status if resp else 'no response'}")
                     continue
-                page.wait_for_load_state("networkidle")
+                try:  # every image either loaded or failed (not 'networkidle': a CDN script may hang offline)
+                    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)", timeout=60_000)
+                except Exception:
+                    pass  # the incomplete ones are reported below
                 imgs = page.evaluate("""() => Array.from(document.images).map(i => ({
                     src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0}))""")
                 n_images += len(imgs)
@@ -92,7 +95,10 @@ def test_every_page_image_and_internal_link(site_server, request):
                 for href in page.evaluate("() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"):
                     if href.startswith(base + "/"):
                         links.append((rel, href[len(base) + 1:]))
-                problems += [f"{rel}: JavaScript error: {e}" for e in errors]
+                # sphinx-thebe 0.3 (part of Jupyter Book 1) declares its script URL twice on every
+                # page; harmless (no live code on the site), everything else counts
+                problems += [f"{rel}: JavaScript error: {e}" for e in errors
+                             if "'THEBE_JS_URL' has already been declared" not in e]
             for rel, target in links:
                 path, _, frag = target.partition("#")
                 path = urllib.parse.unquote(path.split("?")[0])
