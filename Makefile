@@ -9,7 +9,9 @@
 # run as root -- otherwise they print the exact apt commands and go on. A stamp file makes the
 # install a quick no-op until pyproject.toml changes.
 #
-# Also: make lab (JupyterLab on the notebooks), make bench, make clean, make help.
+# Also: make lab (JupyterLab on the notebooks), make bench, make clean, make help;
+#       make colab-stack (Colab's pinned versions + the ipywidgets-7 front end, in .venv-colab),
+#       make book (the static site of the executed course), make book-test, make ci-book.
 #
 # Variables (override on the command line, e.g. `make test PYTEST_ARGS="-k paths"`):
 #   PYTHON           interpreter that creates the venv            (python3)
@@ -46,7 +48,7 @@ UV_SPEC ?= uv==0.13.9
 export TORCH_SPEC TORCH_INDEX_URL
 
 .DEFAULT_GOAL := help
-.PHONY: help install system data run test lab bench clean clean-all lock test-latest
+.PHONY: help install system data run test lab bench clean clean-all lock test-latest test-browser browser-deps colab-stack colab-env book book-env book-test ci-book
 
 help:
 	@echo "make run    build the offline data and execute every notebook (outputs/notebooks, outputs/figures)"
@@ -56,6 +58,10 @@ help:
 	@echo "make lab    open JupyterLab on notebooks/"
 	@echo "make bench  run the benchmarks in bench/"
 	@echo "make clean  remove outputs/, data/build/ and Python caches (keeps .venv; 'make clean-all' removes it too)"
+	@echo "make test-browser the widget browser tests (chromium + Playwright, JupyterLab 4)"
+	@echo "make colab-stack  notebooks + widget browser tests on Colab's pinned stack (ipywidgets 7, .venv-colab)"
+	@echo "make book         the course as a static site from outputs/notebooks (after make run): outputs/book/_build/html"
+	@echo "make book-test    browser test of the built site (every page, image and internal link)"
 
 # ---- environment ---------------------------------------------------------------------------
 $(PY):
@@ -85,7 +91,12 @@ run: data
 	$(PY) scripts/run_notebooks.py $(RUN_ARGS)
 
 test: system
-	CTXMIX_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -n $(WORKERS) --dist loadgroup -ra --durations=15 $(PYTEST_ARGS)
+	CTXMIX_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -n $(WORKERS) --dist loadgroup -ra --durations=15 -m "not browser" $(PYTEST_ARGS)
+
+# The widget browser tests (tests/browser/, JupyterLab 4 + ipywidgets 8 in .venv); not yet part
+# of `make test` / .ci/run -- see the README's "Browser tests" for their status.
+test-browser: browser-deps
+	CTXMIX_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -n 0 -ra -m browser tests/browser/test_widgets_browser.py $(PYTEST_ARGS)
 
 # Re-write the lock from the versions installed in $(VENV) (after testing them), e.g. after
 # `make test-latest`: `make lock VENV=.venv-latest`. Resolved by uv on this Python only.
@@ -112,4 +123,75 @@ clean:
 	find notebooks -name .ipynb_checkpoints -type d -exec rm -rf {} +
 
 clean-all: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(COLAB_VENV) $(BOOK_VENV)
+
+# ---- where learners meet the course: browsers, Colab's stack, the site ---------------------
+# The browser tests (tests/browser/) need Playwright (the `browser` extra, part of `dev`) and
+# Debian's chromium (`make system` installs it as root, else prints the command).
+browser-deps: system
+	@sh ci/install-chromium.sh
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet -e ".[browser]"
+
+# Colab's stack: a separate venv with the versions pinned in ci/colab-stack.txt (dated), the course
+# installed exactly as the Colab set-up cell does it (pip install -e ".[offline]", no lab extra),
+# then only what the test runner needs. The same venv is the ipywidgets-7 front end (Colab's
+# ipywidgets 7.7.1 + the classic notebook 6.5), so the widget browser tests run there too.
+COLAB_VENV ?= .venv-colab
+COLAB_PY := $(COLAB_VENV)/bin/python
+COLAB_PINS := ci/colab-stack.txt
+COLAB_STAMP := $(COLAB_VENV)/.ctxmix-colab-installed
+COLAB_TESTS ?= tests/test_notebooks.py tests/test_widgets.py tests/test_colab.py tests/browser/test_widgets_browser.py
+
+$(COLAB_STAMP): $(COLAB_PINS) pyproject.toml
+	@rm -rf $(COLAB_VENV)
+	$(PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_PY) -m pip install --quiet --upgrade "pip>=23"
+	@echo "== Colab's stack ($(COLAB_PINS))"
+	TORCH_SPEC="$$(sed -n 's/^# *TORCH_SPEC: *//p' $(COLAB_PINS))" $(COLAB_PY) scripts/install_torch.py
+	$(COLAB_PY) -m pip install --quiet -r $(COLAB_PINS)
+	@echo "== the course, as Colab's set-up cell installs it"
+	$(COLAB_PY) -m pip install --quiet -e ".[offline]"
+	$(COLAB_PY) ci/check_colab_stack.py $(COLAB_PINS)
+	@echo "== the test runner only"
+	$(COLAB_PY) -m pip install --quiet "pytest>=8" "pytest-xdist>=3.5" "papermill>=2.5" "nbformat>=5.9" "ipykernel>=6.25" \
+	    $$($(PYTHON) ci/extra.py browser)
+	$(COLAB_PY) ci/check_colab_stack.py $(COLAB_PINS)
+	$(COLAB_PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (ctxmix, Colab stack)"
+	@touch $@
+
+colab-env: $(COLAB_STAMP)
+
+colab-stack: colab-env system
+	$(COLAB_PY) ci/check_colab_stack.py $(COLAB_PINS)
+	CTXMIX_STRICT_CHECKS=1 MPLBACKEND=Agg $(COLAB_PY) -m pytest -n $(WORKERS) --dist loadgroup -ra --durations=10 \
+	    -p no:cacheprovider $(COLAB_TESTS) $(PYTEST_ARGS)
+
+# The course as a static site (Jupyter Book 1.x, in its own venv: it pins older Sphinx/markdown
+# packages than the course's .venv holds). Built from outputs/notebooks (make run first);
+# BOOK_NOTEBOOKS picks other executed notebooks (CI: the smoke runs of the test suite).
+BOOK_VENV ?= .venv-book
+BOOK_PY := $(BOOK_VENV)/bin/python
+BOOK_STAMP := $(BOOK_VENV)/.ctxmix-book-installed
+BOOK_NOTEBOOKS ?= outputs/notebooks
+BOOK_FIGURES ?= $(dir $(BOOK_NOTEBOOKS:/=))figures
+BOOK_OUT ?= outputs/book
+
+$(BOOK_STAMP): pyproject.toml
+	@test -x $(BOOK_PY) || $(PYTHON) -m venv $(BOOK_VENV)
+	$(BOOK_PY) -m pip install --quiet --upgrade "pip>=23"
+	$(BOOK_PY) -m pip install --quiet $$($(PYTHON) ci/extra.py book)
+	@touch $@
+
+book-env: $(BOOK_STAMP)
+
+book: book-env
+	@test -n "$$(ls $(BOOK_NOTEBOOKS)/[0-9][0-9]_*.ipynb 2>/dev/null)" || { echo "No executed notebooks in $(BOOK_NOTEBOOKS): run 'make run' first."; exit 1; }
+	$(BOOK_PY) scripts/build_book.py --notebooks $(BOOK_NOTEBOOKS) --figures $(BOOK_FIGURES) --out $(BOOK_OUT)
+
+book-test: browser-deps
+	CTXMIX_BOOK_HTML=$(BOOK_OUT)/_build/html $(PY) -m pytest -n 0 -ra -p no:cacheprovider tests/browser/test_book_browser.py $(PYTEST_ARGS)
+
+# CI: the site from the notebooks the test suite executed (make test keeps them in outputs/ci-run).
+ci-book:
+	$(MAKE) --no-print-directory book BOOK_NOTEBOOKS=outputs/ci-run/notebooks BOOK_FIGURES=outputs/ci-run/figures BOOK_OUT=outputs/ci-book
+	$(MAKE) --no-print-directory book-test BOOK_OUT=outputs/ci-book

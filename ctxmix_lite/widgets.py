@@ -99,6 +99,7 @@ class Viewer:
         self.specs = dict(controls)
         self.controls = {name: make_control(name, spec) for name, spec in controls.items()}
         self.output = W.Output()
+        self.static_html = None  # the first drawing as HTML: what static views of the notebook show
         for widget in self.controls.values():
             widget.observe(self._on_change, names="value")
         self.widget = W.VBox([W.HBox(list(self.controls.values())), self.output])
@@ -120,6 +121,8 @@ class Viewer:
             clear_output(wait=True)
             try:
                 self.update_fn(**self.values())
+                if self.static_html is None:
+                    self.static_html = _static_html(self.values())
                 plt.show()
             finally:
                 plt.close("all")
@@ -133,9 +136,37 @@ class Viewer:
         return run_headless(self.update_fn, mode=mode, max_calls=max_calls, **self.specs)
 
     def _ipython_display_(self, **kwargs):
+        """The widget, plus an HTML copy of its first drawing for renderers without a widget
+        manager (a static site, nbconvert, GitHub); Jupyter front ends show the live widget."""
         from IPython.display import display
 
-        display(self.widget)
+        model_id = getattr(self.widget, "model_id", None) or getattr(self.widget, "_model_id", None)
+        if model_id is None or self.static_html is None:
+            display(self.widget)
+            return
+        display({"text/plain": repr(self.widget),
+                 "text/html": self.static_html,
+                 "application/vnd.jupyter.widget-view+json":
+                     {"version_major": 2, "version_minor": 0, "model_id": model_id}}, raw=True)
+
+
+def _static_html(values: dict) -> str:
+    """The open matplotlib figures as inline PNGs, with the control values and a note."""
+    import base64
+    import html
+    import io
+
+    import matplotlib.pyplot as plt
+
+    imgs = []
+    for num in plt.get_fignums():
+        buf = io.BytesIO()
+        plt.figure(num).savefig(buf, format="png", dpi=72, bbox_inches="tight")
+        imgs.append('<img src="data:image/png;base64,%s"/>' % base64.b64encode(buf.getvalue()).decode())
+    shown = ", ".join(f"{html.escape(str(k))} = {html.escape(str(v))}" for k, v in values.items())
+    return ('<div class="ctxmix-static-viewer"><p><em>Interactive viewer, shown here as its first view '
+            f'({shown}). Run the notebook in Jupyter or on Colab to operate its controls.</em></p>'
+            + "".join(imgs) + "</div>")
 
 
 def viewer(update_fn: Callable, draw: bool = True, **controls) -> Viewer:

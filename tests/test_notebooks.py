@@ -19,6 +19,7 @@ cell fails the test with the cell's source, error and traceback.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 from pathlib import Path
@@ -331,6 +332,14 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     assert not errors, errors
     for fig in EXPECTED_FIGURES.get(path.stem, []):
         assert any((tmp_path / "outputs" / "figures").glob(fig)), f"{fig} was not saved"
+    keep = os.environ.get("CTXMIX_KEEP_EXECUTED")  # CI builds the site from these (make ci-book)
+    if keep:
+        import shutil
+
+        (Path(keep) / "notebooks").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out, Path(keep) / "notebooks" / path.name)
+        if (tmp_path / "outputs" / "figures").is_dir():
+            shutil.copytree(tmp_path / "outputs" / "figures", Path(keep) / "figures", dirs_exist_ok=True)
 
 
 def test_smoke_parameters_name_real_notebooks():

@@ -129,3 +129,25 @@ def test_widget_classes_used_exist_in_ipywidgets_7():
             "FloatSlider", "Checkbox", "ToggleButtons", "SelectionSlider", "Text", "HTML",
             "interactive_output"}
     assert used and used <= in_7, used - in_7
+
+
+def test_viewer_display_carries_a_static_copy_for_renderers_without_widgets():
+    """Jupyter shows the live widget; a static site or nbconvert gets the first drawing as HTML."""
+    from unittest import mock
+
+    import matplotlib.pyplot as plt
+
+    from ctxmix_lite.widgets import viewer
+
+    def show(k):
+        fig, ax = plt.subplots()
+        ax.plot([0, k])
+
+    v = viewer(show, k=[1, 2])
+    with mock.patch("IPython.display.display") as disp:
+        v._ipython_display_()
+    (bundle,), kwargs = disp.call_args
+    assert kwargs.get("raw") is True
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == v.widget.model_id
+    assert bundle["text/html"].count('<img src="data:image/png;base64,') == 1
+    assert "k = 1" in bundle["text/html"] and "Run the notebook" in bundle["text/html"]

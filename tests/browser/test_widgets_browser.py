@@ -1,0 +1,258 @@
+"""The course's widgets in a real browser, operated as a learner operates them.
+
+For each notebook with a widget: a Jupyter server of its own (127.0.0.1, free port, token,
+temporary root holding a copy of the notebook with the smoke parameters injected), Debian's
+chromium through Playwright, *Run All Cells* from the menu, then every control of every viewer is
+changed at least once (a dropdown picks another option, a slider moves with the keyboard) and the
+drawn image must really change (the PNG in the widget's output differs); no cell output may show
+an error, the browser console must stay free of errors, and every audio element must have a
+playable source (a data URI the browser can play, duration > 0) and play when its play button is
+pressed.
+
+The front end is the one this environment carries: JupyterLab 4 + ipywidgets 8 in the course's
+``.venv`` (``make test``), the classic notebook + ipywidgets 7.7.1 in the Colab-stack environment
+(``make colab-stack``). On failure, screenshots of every widget state, the page and the server's
+log go to ``outputs/browser-artifacts/<test>/`` (CI uploads that folder).
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .frontends import FAILURE_TEXT, FRONTENDS
+from .harness import (ROOT, frontend_of_env, launch_browser, prepare_notebook, require_browser,
+                      save_failure_artifacts, start_server)
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import run_notebooks as rn  # noqa: E402
+
+# Notebook stem -> what the test expects there.
+#   viewers: how many viewers (controls + drawn output) the notebook shows
+#   viewer_audio: the viewer's output holds an audio player (played after each redraw check)
+#   after: test-only cells inserted after the cell containing the key (see prepare_notebook)
+WIDGET_NOTEBOOKS = {
+    "00_welcome": dict(viewers=1, viewer_audio=False, min_audio=1),
+    "02_attention_in_speech": dict(viewers=1, viewer_audio=False, min_audio=0),
+    "05_homophony_cue_contribution": dict(
+        viewers=1, viewer_audio=True, min_audio=2,
+        # the smoke run shows 1 item in the explorer; 2 let the item dropdown change
+        after={"N_ITEMS, EXPLORER_ITEMS = 6, 1": "EXPLORER_ITEMS = 2  # browser test: the item dropdown needs 2 items"}),
+}
+RUN_ALL_TIMEOUT = 1500   # s, on a loaded 2-core machine
+REDRAW_TIMEOUT = 180     # s for one redraw (notebook 05 computes value zeroing for a new item)
+
+# Console messages that are not the course's errors (each with its reason).
+BENIGN_CONSOLE = [
+    re.compile(r"favicon"),                                   # no favicon served in tests
+    re.compile(r"Failed to load resource.*(api/(workspaces|settings|lab|translations|nbconvert))"),
+    re.compile(r"Failed to fetch.*(pypi|news|update)", re.I),  # JupyterLab's update/news check offline
+    re.compile(r"ERR_INTERNET_DISCONNECTED|ERR_NAME_NOT_RESOLVED"),  # no network on the machines
+    # notebook 6.5 (nbclassic) probes widgetsnbextension 4's path first; ipywidgets 7 is then
+    # loaded from jupyter-js-widgets/extension (the widgets rendering is what the test checks)
+    re.compile(r"404.*@ \S*/nbextensions/widgets/notebook/js/extension\.js"),
+]
+
+
+def _notebook(stem: str) -> Path:
+    paths = [p for p in rn.notebooks() if p.stem == stem]
+    assert paths, f"notebook {stem} not found in notebooks/"
+    return paths[0]
+
+
+# The Output widget's element: class widget-output (ipywidgets 8), jupyter-widgets-output-area (7).
+OUT = ".widget-output, .jupyter-widgets-output-area"
+OUT_CHILD = ":scope > .widget-output, :scope > .jupyter-widgets-output-area"
+
+
+def _viewers(page):
+    return page.locator(".widget-vbox").filter(has=page.locator(OUT_CHILD)).filter(
+        has=page.locator(":scope > .widget-hbox"))
+
+
+def _image_signature(viewer) -> tuple:
+    imgs = viewer.locator(OUT_CHILD).first.locator("img")
+    return tuple(img.get_attribute("src") or "" for img in imgs.all())
+
+
+def _wait_new_image(viewer, before: tuple, timeout: float) -> tuple:
+    """The output's images once they differ from ``before`` and stay the same for 1 s."""
+    t0, last = time.time(), None
+    while time.time() - t0 < timeout:
+        sig = _image_signature(viewer)
+        if sig and all(s.startswith("data:image/") for s in sig) and sig != before:
+            if sig == last:
+                return sig
+            last = sig
+        else:
+            last = None
+        errors = viewer.locator(OUT_CHILD).first.inner_text()
+        if FAILURE_TEXT.search(errors):
+            raise AssertionError(f"the viewer's output shows an error:\n{errors[-3000:]}")
+        time.sleep(1.0)
+    return _image_signature(viewer)
+
+
+def _check_audio(page, audio, play: bool) -> dict:
+    audio.scroll_into_view_if_needed()
+    info = audio.evaluate("""async (a) => {
+        const s = a.querySelector('source');
+        const type = (s && s.type) || 'audio/wav';
+        if (a.readyState < 1) {
+            await new Promise(r => { a.addEventListener('loadedmetadata', r, {once: true});
+                                     a.addEventListener('error', r, {once: true});
+                                     a.load(); setTimeout(r, 15000); });
+        }
+        const src = a.currentSrc || a.src || (s && s.src) || '';
+        return {src: src.slice(0, 30), srcLength: src.length, type: type, canPlay: a.canPlayType(type),
+                duration: a.duration, readyState: a.readyState, error: a.error ? a.error.code : null};
+    }""")
+    assert info["srcLength"] > 100 and info["src"].startswith("data:audio"), f"audio without a data source: {info}"
+    assert info["canPlay"] in ("maybe", "probably"), f"the browser cannot play this audio: {info}"
+    assert info["error"] is None and info["duration"] and info["duration"] > 0, f"audio did not load: {info}"
+    if play:
+        box = audio.bounding_box()
+        assert box and box["width"] > 0, "the audio element is not visible"
+        # the play button of chromium's native controls sits at the left end of the bar
+        page.mouse.click(box["x"] + min(20, box["width"] / 8), box["y"] + box["height"] / 2)
+        ok = False
+        for _ in range(20):
+            state = audio.evaluate("a => ({paused: a.paused, t: a.currentTime, ended: a.ended})")
+            if state["t"] > 0 or state["ended"]:
+                ok = True
+                break
+            time.sleep(0.25)
+        info["played"] = state
+        assert ok, f"pressing play did not play the audio: {state}"
+        audio.evaluate("a => a.pause()")
+    return info
+
+
+def _change_dropdown(viewer, ctrl, before, shots, tag, log):
+    sel = ctrl.locator("select")
+    n = sel.locator("option").count()
+    label = ctrl.locator(".widget-label").first.inner_text().strip()
+    if n < 2:
+        log.append(f"{tag} dropdown {label!r}: one option only, nothing to change")
+        return before, False
+    current = sel.evaluate("s => s.selectedIndex")
+    for k in [i for i in range(n) if i != current][:3]:
+        sel.select_option(index=k)
+        after = _wait_new_image(viewer, before, REDRAW_TIMEOUT)
+        viewer.screenshot(path=str(shots / f"{tag}-{label}-{k}.png"))
+        chosen = sel.evaluate("s => s.options[s.selectedIndex].text")
+        if after and after != before:
+            log.append(f"{tag} dropdown {label!r} -> {chosen!r}: image changed")
+            return after, True
+        log.append(f"{tag} dropdown {label!r} -> {chosen!r}: image unchanged")
+    raise AssertionError(f"dropdown {label!r}: no other option changed the drawn image\n" + "\n".join(log))
+
+
+def _change_slider(page, viewer, ctrl, before, shots, tag, log):
+    label = ctrl.locator(".widget-label").first.inner_text().strip()
+    readout = ctrl.locator(".widget-readout")
+    handle = ctrl.locator(".noUi-handle, .ui-slider-handle").first
+    start = readout.inner_text().strip()
+    for key in ("ArrowRight", "ArrowLeft"):
+        handle.focus()
+        handle.press(key)
+        t0 = time.time()
+        while readout.inner_text().strip() == start and time.time() - t0 < 3:
+            time.sleep(0.2)
+        now = readout.inner_text().strip()
+        if now == start:
+            continue
+        after = _wait_new_image(viewer, before, REDRAW_TIMEOUT)
+        viewer.screenshot(path=str(shots / f"{tag}-{label}-{now}.png"))
+        if after and after != before:
+            log.append(f"{tag} slider {label!r} {start} -> {now}: image changed")
+            return after, True
+        raise AssertionError(f"slider {label!r} {start} -> {now}: the drawn image did not change\n" + "\n".join(log))
+    log.append(f"{tag} slider {label!r}: one value only ({start}), nothing to change")
+    return before, False
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.xdist_group("browser")
+@pytest.mark.parametrize("stem", list(WIDGET_NOTEBOOKS))
+def test_widgets_in_browser(stem, tmp_path, request):
+    exe = require_browser()
+    kind, desc = frontend_of_env()
+    if kind is None:
+        pytest.skip(f"no widget front end in this environment: {desc}")
+    from playwright.sync_api import sync_playwright
+
+    spec = WIDGET_NOTEBOOKS[stem]
+    src = _notebook(stem)
+    params, _ = rn.parameters_for(src, smoke=True, solutions=True, extra={})
+    nb = prepare_notebook(src, tmp_path / "nb", params, after=spec.get("after"))
+    server = start_server(kind, tmp_path / "nb", tmp_path, env_overrides={
+        "CTXMIX_OUTPUTS": str(tmp_path / "outputs"), "CTXMIX_STRICT_CHECKS": "1",
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    request.addfinalizer(server.stop)
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    console, log = [], [f"front end: {desc}", f"parameters: {params}"]
+    with sync_playwright() as pw:
+        browser = launch_browser(pw, exe)
+        page = None
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: console.append(f"console.{m.type}: {m.text} @ {(m.location or {}).get('url', '')}")
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            fe = FRONTENDS[kind](page, server)
+            fe.open(nb.name)
+            fe.run_all()
+            took = fe.wait_all_executed(RUN_ALL_TIMEOUT)
+            log.append(f"Run All: {took:.0f} s")
+            page.screenshot(path=str(shots / "after-run-all.png"), full_page=True)
+            errors = fe.cell_errors()
+            assert not errors, "cell outputs show errors:\n" + "\n---\n".join(errors)
+
+            viewers = _viewers(page)
+            assert viewers.count() == spec["viewers"], \
+                f"{viewers.count()} viewers rendered, expected {spec['viewers']} (a widget failed to display?)"
+            changed = 0
+            for v_i in range(viewers.count()):
+                viewer = viewers.nth(v_i)
+                viewer.scroll_into_view_if_needed()
+                before = _wait_new_image(viewer, (), 60)
+                assert before, f"viewer {v_i} shows no image after Run All"
+                viewer.screenshot(path=str(shots / f"v{v_i}-initial.png"))
+                controls = viewer.locator(":scope > .widget-hbox > .widget-dropdown, "
+                                          ":scope > .widget-hbox > .widget-hslider")
+                assert controls.count() >= 1, f"viewer {v_i} has no controls"
+                for c_i in range(controls.count()):
+                    ctrl = controls.nth(c_i)
+                    tag = f"v{v_i}-c{c_i}"
+                    cls = ctrl.get_attribute("class") or ""
+                    if "widget-dropdown" in cls:
+                        before, did = _change_dropdown(viewer, ctrl, before, shots, tag, log)
+                    else:
+                        before, did = _change_slider(page, viewer, ctrl, before, shots, tag, log)
+                    changed += did
+                    errors = fe.cell_errors()
+                    assert not errors, f"error after operating {tag}:\n" + "\n---\n".join(errors)
+                if spec["viewer_audio"]:
+                    audios = viewer.locator(OUT_CHILD).first.locator("audio")
+                    assert audios.count() >= 1, "the viewer shows no audio player"
+                    log.append(f"viewer audio: {_check_audio(page, audios.first, play=True)}")
+            assert changed >= 1, "no control could be changed"
+            audios = page.locator("audio")
+            assert audios.count() >= spec["min_audio"], f"{audios.count()} audio players, expected >= {spec['min_audio']}"
+            for a_i in range(audios.count()):
+                log.append(f"audio {a_i}: {_check_audio(page, audios.nth(a_i), play=(a_i == 0))}")
+            bad = [c for c in console if not any(p.search(c) for p in BENIGN_CONSOLE)]
+            assert not bad, "browser console errors:\n" + "\n".join(bad)
+            print("\n".join(log))
+        except BaseException:
+            dest = save_failure_artifacts(request.node.name + "-" + kind, page, shots, server, log + console)
+            print(f"artefacts of the failure: {dest}")
+            raise
+        finally:
+            browser.close()
