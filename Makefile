@@ -73,7 +73,8 @@ $(STAMP): pyproject.toml $(LOCKED) | $(PY)
 	@echo "== torch"
 	$(if $(LOCKED),PIP_CONSTRAINT=$(abspath $(LOCKED))) $(PY) scripts/install_torch.py
 	@echo "== the course package with extras $(EXTRAS), $(if $(LOCKED),the exact versions of $(LOCKED),the newest releases within pyproject.toml's ranges$(if $(LOCK), (no $(LOCK) for this Python)))"
-	$(PY) -m pip install --quiet $(PIP_INSTALL_ARGS) $(if $(LOCKED),-c $(LOCKED)) -e ".[$(EXTRAS)]"
+	@$(PY) -c 'import torch; print("torch==" + torch.__version__)' > $(VENV)/.torch-pin.txt
+	$(PY) -m pip install --quiet $(PIP_INSTALL_ARGS) -c $(VENV)/.torch-pin.txt $(if $(LOCKED),-c $(LOCKED)) -e ".[$(EXTRAS)]"
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (ctxmix)"
 	@touch $@
 
@@ -104,8 +105,9 @@ lock: | $(PY)
 	$(PY) -m pip install --quiet "$(UV_SPEC)"
 	$(PY) scripts/make_lock.py --uv $(VENV)/bin/uv -o requirements/lock-py$(PYVER).txt
 
-# Drift check: the newest releases within pyproject.toml's ranges (no lock; torch still from
-# scripts/install_torch.py), re-resolved on every call, then the whole test suite.
+# Drift check: the newest releases within pyproject.toml's ranges (no lock; torch stays the one
+# scripts/install_torch.py installed: .torch-pin.txt keeps `--upgrade` from swapping it for the
+# default CUDA wheel), re-resolved on every call, then the whole test suite.
 test-latest:
 	rm -f $(LATEST_VENV)/.ctxmix-installed
 	$(MAKE) test VENV=$(LATEST_VENV) LOCK= PIP_INSTALL_ARGS="--upgrade --upgrade-strategy eager"

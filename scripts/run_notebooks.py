@@ -20,7 +20,7 @@ the executed notebook, and runs the notebook once more (``--retries``, ``CTXMIX_
 if every attempt stalls the run fails naming the notebook and the cell. See the README, "What
 `make run` produces".
 
-Checked (issue 12's "done when"): notebook 00, full parameters, 20 runs back to back (the loop in the README) at load average 14-27 on 2 cores: 12 of 20 by the deadline (the loop was still going), 12 with exit 0 and no stall (119-470 s each). Before the fix of the client's lost wake-up: 1 stall in 6 runs.
+Checked (issue 12's "done when"): notebook 00, full parameters, 20 runs back to back (the loop in the README) at load average 7-27 on 2 cores: all 20, 20 with exit 0 and no stall (25-470 s each). Before the fix of the client's lost wake-up: 1 stall in 6 runs.
 """
 from __future__ import annotations
 
