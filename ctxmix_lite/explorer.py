@@ -354,9 +354,11 @@ class Explorer:
         return fig
 
     def controls(self) -> dict:
+        from .plotting import layer_options  # "layer 1" ... "layer L", 0-based values
+
         first = next(iter(self.models))
         return dict(item=self.item_labels(), model=list(self.models), component=["encoder", "decoder", "cross"],
-                    layer=range(self.n_layers(first)), measure=[(MEASURE_LABELS[m], m) for m in MEASURES])
+                    layer=layer_options(self.n_layers(first)), measure=[(MEASURE_LABELS[m], m) for m in MEASURES])
 
     def widget(self, draw: bool = True):
         """The interactive viewer (ipywidgets 7 and 8)."""
