@@ -1465,9 +1465,14 @@ def run_study(
             return df[~drop].reset_index(drop=True)
         return df
 
-    all_table = pd.DataFrame(rows, columns=cols)
+    def _frame(data, columns):  # token distance: a nullable integer (None where a run has no decoder)
+        df = pd.DataFrame(data, columns=columns)
+        df["cue_distance_tokens"] = df["cue_distance_tokens"].astype("Int64")
+        return df
+
+    all_table = _frame(rows, cols)
     table = _keep(all_table)
-    variants = _keep(pd.DataFrame(variant_rows, columns=cols + ["definition"]))
+    variants = _keep(_frame(variant_rows, cols + ["definition"]))
     decoder_mass = _keep(pd.DataFrame(mass_rows, columns=["item", "base_item", "use", "template", "label", "model", "init",
                                                           "model_label", "measure", "layer", "position", "token",
                                                           "mass", "cue_distance"]))
