@@ -1090,12 +1090,14 @@ def study_cache_dir() -> Path:
     return cache_dir() / "study" / f"v{STUDY_VERSION}"
 
 
-def _settings_tag(components, measures, language: str) -> str:
+def _settings_tag(components, measures, language: str, teacher_forcing: str = "transcription") -> str:
     """Shard key of the settings. Includes :data:`SCORING_SCHEMA` (which decoder definitions a
     shard holds, each under its own name): a shard written under another definition of the scores
     is never read back."""
-    s = json.dumps(dict(c=sorted(components) if components else None, m=list(measures), lang=language,
-                        scoring=SCORING_SCHEMA), sort_keys=True)
+    d = dict(c=sorted(components) if components else None, m=list(measures), lang=language, scoring=SCORING_SCHEMA)
+    if teacher_forcing != "transcription":  # the paper's setting keeps the tags it always had
+        d["teacher_forcing"] = teacher_forcing
+    s = json.dumps(d, sort_keys=True)
     return hashlib.sha1(s.encode()).hexdigest()[:8]
 
 
@@ -1263,6 +1265,7 @@ def run_study(
     language: str = "fr",
     loaded: Optional[dict] = None,
     options=None,
+    teacher_forcing: str = "transcription",
 ) -> StudyResult:
     """Cue contribution for every item × model × component × measure × layer.
 
@@ -1283,6 +1286,11 @@ def run_study(
             ``decoder`` rows of ``table`` use (default: the paper's). Every definition is computed in
             the same pass and kept in ``variants`` (column ``definition``); ``decoder_mass`` holds
             the paper-normalised mass of the target rows on each prompt position.
+        teacher_forcing: what Whisper's decoder reads: ``"transcription"`` (the paper's: the
+            trained model's own greedy transcription) or ``"reference"`` (the item's sentence, so
+            every item has decoder and cross-attention rows whatever the model heard; the
+            notebooks' ``SMOKE`` runs use it with ``exclude_misrecognised=False`` so that a tiny
+            CI sample never depends on the recogniser -- not the paper's setting).
 
     Nothing is dropped silently: ``exclusions`` has one row per excluded (item, use, model) with
     ``reason_code`` (``misrecognised``: the paper's rule, ``scope`` = all components;
@@ -1295,6 +1303,8 @@ def run_study(
 
     from .models import resolve_name
 
+    if teacher_forcing not in ("transcription", "reference"):
+        raise ValueError(f"teacher_forcing must be 'transcription' or 'reference', got {teacher_forcing!r}")
     if threads is not None:
         torch.set_num_threads(int(threads))
     runs = [ModelRun.make(m) for m in (models if models is not None else default_model_runs())]
@@ -1307,7 +1317,7 @@ def run_study(
     uses = [item_uses(it) for it in items]
     fp = dataset_fingerprint(keys)
     loaded = dict(loaded or {})
-    tag = _settings_tag(components, measures, language)
+    tag = _settings_tag(components, measures, language, teacher_forcing)
     options = StudyOptions.make(options)
 
     # ---- transcriptions, once per trained Whisper / CTC model (also needed by random twins)
@@ -1352,7 +1362,9 @@ def run_study(
                         item=ids[k] if u.name == "main" else f"{ids[k]}:{u.name}", base_item=ids[k], use=u.name,
                         template=it.get("template"), label=it.get("label"), model=r.name,
                         reason_code="misrecognised",
-                        scope="all components" if exclude_misrecognised else "decoder, cross",
+                        scope=("all components" if exclude_misrecognised else
+                               "decoder, cross" if teacher_forcing == "transcription" else
+                               "none (decoder teacher-forced on the reference)"),
                         reason="misrecognised: " + ", ".join(repr(words[i]) for i in missing),
                         transcription=rec["text"], reference=it.get("transcription"),
                     ))
@@ -1389,7 +1401,7 @@ def run_study(
                 if spec.family == "whisper" and (components is None or any(c in components for c in ("decoder", "cross"))):
                     tr = transcripts.get(ModelRun(run.name, "trained"), {}).get(keys[k])
                     prefix = whisper_prefix_ids(processor, language)
-                    if tr is not None:
+                    if tr is not None and teacher_forcing == "transcription":
                         dec_ids, src = prefix + list(tr["ids"]), "trained-model transcription"
                     else:
                         text = " " + str(items[k]["transcription"]).strip()

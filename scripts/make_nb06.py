@@ -89,8 +89,9 @@ from ctxmix_lite.paths import outputs_dir, savefig
 from ctxmix_lite.plotting import state_label
 
 torch.set_num_threads(THREADS)
-if SMOKE:
-    N_ITEMS, EXCLUDE_MISRECOGNISED = 6, False
+TEACHER_FORCING = "transcription"  # the paper's (and notebook 05's)
+if SMOKE:  # as notebook 05: a tiny CI sample must not depend on what the recogniser heard
+    N_ITEMS, EXCLUDE_MISRECOGNISED, TEACHER_FORCING = 6, False, "reference"
 pd.set_option("display.width", 160)
 T0 = time.perf_counter()
 """),
@@ -140,7 +141,8 @@ the target's tokens. "Layer $l$" is the output of Transformer layer $l$ (layer 1
 items = study.course_items(DATA, N_ITEMS, smoke=SMOKE, seed=SEED, progress=False, checked_only=CHECKED_ONLY)
 RUNS = study.default_model_runs(hub=HUB, smoke=SMOKE, whisper=MODEL)
 t = time.perf_counter()
-res = study.run_study(items, RUNS, exclude_misrecognised=EXCLUDE_MISRECOGNISED, threads=THREADS)
+res = study.run_study(items, RUNS, exclude_misrecognised=EXCLUDE_MISRECOGNISED, threads=THREADS,
+                      teacher_forcing=TEACHER_FORCING)
 print(f"study (cached after notebook 05): {time.perf_counter() - t:.0f} s")
 for (label, comp), d in res.probe.items():
     print(f"  {label:55s} {comp:8s} X {tuple(d['X'].shape)}  labels {dict(zip(*np.unique(d['y'], return_counts=True)))}")

@@ -347,3 +347,13 @@ def test_run_study_end_to_end_and_cache(items, tmp_path, monkeypatch, whisper_ba
     # probe features: one per kept item, layers 0..6
     X = res.probe[("whisper-base (trained)", "encoder")]["X"]
     assert X.shape[0] == 7 and X.shape[1] == len(res.probe[("whisper-base (trained)", "encoder")]["y"])
+
+
+def test_teacher_forcing_option_is_checked_and_keys_its_shards():
+    """The smoke runs' ``teacher_forcing="reference"`` never shares shards with the paper's setting,
+    whose shard key is unchanged; a misspelt value is refused before any work."""
+    paper = study._settings_tag(None, study.MEASURES, "fr")
+    assert study._settings_tag(None, study.MEASURES, "fr", "transcription") == paper
+    assert study._settings_tag(None, study.MEASURES, "fr", "reference") != paper
+    with pytest.raises(ValueError, match="teacher_forcing"):
+        study.run_study([{"audio": None}], [], teacher_forcing="references")
