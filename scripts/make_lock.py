@@ -75,7 +75,7 @@ def main(argv=None) -> int:
             f"# the ranges (Colab, pip users). torch is installed by scripts/install_torch.py.\n")
     args.output.write_text(head + text)
     n = sum(1 for line in text.splitlines() if re.match(r"^[A-Za-z0-9]", line))
-    print(f"wrote {args.output.relative_to(ROOT)}: {n} pinned packages")
+    print(f"wrote {args.output.resolve().relative_to(ROOT)}: {n} pinned packages")
     return 0
 
 
