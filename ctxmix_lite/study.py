@@ -134,6 +134,8 @@ DECODER_COMPONENTS = {"paper": "decoder", "paper+skip_special_tokens": "decoder[
                       "word_pooled": "decoder[word_pooled]"}
 #: shard component holding the mass the paper-normalised target rows put on each prompt position
 PROMPT_MASS = "decoder[prompt_mass]"
+#: its columns: <|startoftranscript|><|fr|><|transcribe|><|notimestamps|>
+N_PROMPT = 4
 #: decoder positions the paper's ``--SKIP_SPECIAL_TOKENS`` drops (evaluating/cue_alignment.py):
 #: ``<|startoftranscript|><|fr|><|transcribe|>``; ``<|notimestamps|>`` stays
 PAPER_SKIPPED_POSITIONS = 3
@@ -903,7 +905,7 @@ def _decoder_token_scores(lc: LayerCapture, rows, measure: str) -> np.ndarray:
 
 
 def paper_decoder_rows(m: np.ndarray, groups, word_tokens, skip_special_tokens: bool = False,
-                       n_prompt: int = 4) -> tuple:
+                       n_prompt: int = N_PROMPT) -> tuple:
     """The paper's decoder definition on raw token scores ``m`` ``[R, T]`` (rows = the positions
     predicting the target tokens): each row normalised over **all** ``T`` input positions (with
     ``skip_special_tokens``: the first :data:`PAPER_SKIPPED_POSITIONS` dropped first); returns

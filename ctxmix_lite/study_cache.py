@@ -232,15 +232,17 @@ def read_shard(path: Path, key: Optional[str] = None, run: Optional[str] = None,
 
 
 def _check_expected(dist: dict, probe: dict, expect: dict) -> None:
+    from .study import N_PROMPT, PROMPT_MASS  # the study's shard layout (imported late: study imports this module)
+
     uses = list(expect.get("uses") or [])
     n_words = expect.get("n_words")
     for (u, c, m), a in dist.items():
         if uses and u not in uses:
             raise CacheEntryError(f"rows for use {u!r}, which this item does not have (uses {uses})")
-        if c == "decoder[prompt_mass]":  # one column per prompt position, not per word
-            if a.ndim != 2 or a.shape[1] != 4:
-                raise CacheEntryError(f"array dist|{u}|{c}|{m} has shape {list(a.shape)}; expected [layers, 4] "
-                                      "(one column per prompt token)")
+        if c == PROMPT_MASS:  # one column per prompt position, not per word
+            if a.ndim != 2 or a.shape[1] != N_PROMPT:
+                raise CacheEntryError(f"array dist|{u}|{c}|{m} has shape {list(a.shape)}; expected "
+                                      f"[layers, {N_PROMPT}] (one column per prompt token)")
             continue
         if a.ndim != 2 or (n_words is not None and a.shape[1] != n_words):
             raise CacheEntryError(f"array dist|{u}|{c}|{m} has shape {list(a.shape)}; expected [layers, {n_words}] "
