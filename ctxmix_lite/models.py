@@ -268,6 +268,29 @@ def check_analysis_state(model) -> None:
             "ctxmix_lite.models.prepare_model(model, processor)")
 
 
+def resolve_device(device="auto") -> str:
+    """The notebooks' ``DEVICE`` parameter as a torch device string: ``"auto"`` (or ``None``) is
+    ``"cuda"`` when a GPU is visible, else ``"cpu"``; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` and
+    ``"mps"`` are checked against what this machine has."""
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(device, str):
+        device = str(device)
+    kind = device.split(":")[0]
+    if kind == "cpu":
+        return device
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"DEVICE={device!r} but no CUDA GPU is visible to torch on this machine; "
+                             "use 'auto' or 'cpu'")
+        return device
+    if kind == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"DEVICE={device!r} but torch reports no MPS device here; use 'auto' or 'cpu'")
+        return device
+    raise ValueError(f"DEVICE must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; got {device!r}")
+
+
 def prepare_model(model, processor=None, device="cpu"):
     """Put any supported model in analysis state: eager, eval, float32. Returns ``(model, processor)``.
 
