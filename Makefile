@@ -21,6 +21,8 @@
 #   WORKERS          pytest-xdist workers                         (2)
 #   PYTEST_ARGS      more pytest arguments                        ()
 #   RUN_ARGS         more scripts/run_notebooks.py arguments      (e.g. "--only 03" or "--smoke")
+#   RECOMPUTE        1: notebooks 05-07 recompute the whole study instead of loading the shipped
+#                    results in data/results/ (PRECOMPUTED=False; tens of minutes on 2 cores)   ()
 #   LOCK             the exact versions to install (requirements/lock-pyXY.txt for the Python in
 #                    use; `LOCK=` installs the newest releases within pyproject.toml's ranges)
 #
@@ -36,6 +38,7 @@ EXTRAS ?= offline,lab,dev
 WORKERS ?= 2
 PYTEST_ARGS ?=
 RUN_ARGS ?=
+RECOMPUTE ?=
 KERNEL := ctxmix
 STAMP := $(VENV)/.ctxmix-installed
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null)
@@ -48,11 +51,13 @@ UV_SPEC ?= uv==0.13.9
 export TORCH_SPEC TORCH_INDEX_URL
 
 .DEFAULT_GOAL := help
-.PHONY: help install system data run test lab bench clean clean-all lock test-latest test-browser browser-deps colab-stack colab-env book book-env book-test ci-book
+.PHONY: help install system data run test shipped lab bench clean clean-all lock test-latest test-browser browser-deps colab-stack colab-env book book-env book-test ci-book
 
 help:
 	@echo "make run    build the offline data and execute every notebook (outputs/notebooks, outputs/figures)"
 	@echo "make test   run the full test suite (notebooks included, smoke parameters)"
+	@echo "make run RECOMPUTE=1  notebooks 05-07 recompute the study instead of loading data/results/"
+	@echo "make shipped  regenerate the shipped results in data/results/ (~1 h on 2 cores)"
 	@echo "make test-latest  the test suite on the newest releases within pyproject's ranges (.venv-latest)"
 	@echo "make lock   re-write requirements/lock-pyXY.txt from the versions installed in the venv"
 	@echo "make lab    open JupyterLab on notebooks/"
@@ -89,9 +94,11 @@ data: system
 	$(PY) scripts/build_data.py
 
 run: data
-	$(PY) scripts/run_notebooks.py $(RUN_ARGS)
+	$(PY) scripts/run_notebooks.py $(if $(filter 1 yes true,$(RECOMPUTE)),-p PRECOMPUTED False) $(RUN_ARGS)
 
-test: system
+# The full offline data set is built first: the shipped-results tests and notebooks 05-07
+# (PRECOMPUTED) re-check the committed results on its items.
+test: data
 	CTXMIX_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -n $(WORKERS) --dist loadgroup -ra --durations=15 -m "not browser" $(PYTEST_ARGS)
 
 # The widget browser tests (tests/browser/, JupyterLab 4 + ipywidgets 8 in .venv); not yet part
@@ -111,6 +118,11 @@ lock: | $(PY)
 test-latest:
 	rm -f $(LATEST_VENV)/.ctxmix-installed
 	$(MAKE) test VENV=$(LATEST_VENV) LOCK= PIP_INSTALL_ARGS="--upgrade --upgrade-strategy eager"
+
+# Re-compute the shipped results (data/results/) at the notebooks' default parameters: after the
+# data, the models or the study's definitions change. Resumes from the study cache.
+shipped: data
+	$(PY) -m ctxmix_lite.shipped
 
 # ---- extras --------------------------------------------------------------------------------
 lab: system

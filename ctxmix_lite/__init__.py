@@ -29,9 +29,12 @@ Course outline (package tree)::
       synth.py, lexicon.py, homophony.py, commonvoice.py
                          the French homophony data: offline synthetic, or CV11         (05 homophony cue)
       study.py           cue -> target contribution over layers, trained vs random     (05)
+      study_cache.py     the study's per-item shards, validated on read                (05 ->)
+      shipped.py         the committed results in data/results/, loaded and re-checked (05 -> 07)
       explorer.py        the interactive item x model x layer x measure explorer       (05)
       probe.py           number probe per layer (logistic regression, 3-fold CV)       (06 number probe)
       attribution.py     gradient attribution to compare with context mixing          (07 mixing vs attribution)
+      attribution_examples.py  notebook 07's per-item analysis (notebook + shipped results) (07)
 """
 from __future__ import annotations
 
@@ -45,7 +48,8 @@ _SUBMODULES = (
     "paths", "colab", "plotting", "widgets", "exercises", "audio", "capture_types", "layer",
     "models", "whisper_offline", "capture", "patterns", "attention_norm", "value_zeroing",
     "rollout", "decomposition", "measures", "pooling", "synth", "lexicon", "homophony",
-    "commonvoice", "measure_utils", "study", "explorer", "probe", "attribution",
+    "commonvoice", "measure_utils", "study", "study_cache", "shipped", "explorer", "probe", "attribution",
+    "attribution_examples",
 )
 
 __all__ = ["__version__", *_SUBMODULES]

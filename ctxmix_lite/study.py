@@ -118,7 +118,15 @@ __all__ = [
     "run_study",
     "summarize",
     "study_cache_dir",
+    "audio_of",
+    "NOTEBOOK_DEFAULTS",
 ]
+
+#: The default parameters of notebooks 05-07 (their ``parameters`` cells repeat them as literals,
+#: which papermill needs; tests/test_shipped.py checks they agree): the run the shipped results in
+#: ``data/results/`` hold (:mod:`ctxmix_lite.shipped`).
+NOTEBOOK_DEFAULTS = dict(model="openai/whisper-base", data="offline", n_items=200, checked_only=True, seed=0,
+                         n_examples=3, ig_steps=16, vz_chunk=2)
 
 #: bump when the scores a cached shard holds would change
 STUDY_VERSION = 1
@@ -250,12 +258,13 @@ class ModelRun:
             tail += "-" + hashlib.sha1(repr(self.config_overrides).encode()).hexdigest()[:8]
         return f"{s}__{tail}"
 
-    def load(self):
+    def load(self, device: str = "cpu"):
         from .models import load_model
 
         if self.init == "trained":
-            return load_model(self.name, pretrained=True)
-        return load_model(self.name, pretrained=False, seed=self.seed, config_overrides=dict(self.config_overrides) or None)
+            return load_model(self.name, pretrained=True, device=device)
+        return load_model(self.name, pretrained=False, seed=self.seed, device=device,
+                          config_overrides=dict(self.config_overrides) or None)
 
 
 def default_model_runs(hub: bool = False, smoke: bool = False, whisper: str = "openai/whisper-base") -> list:
@@ -352,6 +361,10 @@ def _audio_of(item) -> np.ndarray:
     if isinstance(a, dict):  # array + sampling_rate, else path or bytes (ctxmix_lite.audio.load_audio)
         return load_audio(a)
     return load_audio(a, 16000)
+
+
+#: an item's waveform (float32, 16 kHz), whatever the data's audio column holds
+audio_of = _audio_of
 
 
 def _alignment_of(item) -> list:

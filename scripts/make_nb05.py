@@ -88,7 +88,10 @@ EXCLUDE_MISRECOGNISED = True      # the paper's rule (False: keep them for the e
 DECODER_SCORING = "paper"         # decoder self-attention: "paper" (token level, all positions) or "word_pooled"
 SKIP_SPECIAL_TOKENS = False       # the paper's --SKIP_SPECIAL_TOKENS option (first 3 decoder positions dropped)
 THREADS = 2                       # CPU threads (torch.set_num_threads)
-SMOKE = False                     # True: tiny run (CI): 6 items, a 4-layer random XLSR
+DEVICE = "auto"                   # "auto": CUDA when available, else CPU
+PRECOMPUTED = True                # True: load the shipped study (data/results/) and re-check items live; False: recompute it all
+RECHECK_ITEMS = 2                 # items recomputed live and compared with the shipped rows (PRECOMPUTED)
+SMOKE = False                     # True: tiny run (CI): 6 items, a 4-layer random XLSR (shipped: 1 item re-checked)
 SOLUTIONS = False                 # True: use the reference solution of the exercise
 SEED = 0                          # random initialisation and choice of items
 """, tags=["parameters"]),
@@ -100,17 +103,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ctxmix_lite import study
+from ctxmix_lite import shipped, study
 from ctxmix_lite.exercises import nb05, use_solution
 from ctxmix_lite.explorer import Explorer
+from ctxmix_lite.models import resolve_device
 from ctxmix_lite.paths import outputs_dir, savefig
 from ctxmix_lite.plotting import plot_waveform_words
 from ctxmix_lite.widgets import audio_player
 
 torch.set_num_threads(THREADS)
+DEVICE = resolve_device(DEVICE)
 TEACHER_FORCING = "transcription"  # the paper's: the decoder reads the trained model's own transcription
-if SMOKE:  # a tiny CI sample must not depend on what the recogniser heard: not the paper's setting
-    N_ITEMS, EXPLORER_ITEMS = 6, 1
+OPTIONS = study.StudyOptions(DECODER_SCORING, SKIP_SPECIAL_TOKENS)
+# the shipped results hold the run at the default parameters; any other choice recomputes
+PRECOMPUTED, why = shipped.usable(PRECOMPUTED, model=MODEL, data=DATA, n_items=N_ITEMS, checked_only=CHECKED_ONLY,
+                                  seed=SEED, hub=HUB, exclude_misrecognised=EXCLUDE_MISRECOGNISED)
+print(why)
+if SMOKE:
+    EXPLORER_ITEMS, RECHECK_ITEMS = 1, 1
+if SMOKE and not PRECOMPUTED:  # a tiny CI sample must not depend on what the recogniser heard: not the paper's setting
+    N_ITEMS = 6
     EXCLUDE_MISRECOGNISED, TEACHER_FORCING = False, "reference"
 pd.set_option("display.width", 160)
 pd.set_option("display.max_colwidth", 60)
@@ -129,7 +141,8 @@ a pair's other member may have failed the check). The study still applies the ru
 the transcriptions it makes.
 """),
     code(r"""
-items = study.course_items(DATA, N_ITEMS, smoke=SMOKE, seed=SEED, progress=False, checked_only=CHECKED_ONLY)
+items = study.course_items(DATA, N_ITEMS, smoke=SMOKE and not PRECOMPUTED, seed=SEED, progress=False,
+                           checked_only=CHECKED_ONLY)
 print(f"{len(items)} items")
 print(pd.crosstab(pd.Series(items["template"], name="template"), pd.Series(items["label"], name="label")))
 
@@ -177,9 +190,9 @@ trained French checkpoint with `HUB = True`). In `SMOKE` mode the random XLSR ke
 layers (same layer type) to fit the CI budget.
 """),
     code(r"""
-RUNS = study.default_model_runs(hub=HUB, smoke=SMOKE, whisper=MODEL)
+RUNS = study.default_model_runs(hub=HUB, smoke=SMOKE and not PRECOMPUTED, whisper=MODEL)
 t = time.perf_counter()
-loaded = {run: run.load() for run in RUNS}
+loaded = {run: run.load(device=DEVICE) for run in RUNS}
 print(f"loaded {len(RUNS)} models in {time.perf_counter() - t:.0f} s:")
 for run in RUNS:
     print("  ", run.label)
@@ -212,13 +225,26 @@ forward plus, for the target rows only, the eager attention weights), then all t
 every component and layer. Shards are cached per (model, init, settings, item): run the cell
 again, or resume after an interruption, and only missing items are computed. Transcriptions are
 generated once with the trained Whisper.
+
+**Shipped results.** The whole run takes tens of minutes on two CPU cores, so with
+`PRECOMPUTED = True` (the default) the notebook loads it from `data/results/` — computed by
+`python -m ctxmix_lite.shipped` with exactly these definitions and items; its provenance (data
+build, model weights, code version) is printed — and **recomputes `RECHECK_ITEMS` items live**,
+every model, component, measure and layer, checking that they equal the shipped rows to 1e-6.
+`PRECOMPUTED = False` recomputes everything (and so does any change of the item or model
+parameters).
 """),
     code(r"""
 t = time.perf_counter()
-OPTIONS = study.StudyOptions(DECODER_SCORING, SKIP_SPECIAL_TOKENS)
-res = study.run_study(items, RUNS, exclude_misrecognised=EXCLUDE_MISRECOGNISED, threads=THREADS, loaded=loaded,
-                      options=OPTIONS, teacher_forcing=TEACHER_FORCING)
-print(f"study: {time.perf_counter() - t:.0f} s; per model: " + ", ".join(f"{k} {v:.0f} s" for k, v in res.timings.items()))
+if PRECOMPUTED:
+    res = shipped.load_study(items=items, options=OPTIONS)
+    shipped.describe(res)
+    shipped.recheck_study(res, items, n_items=RECHECK_ITEMS, loaded=loaded, threads=THREADS)
+else:
+    res = study.run_study(items, RUNS, exclude_misrecognised=EXCLUDE_MISRECOGNISED, threads=THREADS, loaded=loaded,
+                          options=OPTIONS, teacher_forcing=TEACHER_FORCING)
+print(f"study: {time.perf_counter() - t:.0f} s; per model when computed: "
+      + ", ".join(f"{k} {v:.0f} s" for k, v in res.timings.items()))
 print(f"decoder definition of the main table: {res.options.decoder_definition}")
 print(f"{res.table['item'].nunique()} analysed items (Det_Noun_Verb counted twice), "
       f"{res.n_excluded} excluded as misrecognised by the trained model(s)")

@@ -70,6 +70,9 @@ N_ITEMS = 200                     # items (the same as notebook 05: its cache is
 CHECKED_ONLY = True               # only items the data's Whisper-base check passed (the rule drops the rest)
 EXCLUDE_MISRECOGNISED = True      # the paper's rule
 THREADS = 2                       # CPU threads
+DEVICE = "auto"                   # "auto": CUDA when available, else CPU
+PRECOMPUTED = True                # True: the shipped study (data/results/), one item re-checked live; False: recompute
+RECHECK_ITEMS = 1                 # items recomputed live and compared with the shipped rows (PRECOMPUTED)
 SMOKE = False                     # True: tiny run (CI)
 SOLUTIONS = False                 # True: use the reference solution of the exercise
 SEED = 0                          # items, folds and random initialisation
@@ -83,14 +86,19 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from ctxmix_lite import probe, study
+from ctxmix_lite import probe, shipped, study
 from ctxmix_lite.exercises import nb06, use_solution
+from ctxmix_lite.models import resolve_device
 from ctxmix_lite.paths import outputs_dir, savefig
 from ctxmix_lite.plotting import state_label
 
 torch.set_num_threads(THREADS)
+DEVICE = resolve_device(DEVICE)
 TEACHER_FORCING = "transcription"  # the paper's (and notebook 05's)
-if SMOKE:  # as notebook 05: a tiny CI sample must not depend on what the recogniser heard
+PRECOMPUTED, why = shipped.usable(PRECOMPUTED, model=MODEL, data=DATA, n_items=N_ITEMS, checked_only=CHECKED_ONLY,
+                                  seed=SEED, hub=HUB, exclude_misrecognised=EXCLUDE_MISRECOGNISED)
+print(why)
+if SMOKE and not PRECOMPUTED:  # as notebook 05: a tiny CI sample must not depend on what the recogniser heard
     N_ITEMS, EXCLUDE_MISRECOGNISED, TEACHER_FORCING = 6, False, "reference"
 pd.set_option("display.width", 160)
 T0 = time.perf_counter()
@@ -138,12 +146,20 @@ the target's tokens. "Layer $l$" is the output of Transformer layer $l$ (layer 1
   usually the cue and the target together. XLSR's `input (0)` is **not** free of context mixing.
 """),
     code(r"""
-items = study.course_items(DATA, N_ITEMS, smoke=SMOKE, seed=SEED, progress=False, checked_only=CHECKED_ONLY)
-RUNS = study.default_model_runs(hub=HUB, smoke=SMOKE, whisper=MODEL)
+items = study.course_items(DATA, N_ITEMS, smoke=SMOKE and not PRECOMPUTED, seed=SEED, progress=False,
+                           checked_only=CHECKED_ONLY)
+RUNS = study.default_model_runs(hub=HUB, smoke=SMOKE and not PRECOMPUTED, whisper=MODEL)
 t = time.perf_counter()
-res = study.run_study(items, RUNS, exclude_misrecognised=EXCLUDE_MISRECOGNISED, threads=THREADS,
-                      teacher_forcing=TEACHER_FORCING)
-print(f"study (cached after notebook 05): {time.perf_counter() - t:.0f} s")
+loaded = {run: run.load(device=DEVICE) for run in RUNS}
+if PRECOMPUTED:  # notebook 05's shipped study; the probe features of RECHECK_ITEMS items are recomputed and compared
+    res = shipped.load_study(items=items)
+    shipped.describe(res)
+    shipped.recheck_study(res, items, n_items=RECHECK_ITEMS, loaded=loaded, threads=THREADS)
+else:
+    res = study.run_study(items, RUNS, exclude_misrecognised=EXCLUDE_MISRECOGNISED, threads=THREADS, loaded=loaded,
+                          teacher_forcing=TEACHER_FORCING)
+del loaded
+print(f"study ({'shipped + live re-check' if PRECOMPUTED else 'cached after notebook 05'}): {time.perf_counter() - t:.0f} s")
 for (label, comp), d in res.probe.items():
     print(f"  {label:55s} {comp:8s} X {tuple(d['X'].shape)}  labels {dict(zip(*np.unique(d['y'], return_counts=True)))}")
 """),

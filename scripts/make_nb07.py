@@ -75,6 +75,8 @@ N_EXAMPLES = 3                    # items analysed here (correctly transcribed, 
 IG_STEPS = 16                     # integrated-gradients steps
 VZ_CHUNK = 2                      # encoder frames (20 ms) per value-zeroing chunk
 THREADS = 2                       # CPU threads
+DEVICE = "auto"                   # "auto": CUDA when available, else CPU
+PRECOMPUTED = True                # True: the shipped examples (data/results/), the first re-checked live; False: recompute
 SMOKE = False                     # True: tiny run (CI): 1 example, 4 IG steps, 80 ms chunks
 SOLUTIONS = False                 # True: use the reference solution of the exercise
 SEED = 0
@@ -88,14 +90,19 @@ import pandas as pd
 import torch
 
 from ctxmix_lite import attribution as A
-from ctxmix_lite import study
-from ctxmix_lite.capture import whisper_prefix_ids
+from ctxmix_lite import attribution_examples as AE
+from ctxmix_lite import shipped, study
 from ctxmix_lite.exercises import nb07, use_solution
+from ctxmix_lite.models import resolve_device
 from ctxmix_lite.paths import outputs_dir, savefig
 from ctxmix_lite.widgets import audio_player
 
 torch.set_num_threads(THREADS)
-if SMOKE:
+DEVICE = resolve_device(DEVICE)
+PRECOMPUTED, why = shipped.usable(PRECOMPUTED, model=MODEL, data=DATA, n_items=N_ITEMS, checked_only=CHECKED_ONLY,
+                                  seed=SEED, n_examples=N_EXAMPLES, ig_steps=IG_STEPS, vz_chunk=VZ_CHUNK)
+print(why)
+if SMOKE and not PRECOMPUTED:
     N_ITEMS, N_EXAMPLES, IG_STEPS, VZ_CHUNK = 6, 1, 4, 4
 pd.set_option("display.width", 160)
 T0 = time.perf_counter()
@@ -108,46 +115,45 @@ trained model transcribed correctly (its transcriptions are cached by notebook 0
 after another.
 """),
     code(r"""
-items = study.course_items(DATA, N_ITEMS, smoke=SMOKE, seed=SEED, progress=False, checked_only=CHECKED_ONLY)
+items = study.course_items(DATA, N_ITEMS, smoke=SMOKE and not PRECOMPUTED, seed=SEED, progress=False,
+                           checked_only=CHECKED_ONLY)
 run = study.ModelRun(MODEL, "trained")
-model, proc = run.load()
+model, proc = run.load(device=DEVICE)
 keys = [study.item_key(it) for it in items]
-tr = study.get_transcriptions(run, items, keys, model, proc, progress=False)
-if SMOKE:  # as notebooks 05-06: the tiny CI sample reads the reference sentence, whatever was heard
-    tr = {k: dict(text=it["transcription"], ids=list(proc.tokenizer(" " + it["transcription"].strip(),
-                                                                    add_special_tokens=False).input_ids))
-          for k, it in zip(keys, items)}
-prefix = whisper_prefix_ids(proc)
-ok = {}
-for k, it in enumerate(items):
-    u = study.item_uses(it)[0]
-    pos = study.decoder_positions(it["alignment"], tr[keys[k]]["ids"], proc.tokenizer, 4)
-    if study.check_use(pos, u) is None:
-        ok.setdefault(it["template"], []).append(k)
-order = [k for group in zip(*ok.values()) for k in group] + [k for g in ok.values() for k in g]
-examples = list(dict.fromkeys(order))[:N_EXAMPLES]
-print(f"{sum(len(v) for v in ok.values())} of {len(items)} items transcribed right; analysing {examples}")
+if PRECOMPUTED:
+    shipped_examples, prov = shipped.load_attribution(items=items)
+    shipped.describe(prov)
+    examples = [e["k"] for e in shipped_examples]
+    print(f"analysing {examples} (the shipped examples)")
+else:
+    tr = study.get_transcriptions(run, items, keys, model, proc, progress=False)
+    if SMOKE:  # as notebooks 05-06: the tiny CI sample reads the reference sentence, whatever was heard
+        tr = {k: dict(text=it["transcription"], ids=list(proc.tokenizer(" " + it["transcription"].strip(),
+                                                                        add_special_tokens=False).input_ids))
+              for k, it in zip(keys, items)}
+    examples, n_ok = AE.choose_examples(items, tr, keys, proc.tokenizer, N_EXAMPLES)
+    print(f"{n_ok} of {len(items)} items transcribed right; analysing {examples}")
 """),
     md(r"""
 ## 2 · Three answers on one time axis
 """),
     code(r"""
-def analyse(k):
-    it = items[k]
-    u = study.item_uses(it)[0]
-    al, wav = it["alignment"], study._audio_of(it)
-    ids = prefix + tr[keys[k]]["ids"]
-    pos = A.target_positions(proc, ids, al, u.target)
-    out = dict(k=k, item=it, use=u, ids=ids, pos=pos, audio=wav)
+if PRECOMPUTED:
+    # the shipped gradient x input, integrated gradients, VZ rollout, blank-out and interventions;
+    # the first example's gradient x input and blank-out are recomputed live and compared
+    results = []
+    for e in shipped_examples:
+        it = items[e["k"]]
+        results.append(dict(e, item=it, use=study.item_uses(it)[0], audio=study.audio_of(it)))
+    r0 = results[0]
     t = time.perf_counter()
-    out["gxi"] = A.gradient_x_input(model, proc, wav, ids, pos)
-    out["ig"] = A.integrated_gradients(model, proc, wav, ids, pos, steps=IG_STEPS)
-    out["vz"] = A.vz_rollout(model, proc, wav, ids, pos, chunk_frames=VZ_CHUNK)
-    out["seconds"] = time.perf_counter() - t
-    return out
-
-
-results = [analyse(k) for k in examples]
+    live = AE.analyse_example(model, proc, r0["item"], r0["k"], r0["key"], r0["transcript_ids"], methods=("gxi",),
+                              with_interventions=False)
+    shipped.recheck_attribution(r0, live)
+    print(f"({time.perf_counter() - t:.0f} s)")
+else:
+    results = [AE.analyse_example(model, proc, items[k], k, keys[k], tr[keys[k]]["ids"], IG_STEPS, VZ_CHUNK)
+               for k in examples]
 for r in results:
     it, u = r["item"], r["use"]
     al = it["alignment"]
@@ -187,7 +193,7 @@ rows = []
 for r in results:
     it, u = r["item"], r["use"]
     al = it["alignment"]
-    dele = A.word_deletion(model, proc, r["audio"], al, r["ids"], r["pos"])
+    dele = r["deletion"]  # blank every word in turn: A.word_deletion (computed with the examples)
     words = {m: word_attribution(r[key].scores, r[key].times, r[key].step, al)
              for m, key in (("gradient x input", "gxi"), ("integrated gradients", "ig"),
                             ("VZ rollout (course construction)", "vz"))}
@@ -213,19 +219,9 @@ the cue **token** in the teacher-forced transcript by the other number's form (w
 reads: *les* → *le*), and both.
 """),
     code(r"""
-rows = []
-for r in results:
-    it, u = r["item"], r["use"]
-    al = it["alignment"]
-    cue_spans = [(al[c]["start"], al[c]["end"]) for c in u.cue]
-    audio_b = A.blank_out(model, proc, r["audio"], r["ids"], r["pos"], cue_spans)
-    reps = [A.flip_number(al[c]["word"]) for c in u.cue]
-    tok = A.cue_token_replacement(model, proc, r["audio"], r["ids"], al, u.cue, u.target, reps)
-    both = A.cue_token_replacement(model, proc, A._blank(r["audio"], cue_spans), r["ids"], al, u.cue, u.target, reps)
-    rows.append(dict(item=it["item_id"], cue=" ".join(al[c]["word"] for c in u.cue), target=al[u.target]["word"],
-                     p=audio_b["p"], p_cue_audio_silenced=audio_b["p_blanked"], p_cue_token_replaced=tok["p_replaced"],
-                     p_both=both["p_replaced"], replaced_text=tok["text"]))
-interventions = pd.DataFrame(rows)
+# AE.interventions(model, proc, item, audio, ids, pos): A.blank_out on the cue's time span, and
+# A.cue_token_replacement with the other number's form of the cue (A.flip_number), without and with the silence
+interventions = pd.DataFrame([r["interventions"] for r in results])
 interventions.to_csv(outputs_dir() / "07_interventions.csv", index=False)
 print(f"total notebook time {time.perf_counter() - T0:.0f} s")
 interventions.round(4)
