@@ -234,8 +234,14 @@ def _data_provenance(items, data: str) -> dict:
     keys = [item_key(dict(it)) for it in items]
     d = dict(source=data, dataset_fingerprint=dataset_fingerprint(keys), n_items=len(keys))
     rep = getattr(items, "_ctxmix_report", None)
-    if isinstance(rep, dict):
+    build = getattr(items, "_ctxmix_build_dir", None)
+    if isinstance(rep, dict) and rep.get("key"):
         d["build_key"] = rep.get("key")
+    elif build:  # an offline build: its folder is named by its key, its report.json holds it
+        try:
+            d["build_key"] = json.loads((Path(build) / "report.json").read_text()).get("key") or Path(build).name
+        except (OSError, ValueError):
+            d["build_key"] = Path(build).name
     return d
 
 

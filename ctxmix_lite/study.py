@@ -1803,6 +1803,7 @@ def course_items(data: str = "offline", n_items: Optional[int] = 200, smoke: boo
         ds = load_homophony("offline", smoke=smoke, seed=seed, progress=progress)
     else:
         ds = load_homophony(data, progress=progress)
+    origin = {a: getattr(ds, a) for a in ("_ctxmix_build_dir", "_ctxmix_report") if hasattr(ds, a)}
     if checked_only:
         ok = list(ds["whisper_ok"])
         if all(o is None for o in ok):
@@ -1811,6 +1812,8 @@ def course_items(data: str = "offline", n_items: Optional[int] = 200, smoke: boo
             ds = ds.select([i for i, o in enumerate(ok) if o])
     if n_items is not None and int(n_items) < len(ds):
         ds = balanced_subset(ds, int(n_items), seed)
+    for a, v in origin.items():  # the build the items come from (its key goes into shipped provenance)
+        setattr(ds, a, v)
     return ds
 
 

@@ -135,7 +135,7 @@ Every item comes with its minimal pair (same sentence, voice and prosody, other 
 target's own sound is the same in both members: only the cue tells them apart.
 
 The paper analyses only items the ASR models transcribe with cue and target right. The offline set
-was checked once with Whisper-base (348 of its 1,000 items pass; `data/README.md`), so with
+was checked once with Whisper-base (366 of its 1,000 items pass; `data/README.md`), so with
 `CHECKED_ONLY = True` the `N_ITEMS` are drawn from those and every one is analysed (label-balanced;
 a pair's other member may have failed the check). The study still applies the rule itself, with
 the transcriptions it makes.

@@ -225,3 +225,13 @@ def test_the_shipped_attribution_equals_a_live_recomputation(default_items):
     bad = dict(e, deletion=e["deletion"].assign(p_blanked=e["deletion"]["p_blanked"] + 1e-5))
     with pytest.raises(shipped.ShippedResultsMismatch):
         shipped.recheck_attribution(bad, live, verbose=False)
+
+
+def test_the_readme_results_are_the_shipped_results():
+    """README's "Results" block is written from the shipped bundle by scripts/readme_results.py."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_results.py"), "--check"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
