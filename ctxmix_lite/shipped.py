@@ -169,7 +169,11 @@ def read_bundle(name_or_path, kind: Optional[str] = None):
     frames = {}
     for name, dts in prov.get("dtypes", {}).items():
         p = d / f"{name}.csv.gz"
-        df = pd.read_csv(p, keep_default_na=True)
+        text_cols = {c: str for c, dt in dts.items() if dt == "object" or dt.startswith("str")}
+        try:  # text columns stay text ("0007" is not 7); an empty cell reads back as None
+            df = pd.read_csv(p, keep_default_na=True, dtype=text_cols)
+        except (OSError, ValueError, EOFError) as err:
+            raise ShippedResultsError(f"{p} could not be read ({type(err).__name__}: {err})") from err
         for col, dt in dts.items():
             if col not in df.columns:
                 raise ShippedResultsError(f"{p}: column {col!r} listed in the provenance is missing")

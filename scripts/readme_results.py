@@ -103,8 +103,8 @@ def block() -> str:
     out.append("")
     sd = study.summarize_by_distance(res.table)
     sd = sd[(sd["measure"] == "value_zeroing") & (sd["model_label"].isin([w_tr, w_rd]))]
-    groups = [g for g in ("adjacent", "non-adjacent") if g in set(sd["distance_group"])]
-    if len(groups) == 2:
+    groups = sorted(set(sd["distance_group"]), key=lambda g: (g != "adjacent", g))
+    if len(groups) >= 2:
         out.append("**By cue distance** (Value Zeroing, mean over items per layer; adjacent = cue right before the "
                    "target, non-adjacent = 1–3 words between):")
         out.append("")
