@@ -140,6 +140,25 @@ def block() -> str:
             if len(s):
                 out.append("")
                 out.append(f"({_short(label)}: {_f(s['accuracy'].min())}–{_f(s['accuracy'].max())} in all {len(s)} states.)")
+        try:
+            from ctxmix_lite.study import course_items
+
+            d = res.provenance["settings"]
+            items = course_items(res.provenance["data"]["source"], d["n_items"], seed=d["seed"], progress=False,
+                                 checked_only=d["checked_only"])
+            bd, _ = probe.probe_by_distance(res, items, seed=0)
+            s = bd[(bd["model_label"] == w_tr) & (bd["component"] == "encoder")]
+            parts = []
+            for g, gg in s.groupby("distance_group"):
+                gg = gg.sort_values("layer")
+                parts.append(f"{g}: {_f(gg['accuracy'].iloc[0])} (input) → best {_f(gg['accuracy'].max())} "
+                             f"(last layer {_f(gg['accuracy'].iloc[-1])}, n = {int(gg['n'].iloc[0])})")
+            out.append("")
+            out.append("The trained encoder's probe by cue distance (`probe.probe_by_distance`, notebook 06): "
+                       + "; ".join(parts) + ".")
+        except Exception as err:  # the data build is needed to split by distance
+            out.append("")
+            out.append(f"(Probe by cue distance not computed here: {type(err).__name__}.)")
         merged, corr = probe.relate_to_cue(table, res.summary())
         c = corr[(corr["model_label"] == w_tr) & (corr["component"] == "encoder")]
         if len(c):
