@@ -1,13 +1,22 @@
 """The exercise framework: learner code checked against a reference, with a useful message.
 
-In a notebook::
+In a notebook (the ARENA form of ``scripts/nbgen.py``: a markdown cell with markers and a hint
+ladder, the learner's stub, a collapsed solution cell written from the equations, the check)::
 
     def frame_of(t, n_frames=1500, window=30.0):
         # YOUR CODE HERE
         raise NotImplementedError
 
-    frame_of = use_solution(frame_of, nb00.frame_of, SOLUTIONS)   # CI: SOLUTIONS=True
-    nb00.check_frame_of(frame_of)                                 # -> ✔ or ✘ with what is wrong
+    def frame_of_solution(t, n_frames=1500, window=30.0):       # (collapsed cell, tag "solution")
+        f = math.ceil(n_frames * t / window - 1e-9)               # ceil(F t / T)
+        return int(min(max(f, 0), n_frames - 1))                  # clip to [0, F - 1]
+
+    frame_of = use_solution(frame_of, frame_of_solution, SOLUTIONS)   # CI: SOLUTIONS=True
+    nb00.check_frame_of(frame_of)                                     # -> ✔ or ✘ with what is wrong
+
+The check compares with its own reference (the library's formulation, independent of the
+notebook's solution); ``properties`` states what every correct answer satisfies where several
+answers are right.
 
 :func:`check_function` calls the learner's function and the reference on the same cases (fresh
 copies of the inputs for each, so in-place changes cannot leak) and stops at the first case that
