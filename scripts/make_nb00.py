@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from nbgen import ROOT, code, main, md, setup_cell
+from nbgen import ROOT, code, exercise, main, md, setup_cell, solution
 
 OUT = ROOT / "notebooks" / "00_welcome.ipynb"
 
@@ -186,13 +186,19 @@ print(f"Whisper input: log-mel {mel.shape[1]} bands x {mel.shape[2]} columns (10
 print(f"Whisper encoder: {WHISPER_FRAMES} frames of 20 ms; the speech fills the first {speech_frames}")
 print(f"wav2vec2 encoder: {w2v_frames} frames for this clip ({w2v_frames / clip.duration:.1f} per second)")
 """),
-    md(r"""
-### Exercise 1 — from seconds to a frame
-
+    exercise("0.1 — from seconds to a frame", difficulty=1, importance=3, minutes=5, body=r"""
 Write `frame_of(t, n_frames, window)`: the index of the frame that contains time `t` seconds,
 $\lceil F t / T \rceil$, clipped to the valid range $[0, F - 1]$. Use `math.ceil`. One of the
 check's cases hides a floating-point trap — read the hint if you fall into it.
-"""),
+""", hints=[
+        r"""$F t / T$ is the time counted in frames (`n_frames * t / window`); `math.ceil` rounds it
+up to a whole frame, and `min`/`max` keep it inside $[0, F - 1]$. Return a Python `int`.""",
+        r"""`1500 * 1.1 / 30` is `55.00000000000001` in floating point, so its ceiling is 56, not 55.
+Subtract a tiny tolerance before rounding up, so that a time exactly on a frame boundary stays on
+its frame.""",
+        r"""`f = math.ceil(n_frames * t / window - 1e-9)`, then
+`return int(min(max(f, 0), n_frames - 1))`.""",
+    ]),
     code(r"""
 import math
 
@@ -200,24 +206,45 @@ import math
 def frame_of(t, n_frames=1500, window=30.0):
     # YOUR CODE HERE
     raise NotImplementedError
+"""),
+    solution(r"""
+import math
 
 
-frame_of = use_solution(frame_of, nb00.frame_of, SOLUTIONS)
+def frame_of_solution(t, n_frames=1500, window=30.0):
+    # frame(t) = ceil(F t / T); the 1e-9 absorbs floating-point noise (1500 * 1.1 / 30 = 55.00000000000001)
+    f = math.ceil(n_frames * t / window - 1e-9)
+    # clip to the valid range [0, F - 1] (a time past the window falls in the last frame)
+    return int(min(max(f, 0), n_frames - 1))
+""", "frame_of"),
+    code(r"""
+frame_of = use_solution(frame_of, frame_of_solution, SOLUTIONS)
 nb00.check_frame_of(frame_of)
 """),
-    md(r"""
-### Exercise 2 — the frames of a word
-
+    exercise("0.2 — the frames of a word", difficulty=1, importance=3, minutes=5, body=r"""
 Write `word_to_frames(start, end, n_frames, window)`: the inclusive span `(first, last)` of frames
 covered by a word, using your `frame_of`. A word always keeps at least one frame.
-"""),
+""", hints=[
+        r"""The first frame is the frame of `start`, the last the frame of `end` — both included.
+What if the word is so short that both times fall in the same frame, or `end` rounds below
+`start`'s frame?""",
+        r"""`first = frame_of(start, n_frames, window)`,
+`last = max(first, frame_of(end, n_frames, window))`, `return first, last`.""",
+    ]),
     code(r"""
 def word_to_frames(start, end, n_frames=1500, window=30.0):
     # YOUR CODE HERE
     raise NotImplementedError
-
-
-word_to_frames = use_solution(word_to_frames, nb00.word_to_frames, SOLUTIONS)
+"""),
+    solution(r"""
+# uses the solution of Exercise 0.1 (your own frame_of works as well once its check passes)
+def word_to_frames_solution(start, end, n_frames=1500, window=30.0):
+    first = frame_of_solution(start, n_frames, window)  # frame(start) = ceil(F start / T)
+    last = max(first, frame_of_solution(end, n_frames, window))  # frame(end); at least one frame: last >= first
+    return first, last  # inclusive span: frames first, first + 1, ..., last
+""", "word_to_frames"),
+    code(r"""
+word_to_frames = use_solution(word_to_frames, word_to_frames_solution, SOLUTIONS)
 nb00.check_word_to_frames(word_to_frames)
 """),
     code(r"""

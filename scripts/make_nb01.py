@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from nbgen import ROOT, code, main, md, setup_cell
+from nbgen import ROOT, code, exercise, main, md, setup_cell, solution
 
 OUT = ROOT / "notebooks" / "01_transformer_layer.ipynb"
 
@@ -115,20 +115,39 @@ $d_h$ (a dot product of $d_h$ unit-variance terms has variance $d_h$). $M$ is a 
 
 Whisper's code multiplies $q$ by $1/\sqrt{d_h}$ *before* the product and wav2vec2's multiplies the
 scores after it; with $d_h = 64$ the factor is $1/8$, a power of two, so both give the same bits.
-
-### Exercise 1 — attention weights
-
+"""),
+    exercise("1.1 — attention weights", difficulty=2, importance=5, minutes=10, body=r"""
 `q` is `[H, Tq, d_h]`, `k` is `[H, Tk, d_h]`; return `A` of shape `[H, Tq, Tk]`. With
 `causal=True` mask the scores of keys $j > i$ before the softmax. The check uses the real queries
-and keys of Whisper-base (encoder, decoder and cross-attention).
-"""),
+and keys of Whisper-base (encoder, decoder and cross-attention); besides comparing with the
+library's attention, it tests what every correct answer satisfies: rows that sum to 1, no negative
+weight, no weight on the future when `causal=True`.
+""", hints=[
+        r"""Three steps: the scores $QK^\top / \sqrt{d_h}$ for every head at once (`@` works on the
+leading head axis), the mask, then a softmax. Which axis holds the keys?""",
+        r"""`k.transpose(-1, -2)` turns `[H, Tk, d_h]` into `[H, d_h, Tk]`. The mask must act *before*
+the softmax: set the scores of keys $j > i$ to `-inf` (`torch.ones(Tq, Tk, dtype=torch.bool).triu(1)`
+marks them), so that their weight is exactly 0 and each row still sums to 1.""",
+        r"""`S = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])`; if causal,
+`S = S.masked_fill(torch.ones(S.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))`;
+`return torch.softmax(S, dim=-1)`.""",
+    ]),
     code(r"""
 def attention_weights(q, k, causal=False):
     # YOUR CODE HERE
     raise NotImplementedError
-
-
-attention_weights = use_solution(attention_weights, nb01.attention_weights, SOLUTIONS)
+"""),
+    solution(r"""
+def attention_weights_solution(q, k, causal=False):
+    d_h = q.shape[-1]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d_h)  # S = Q K^T / sqrt(d_h)            [H, Tq, Tk]
+    if causal:
+        future = torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1)  # j > i: the future
+        scores = scores.masked_fill(future, float("-inf"))  # M_ij = -inf for j > i
+    return torch.softmax(scores, dim=-1)  # A = softmax(S + M) over the keys j: sum_j A_ij = 1
+""", "attention_weights"),
+    code(r"""
+attention_weights = use_solution(attention_weights, attention_weights_solution, SOLUTIONS)
 nb01.check_attention_weights(attention_weights, data)
 """),
     md(r"""
@@ -150,22 +169,48 @@ This is the key to the whole course: the attention output of position $i$ is a *
 positions $j$** of vectors $A^h_{ij}\, v^h_j (W_O^h)^\top$. The weight $A^h_{ij}$ alone ignores how
 large that vector is — notebook 03 measures its norm (Kobayashi et al., 2020), notebook 04 removes
 it (value zeroing, Mohebbi et al., 2023).
-
-### Exercise 2 — multi-head attention
-
+"""),
+    exercise("1.2 — multi-head attention", difficulty=3, importance=5, minutes=20, body=r"""
 Write `multi_head_attention(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads,
 causal=False)` for unbatched `x_q: [Tq, D]`, `x_kv: [Tk, D]` (self-attention: the same tensor;
 cross-attention: the decoder queries and the encoder output). Use your `attention_weights`.
 Careful: Whisper's key projection has **no bias** (`b_k is None`) — a key bias adds $q_i \cdot b_K$
 to a whole row of scores, which the softmax cancels.
-"""),
+""", hints=[
+        r"""Project ($x W^\top + b$, skipping a bias that is `None`), split the $D$ features into
+$H$ heads of $d_h = D / H$, attend within each head, put the heads back side by side, project with
+$W_O$. Keep track of the shapes: `[T, D]` → `[H, T, d_h]` → `[H, Tq, d_h]` → `[Tq, D]`.""",
+        r"""Head $h$ owns features $h d_h \dots (h+1) d_h - 1$: `t.reshape(T, H, d_h).transpose(0, 1)`
+gives `[H, T, d_h]`; the concatenation is the inverse, `heads.transpose(0, 1).reshape(Tq, D)`.""",
+        r"""`A = attention_weights(split(q), split(k), causal)`; `heads = A @ split(v)`;
+`return merge(heads) @ W_o.T + b_o` — with `q = x_q @ W_q.T + b_q` etc., and no `+ b` when a bias is `None`.""",
+    ]),
     code(r"""
 def multi_head_attention(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, causal=False):
     # YOUR CODE HERE
     raise NotImplementedError
+"""),
+    solution(r"""
+def linear_solution(x, W, b):
+    return x @ W.T if b is None else x @ W.T + b  # x W^T + b (torch stores W as [out, in]; Whisper: b_k is None)
 
 
-multi_head_attention = use_solution(multi_head_attention, nb01.multi_head_attention, SOLUTIONS)
+def multi_head_attention_solution(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, causal=False):
+    q = linear_solution(x_q, W_q, b_q)  # q_i = x_i W_Q^T + b_Q                         [Tq, D]
+    k = linear_solution(x_kv, W_k, b_k)  # k_j = x_j W_K^T + b_K                        [Tk, D]
+    v = linear_solution(x_kv, W_v, b_v)  # v_j = x_j W_V^T + b_V                        [Tk, D]
+    d_h = q.shape[-1] // num_heads  # D = H d_h
+
+    def split(t):  # head h owns features h d_h ... (h+1) d_h - 1:   [T, D] -> [H, T, d_h]
+        return t.reshape(t.shape[0], num_heads, d_h).transpose(0, 1)
+
+    A = attention_weights_solution(split(q), split(k), causal)  # A^h = softmax(q^h k^h^T / sqrt(d_h))
+    heads = A @ split(v)  # head_h = A^h V^h                                              [H, Tq, d_h]
+    concat = heads.transpose(0, 1).reshape(x_q.shape[0], -1)  # Concat(head_1, ..., head_H)  [Tq, D]
+    return linear_solution(concat, W_o, b_o)  # MHA = Concat(...) W_O^T + b_O
+""", "multi_head_attention"),
+    code(r"""
+multi_head_attention = use_solution(multi_head_attention, multi_head_attention_solution, SOLUTIONS)
 nb01.check_multi_head_attention(multi_head_attention, data)
 """),
     md(r"""
@@ -196,29 +241,51 @@ $$\mathrm{LN}(x) = \gamma \odot \frac{x - \mu}{\sqrt{\sigma^2 + \varepsilon}} + 
 The variance is the *biased* one (divide by $D$). $\varepsilon = 10^{-5}$ in all the models here
 (`config.layer_norm_eps` for wav2vec2, torch's default for Whisper); it matters where a position's
 variance is small.
-
-### Exercise 3 — layer norm, and Exercise 4 — Add & Norm
-
-`layer_norm(x, gamma, beta, eps)` over the last axis (any leading dimensions). Then
-`add_and_norm(x, sublayer_out, gamma, beta, eps)` $= \mathrm{LN}(x + \text{sublayer\_out})$: the
-post-LN residual step of the original Transformer.
 """),
+    exercise("1.3 — layer norm", difficulty=1, importance=4, minutes=5, body=r"""
+Write `layer_norm(x, gamma, beta, eps)`: normalise over the last axis (the features; `x` may have
+any leading dimensions), then scale by $\gamma$ and shift by $\beta$.
+""", hints=[
+        r"""Everything is per position: take `mean` over `dim=-1` with `keepdim=True`, so that the
+statistics broadcast back against `x`. Which variance — divide by $D$ or by $D - 1$? Where does
+$\varepsilon$ go?""",
+        r"""`mu = x.mean(-1, keepdim=True)`; `var = ((x - mu) ** 2).mean(-1, keepdim=True)` (biased);
+`return gamma * (x - mu) / torch.sqrt(var + eps) + beta`.""",
+    ]),
     code(r"""
 def layer_norm(x, gamma, beta, eps=1e-5):
     # YOUR CODE HERE
     raise NotImplementedError
-
-
-layer_norm = use_solution(layer_norm, nb01.layer_norm, SOLUTIONS)
+"""),
+    solution(r"""
+def layer_norm_solution(x, gamma, beta, eps=1e-5):
+    mu = x.mean(-1, keepdim=True)  # mu = (1/D) sum_d x_d                    (per position)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)  # sigma^2 = (1/D) sum_d (x_d - mu)^2  (biased: divide by D)
+    x_hat = (x - mu) / torch.sqrt(var + eps)  # (x - mu) / sqrt(sigma^2 + eps)
+    return gamma * x_hat + beta  # LN(x) = gamma * x_hat + beta
+""", "layer_norm"),
+    code(r"""
+layer_norm = use_solution(layer_norm, layer_norm_solution, SOLUTIONS)
 nb01.check_layer_norm(layer_norm, data)
 """),
+    exercise("1.4 — Add & Norm", difficulty=1, importance=3, minutes=3, body=r"""
+Write `add_and_norm(x, sublayer_out, gamma, beta, eps)` $= \mathrm{LN}(x + \text{sublayer\_out})$:
+the post-LN residual step of the original Transformer, with your `layer_norm`.
+""", hints=[
+        r"""Add first, then normalise — the order is the whole point of "post"-LN.""",
+        r"""`return layer_norm(x + sublayer_out, gamma, beta, eps)`.""",
+    ]),
     code(r"""
 def add_and_norm(x, sublayer_out, gamma, beta, eps=1e-5):
     # YOUR CODE HERE
     raise NotImplementedError
-
-
-add_and_norm = use_solution(add_and_norm, nb01.add_and_norm, SOLUTIONS)
+"""),
+    solution(r"""
+def add_and_norm_solution(x, sublayer_out, gamma, beta, eps=1e-5):
+    return layer_norm_solution(x + sublayer_out, gamma, beta, eps)  # LN(x + Sublayer(x))
+""", "add_and_norm"),
+    code(r"""
+add_and_norm = use_solution(add_and_norm, add_and_norm_solution, SOLUTIONS)
 nb01.check_add_and_norm(add_and_norm, data)
 """),
     md(r"""
@@ -233,16 +300,28 @@ $$\mathrm{FFN}(x) = \mathrm{GELU}(x W_1^\top + b_1)\, W_2^\top + b_2,\qquad
 All the models here use this **exact** GELU (`"gelu"` in their configs). The tanh approximation
 $\tfrac{u}{2}(1 + \tanh(\sqrt{2/\pi}(u + 0.044715u^3)))$ (`"gelu_new"`, GPT-2) is close but not
 equal, as the next cell shows on the real pre-activations.
-
-### Exercise 5 — feed-forward
 """),
+    exercise("1.5 — feed-forward", difficulty=1, importance=3, minutes=5, body=r"""
+Write `feed_forward(x, W1, b1, W2, b2)` $= \mathrm{GELU}(x W_1^\top + b_1)\, W_2^\top + b_2$ with the
+**exact** GELU. `W1` is `[D_ff, D]` and `W2` is `[D, D_ff]` (torch's `[out, in]`).
+""", hints=[
+        r"""Two linear maps with the activation between them. `torch.erf` gives the error function;
+$\Phi(u) = \tfrac12(1 + \mathrm{erf}(u/\sqrt2))$ is the standard normal CDF.""",
+        r"""`u = x @ W1.T + b1`; `return (0.5 * u * (1 + torch.erf(u / math.sqrt(2)))) @ W2.T + b2`.""",
+    ]),
     code(r"""
 def feed_forward(x, W1, b1, W2, b2):
     # YOUR CODE HERE
     raise NotImplementedError
-
-
-feed_forward = use_solution(feed_forward, nb01.feed_forward, SOLUTIONS)
+"""),
+    solution(r"""
+def feed_forward_solution(x, W1, b1, W2, b2):
+    u = x @ W1.T + b1  # u = x W1^T + b1                                       [T, D_ff]
+    gelu = 0.5 * u * (1 + torch.erf(u / math.sqrt(2)))  # GELU(u) = u Phi(u) = u/2 (1 + erf(u / sqrt 2))
+    return gelu @ W2.T + b2  # FFN(x) = GELU(u) W2^T + b2                       [T, D]
+""", "feed_forward"),
+    code(r"""
+feed_forward = use_solution(feed_forward, feed_forward_solution, SOLUTIONS)
 nb01.check_feed_forward(feed_forward, data)
 """),
     code(r"""
@@ -277,27 +356,64 @@ W_k, b_k, W_v, b_v, W_o, b_o, num_heads`), `w.norm_attn` = $\mathrm{LN}_1$ and `
 $\mathrm{LN}_2$ (each with `gamma, beta, eps`), `w.ffn` (`W1, b1, W2, b2`).
 `nb01.mha_args(w, x)` gives the positional arguments of your `multi_head_attention` for
 self-attention on `x`.
-
-### Exercise 6 — post-LN layer, and Exercise 7 — pre-LN layer
-
-Use your functions from above.
 """),
+    exercise("1.6 — post-LN layer", difficulty=2, importance=4, minutes=10, body=r"""
+Write `post_ln_layer(x, w)`: $h = \mathrm{LN}_1(x + \mathrm{MHA}(x))$,
+$y = \mathrm{LN}_2(h + \mathrm{FFN}(h))$. Use your functions from above.
+""", hints=[
+        r"""Two residual steps, each "add, then normalise" — your `add_and_norm` is exactly one of
+them. Self-attention: queries, keys and values all come from `x`.""",
+        r"""`h = add_and_norm(x, multi_head_attention(*nb01.mha_args(w, x)), w.norm_attn.gamma,
+w.norm_attn.beta, w.norm_attn.eps)`; then the same with `feed_forward(h, w.ffn.W1, w.ffn.b1,
+w.ffn.W2, w.ffn.b2)` and `w.norm_ffn`.""",
+    ]),
     code(r"""
 def post_ln_layer(x, w):
     # YOUR CODE HERE
     raise NotImplementedError
+"""),
+    solution(r"""
+# uses the solutions above (your own functions work as well once their checks pass)
+def self_attention_solution(x, w):
+    a = w.self_attn  # the layer's W_q, b_q, ..., W_o, b_o, num_heads
+    return multi_head_attention_solution(x, x, a.W_q, a.b_q, a.W_k, a.b_k, a.W_v, a.b_v, a.W_o, a.b_o,
+                                         a.num_heads)  # MHA(x): queries, keys and values from x
 
 
-post_ln_layer = use_solution(post_ln_layer, nb01.post_ln_layer, SOLUTIONS)
+def post_ln_layer_solution(x, w):
+    n1, n2, f = w.norm_attn, w.norm_ffn, w.ffn
+    h = layer_norm_solution(x + self_attention_solution(x, w), n1.gamma, n1.beta, n1.eps)  # h = LN_1(x + MHA(x))
+    ffn = feed_forward_solution(h, f.W1, f.b1, f.W2, f.b2)  # FFN(h)
+    return layer_norm_solution(h + ffn, n2.gamma, n2.beta, n2.eps)  # y = LN_2(h + FFN(h))
+""", "post_ln_layer"),
+    code(r"""
+post_ln_layer = use_solution(post_ln_layer, post_ln_layer_solution, SOLUTIONS)
 nb01.check_post_ln_layer(post_ln_layer, data)
 """),
+    exercise("1.7 — pre-LN layer", difficulty=2, importance=5, minutes=10, body=r"""
+Write `pre_ln_layer(x, w)`: $h = x + \mathrm{MHA}(\mathrm{LN}_1(x))$,
+$y = h + \mathrm{FFN}(\mathrm{LN}_2(h))$ — the layer of Whisper and XLSR-53.
+""", hints=[
+        r"""Normalise the *input* of each sub-layer, and add the sub-layer's output to the
+un-normalised stream: `x` itself, not its layer norm, is what the residual carries.""",
+        r"""`z = layer_norm(x, w.norm_attn.gamma, w.norm_attn.beta, w.norm_attn.eps)`;
+`h = x + multi_head_attention(*nb01.mha_args(w, z))`; then
+`return h + feed_forward(layer_norm(h, ...w.norm_ffn...), w.ffn.W1, w.ffn.b1, w.ffn.W2, w.ffn.b2)`.""",
+    ]),
     code(r"""
 def pre_ln_layer(x, w):
     # YOUR CODE HERE
     raise NotImplementedError
-
-
-pre_ln_layer = use_solution(pre_ln_layer, nb01.pre_ln_layer, SOLUTIONS)
+"""),
+    solution(r"""
+def pre_ln_layer_solution(x, w):
+    n1, n2, f = w.norm_attn, w.norm_ffn, w.ffn
+    h = x + self_attention_solution(layer_norm_solution(x, n1.gamma, n1.beta, n1.eps), w)  # h = x + MHA(LN_1(x))
+    z = layer_norm_solution(h, n2.gamma, n2.beta, n2.eps)  # LN_2(h); the stream h itself is never normalised
+    return h + feed_forward_solution(z, f.W1, f.b1, f.W2, f.b2)  # y = h + FFN(LN_2(h))
+""", "pre_ln_layer"),
+    code(r"""
+pre_ln_layer = use_solution(pre_ln_layer, pre_ln_layer_solution, SOLUTIONS)
 nb01.check_pre_ln_layer(pre_ln_layer, data)
 """),
     md(r"""
@@ -325,6 +441,10 @@ check_value(post_ln_layer(w2v0.hidden_states[0], layer.extract_weights(w2v0.modu
             "your post_ln_layer vs transformers' Wav2Vec2EncoderLayer (layer 1)", atol=1e-5, rtol=1e-5)
 """),
     md(r"""
+### Optional deep dive — float32 rounding and "massive activations" (skip on a first pass / in a 90-minute session)
+
+Nothing later depends on this part: in a short session, go on to section 7.
+
 Now every layer of every model, with the library's from-scratch layer
 (`layer.from_scratch_layer(module)` — the same equations as yours, plus the decoder), on each
 layer's true input. XLSR-53 is pre-LN ("stable layer norm"), built random like wav2vec2-base.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from nbgen import ROOT, code, main, md, setup_cell
+from nbgen import ROOT, code, exercise, main, md, setup_cell, solution
 
 OUT = ROOT / "notebooks" / "02_attention_in_speech.ipynb"
 
@@ -170,19 +170,35 @@ scores between about $1/2$ (every query reads the first or last frame) and about
 query reads the middle frame). So CAD tells diagonal heads from spread-out ones, but **it cannot
 single out vertical heads**: a vertical stripe can score below, at or above uniform attention.
 Section 3b adds a measure that does.
-
-### Exercise — CAD
-
-Write `cad(A)` for maps `A [..., T, T]`, returning one number per map (shape `A.shape[:-2]`).
-The check uses the identity, uniform and random maps, and the real maps of trained Whisper-base.
 """),
+    exercise("2.1 — CAD", difficulty=2, importance=3, minutes=10, body=r"""
+Write `cad(A)` for maps `A [..., T, T]`, returning one number per map (shape `A.shape[:-2]`,
+float32). The check uses the identity, uniform and random maps, and the real maps of trained
+Whisper-base; besides comparing with `ctxmix_lite.patterns.cad` (which integrates $D(r)$ in
+float64), it tests that every CAD lies in $[0, 1]$.
+""", hints=[
+        r"""The integral is already done: use the last formula, a weighted sum of the map. The
+weight depends only on the offset $|i - j|$, so build it once as a `[T, T]` matrix; broadcasting
+then handles any leading dimensions of `A` (heads, layers).""",
+        r"""`i = torch.arange(T)`; `offset = (i[:, None] - i[None, :]).abs()` is $|i - j|$. Weight each
+entry by `1 - offset / (T - 1)`, sum over the last two axes only, and divide by $T$.""",
+        r"""`return (A * (1 - offset / (T - 1))).sum((-2, -1)) / T`.""",
+    ]),
     code(r"""
 def cad(A):
     # YOUR CODE HERE
     raise NotImplementedError
-
-
-cad = use_solution(cad, nb02.cad, SOLUTIONS)
+"""),
+    solution(r"""
+def cad_solution(A):
+    T = A.shape[-1]
+    i = torch.arange(T)
+    offset = (i[:, None] - i[None, :]).abs()  # k = |i - j|                                   [T, T]
+    weight = 1 - offset / (T - 1)  # offset k is inside the band for r in [k / (T - 1), 1]
+    return (A * weight).sum((-2, -1)) / T  # CAD = (1/T) sum_ij A_ij (1 - |i - j| / (T - 1))  [...]
+""", "cad"),
+    code(r"""
+cad = use_solution(cad, cad_solution, SOLUTIONS)
 nb02.check_cad(cad, real_maps=d0.maps["encoder"][:, :2])
 """),
     md(r"""

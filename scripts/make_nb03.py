@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from nbgen import ROOT, code, main, md, setup_cell
+from nbgen import ROOT, code, exercise, main, md, setup_cell, solution
 
 OUT = ROOT / "notebooks" / "03_attention_norm.ipynb"
 
@@ -96,22 +96,43 @@ $$\mathrm{AN}_{ij} = \Big\lVert \sum_h \alpha^h_{ij}\, v^h_j (W_O^h)^\top \Big\r
 - The **output bias** $b_O$ does not depend on $j$: it is left out.
 - The head-summed score is the norm of the *sum* over heads (heads can cancel each other), not the
   sum of the per-head norms.
-
-### Exercise — Attention-Norm
-
+"""),
+    exercise("3.1 — Attention-Norm", difficulty=3, importance=5, minutes=20, body=r"""
 Write `attention_norm(weights, values, W_O, per_head=False)`:
 `weights [H, Tq, Tk]`, `values [H, Tk, d_h]` (bias included), `W_O [D, H·d_h]` (torch's
 `out_proj.weight`, `[out, in]`). Return `[Tq, Tk]`, or `[H, Tq, Tk]` with `per_head=True`.
 `torch.einsum` is the easiest way to write the sums. The check runs it on real blocks of
-Whisper-base (encoder, decoder, cross-attention).
-"""),
+Whisper-base (encoder, decoder, cross-attention), compares with the library's Gram-matrix
+formulation (section 2) within float32 tolerance, and tests that every score is $\ge 0$ and
+exactly 0 where no head attends.
+""", hints=[
+        r"""Work from the right of the formula: first what each key $j$ sends through each head,
+$p^h_j = v^h_j (W_O^h)^\top$ (a `[H, Tk, D]` tensor), then weight it by $\alpha^h_{ij}$, sum over
+heads, and take the norm over $D$. Per head there is no sum, and
+$\lVert \alpha^h_{ij} p^h_j \rVert = \alpha^h_{ij} \lVert p^h_j \rVert$.""",
+        r"""$W_O^h$ is a block of **columns**: `W_O[:, h * d_h:(h + 1) * d_h]`, so
+`values[h] @ W_O[:, h * d_h:(h + 1) * d_h].T` is $p^h$ (`[Tk, D]`). The sum over heads without a
+`[H, Tq, Tk, D]` tensor: `torch.einsum("hik,hkd->ikd", weights, p)`.""",
+        r"""`p = torch.stack([values[h] @ W_O[:, h*d_h:(h+1)*d_h].T for h in range(H)])`; per head
+`weights * p.norm(dim=-1)[:, None, :]`, else `torch.einsum("hik,hkd->ikd", weights, p).norm(dim=-1)`.""",
+    ]),
     code(r"""
 def attention_norm(weights, values, W_O, per_head=False):
     # YOUR CODE HERE
     raise NotImplementedError
-
-
-attention_norm = use_solution(attention_norm, nb03.attention_norm, SOLUTIONS)
+"""),
+    solution(r"""
+def attention_norm_solution(weights, values, W_O, per_head=False):
+    H, Tk, d_h = values.shape
+    # what key j sends through head h: p_j^h = v_j^h (W_O^h)^T, with W_O^h = W_O[:, h d_h:(h+1) d_h]
+    p = torch.stack([values[h] @ W_O[:, h * d_h:(h + 1) * d_h].T for h in range(H)])  # [H, Tk, D]
+    if per_head:
+        return weights * p.norm(dim=-1)[:, None, :]  # AN^h_ij = alpha^h_ij ||p_j^h||              [H, Tq, Tk]
+    f = torch.einsum("hik,hkd->ikd", weights, p)  # f_i(x_j) = sum_h alpha^h_ij p_j^h                [Tq, Tk, D]
+    return f.norm(dim=-1)  # AN_ij = ||f_i(x_j)||_2: the norm of the sum over heads                 [Tq, Tk]
+""", "attention_norm"),
+    code(r"""
+attention_norm = use_solution(attention_norm, attention_norm_solution, SOLUTIONS)
 nb03.check_attention_norm(attention_norm, cap)
 """),
     md(r"""

@@ -37,3 +37,25 @@ def test_checks_catch_typical_mistakes(capsys, monkeypatch):
     assert "clip the index" in capsys.readouterr().out
     no_min_len = lambda s, e, n_frames=1500, window=30.0: (nb00.frame_of(s, n_frames, window), nb00.frame_of(e, n_frames, window) - 1)  # noqa: E731
     assert not nb00.check_word_to_frames(no_min_len)
+
+
+# ---- the notebook's own (readable) solutions --------------------------------------------------
+def test_notebook_solutions_pass_the_checks():
+    from _solutions import load_solutions, solution_sources
+
+    ns = load_solutions("00")
+    assert nb00.check_frame_of(ns["frame_of_solution"], strict=True)
+    assert nb00.check_word_to_frames(ns["word_to_frames_solution"], strict=True)
+    src = "\n".join(solution_sources("00"))
+    # written from the equation, not a call into the library the exercise asks to rebuild
+    assert "time_to_frame" not in src and "span_to_frames" not in src and "nb00." not in src
+
+
+def test_checks_reject_a_deliberately_wrong_solution():
+    """Rounding down instead of up: off by one frame almost everywhere."""
+    floor = lambda t, n_frames=1500, window=30.0: int(min(max(math.floor(n_frames * t / window), 0), n_frames - 1))  # noqa: E731
+    with pytest.raises(AssertionError, match="frame_of"):
+        nb00.check_frame_of(floor, strict=True)
+    swapped = lambda s, e, n_frames=1500, window=30.0: (nb00.frame_of(e, n_frames, window), nb00.frame_of(s, n_frames, window))  # noqa: E731
+    with pytest.raises(AssertionError, match="first <= last"):
+        nb00.check_word_to_frames(swapped, strict=True)

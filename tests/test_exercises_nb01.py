@@ -163,3 +163,63 @@ def test_per_head_identity_on_real_weights(data):
     per_head = L.per_head_outputs(heads, a.W_o)
     assert per_head.shape == (a.num_heads, z.shape[0], a.d_model)
     assert (per_head.sum(0) + a.b_o - out).abs().max() < 1e-5
+
+
+# ---- the notebook's own (readable) solutions --------------------------------------------------
+NAMES = ("attention_weights", "multi_head_attention", "layer_norm", "add_and_norm", "feed_forward",
+         "post_ln_layer", "pre_ln_layer")
+
+
+def test_notebook_solutions_pass_the_checks(data):
+    """The collapsed solution cells of notebook 01, executed as the notebook does (after its
+    imports of math and torch), pass every check strictly."""
+    from _solutions import load_solutions
+
+    ns = load_solutions("01", {"math": math, "torch": torch})
+    for name in NAMES:
+        assert getattr(nb01, f"check_{name}")(ns[f"{name}_solution"], data, strict=True), name
+
+
+def test_notebook_solutions_are_written_from_the_equations():
+    """No call into the library functions the exercises ask to rebuild (ctxmix_lite.layer,
+    the check module's references, torch.nn.functional's ready-made layer norm / GELU / attention)."""
+    from _solutions import solution_sources
+
+    src = "\n".join(solution_sources("01"))
+    assert len(solution_sources("01")) == len(NAMES)
+    for banned in ("layer.", "nb01.", "L.", "F.", "functional", "scaled_dot_product", "nn."):
+        assert banned not in src, banned
+    assert src.count("# ") >= 2 * len(NAMES)  # the equations sit beside the lines
+
+
+def test_checks_reject_a_wrong_notebook_solution(data, capsys):
+    """The notebook's solutions with one deliberate bug each are rejected (a check that cannot
+    fail is a defect)."""
+    from _solutions import load_solutions
+
+    ns = load_solutions("01", {"math": math, "torch": torch})
+    # the transposed causal mask: rows still sum to 1, but queries see the future
+    wrong_mask = lambda q, k, causal=False: (torch.softmax((q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(  # noqa: E731
+        torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(-1), float("-inf")), -1) if causal
+        else ns["attention_weights_solution"](q, k))
+    with pytest.raises(AssertionError, match="breaks a property"):
+        nb01.check_attention_weights(wrong_mask, data, strict=True)
+    # the unbiased variance in the notebook's layer norm
+    ns["layer_norm_solution"] = lambda x, g, b, eps=1e-5: my_layer_norm(x, g, b, eps, unbiased=True)
+    with pytest.raises(AssertionError, match="layer_norm"):
+        nb01.check_layer_norm(ns["layer_norm_solution"], data, strict=True)
+    # ... and the layers built on it inherit the bug (the solution cells look the name up at call time)
+    with pytest.raises(AssertionError, match="pre_ln_layer"):
+        nb01.check_pre_ln_layer(ns["pre_ln_layer_solution"], data, strict=True)
+
+
+def test_attention_properties_admit_legitimate_variants(data):
+    """Scaling q before the product (Whisper's code) instead of the scores, or masking with a large
+    negative number instead of -inf: different float32 bits, both correct, both pass."""
+    def q_scaled(q, k, causal=False):
+        S = (q / math.sqrt(q.shape[-1])) @ k.transpose(-1, -2)
+        if causal:
+            S = S.masked_fill(torch.ones(S.shape[-2:], dtype=torch.bool).triu(1), torch.finfo(S.dtype).min)
+        return torch.softmax(S, -1)
+
+    assert nb01.check_attention_weights(q_scaled, data, strict=True)

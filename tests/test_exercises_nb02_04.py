@@ -6,7 +6,7 @@ import torch
 
 from _hand_captures import TRANSCRIPT, real_capture
 from ctxmix_lite import patterns
-from ctxmix_lite.exercises import nb02, nb03, nb04
+from ctxmix_lite.exercises import case, nb02, nb03, nb04
 
 
 # ----------------------------------------------------------------------------------------------- nb02
@@ -20,6 +20,24 @@ def test_cad_reference_and_mistakes(capsys, monkeypatch):
     assert not nb02.check_cad(nb02._cad_diag_only)
     assert "D(0)" in capsys.readouterr().out
     assert torch.allclose(nb02.cad(maps), patterns.cad(maps).float())
+
+
+def test_nb02_notebook_solution_passes_and_a_wrong_one_fails(capsys):
+    """The collapsed solution cell of notebook 02 (after the notebook's `import torch`) passes the
+    check strictly; the same solution without the 1/T leaves [0, 1] and is rejected."""
+    from _solutions import load_solutions, solution_sources
+
+    cad_solution = load_solutions("02", {"torch": torch})["cad_solution"]
+    maps = torch.softmax(torch.randn(2, 3, 25, 25, generator=torch.Generator().manual_seed(1)), -1)
+    assert nb02.check_cad(cad_solution, real_maps=maps, strict=True)
+    assert "patterns." not in "\n".join(solution_sources("02")) and "nb02." not in "\n".join(solution_sources("02"))
+    no_mean = lambda A: cad_solution(A) * A.shape[-1]  # noqa: E731  (forgot the 1/T)
+    with pytest.raises(AssertionError, match="lies in \\[0, 1\\]"):
+        nb02.check_cad(no_mean, real_maps=maps, strict=True)
+    assert "divide by T" in capsys.readouterr().out  # the diagnosis names the mistake
+    float64 = lambda A: cad_solution(A.double())  # noqa: E731  right values, wrong dtype: the check says so
+    with pytest.raises(AssertionError, match="dtype"):
+        nb02.check_cad(float64, strict=True)
 
 
 def test_word_map_and_measures_on_tiny_capture():
@@ -57,6 +75,46 @@ def test_nb03_reference_matches_explicit_formula():
     assert torch.allclose(nb03.attention_norm(w, v, W_O), want, atol=1e-5)
     ph = nb03.attention_norm(w, v, W_O, per_head=True)
     assert torch.allclose(ph[2, 3, 4], (w[2, 3, 4] * (v[2, 4] @ W_O[:, 2 * dh:3 * dh].T)).norm(), atol=1e-6)
+
+
+def _nb03_solution():
+    from _solutions import load_solutions
+
+    return load_solutions("03", {"torch": torch})["attention_norm_solution"]
+
+
+def test_nb03_notebook_solution_matches_explicit_formula_and_invariants():
+    """The notebook's solution cell against the pair-by-pair formula (an independent loop), the
+    properties the check tests, and no call into the library it asks to rebuild."""
+    from _solutions import solution_sources
+
+    sol = _nb03_solution()
+    w, v, W_O = _random_block(seed=3)
+    H, Tk, dh = v.shape
+    want = torch.stack([torch.stack([sum(w[h, i, j] * (v[h, j] @ W_O[:, h * dh:(h + 1) * dh].T) for h in range(H)).norm()
+                                     for j in range(Tk)]) for i in range(w.shape[1])])
+    assert torch.allclose(sol(w, v, W_O), want, atol=1e-5)
+    assert torch.allclose(sol(w, v, W_O, per_head=True), nb03.attention_norm(w, v, W_O, per_head=True), atol=1e-5)
+    causal = torch.softmax(torch.randn(H, Tk, Tk).masked_fill(torch.ones(Tk, Tk, dtype=torch.bool).triu(1), float("-inf")), -1)
+    c = case(causal, v, W_O, label="causal block")
+    (_, non_negative), (_, zero_where_unattended) = nb03.INVARIANTS
+    good = sol(causal, v, W_O)
+    assert non_negative(good, c) and zero_where_unattended(good, c)
+    assert not non_negative(-good, c)
+    assert not zero_where_unattended(good + torch.ones(Tk, Tk).triu(1), c)  # a score for the future
+    src = "\n".join(solution_sources("03"))
+    assert "attention_norm(" not in src.replace("def attention_norm_solution(", "") and "nb03." not in src
+
+
+@pytest.mark.slow
+def test_nb03_notebook_solution_on_real_capture(french_clip):
+    cap = real_capture("whisper-base trained", french_clip)
+    sol = _nb03_solution()
+    assert nb03.check_attention_norm(sol, cap, strict=True)
+    # deliberately wrong: rows of W_O instead of columns (D = H d_h here, so the shapes still fit)
+    wrong = lambda w, v, W_O, per_head=False: sol(w, v, W_O.T.contiguous(), per_head)  # noqa: E731
+    with pytest.raises(AssertionError, match="attention_norm"):
+        nb03.check_attention_norm(wrong, cap, strict=True)
 
 
 @pytest.mark.slow

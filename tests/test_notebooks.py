@@ -8,7 +8,13 @@ Lint rules (``lint_notebook``), for ``notebooks/NN_name.ipynb``:
 * second cell = markdown: a ``# Title`` line and a *Learning goals* list;
 * exactly one cell tagged ``parameters``, a code cell that assigns ``SMOKE`` and ``SOLUTIONS``;
 * committed clean: no outputs, no execution counts, no widget state, no papermill metadata;
-* no ipympl (``%matplotlib widget``/``ipympl``): Colab does not have it.
+* no ipympl (``%matplotlib widget``/``ipympl``): Colab does not have it;
+* solution cells (tagged ``solution``) are committed collapsed (``metadata.jupyter.source_hidden``);
+* exercises in the ARENA form (``scripts/nbgen.py``; notebooks in ``EXERCISE_FORM_NOTEBOOKS``): a
+  markdown cell opening with ``### Exercise`` holds the markers line (``nbgen.MARKERS_RE``) and a
+  hint ladder of at least two ``<summary>Hint`` rungs, and is followed by the learner's stub (a code
+  cell with ``YOUR CODE HERE``), a collapsed code cell tagged ``solution``, and a cell calling
+  ``use_solution(`` (then the check).
 
 Execution: papermill runs each notebook from ``notebooks/`` with its smoke parameters (only the
 parameters it declares are injected; per-notebook extras in ``SMOKE_PARAMETERS``), the kernel
@@ -32,9 +38,15 @@ from ctxmix_lite.colab import COLAB_SETUP_CELL
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import run_notebooks as rn  # noqa: E402
+from nbgen import MARKERS_RE  # noqa: E402
 
 NOTEBOOKS = rn.notebooks()
 NAME_RE = re.compile(r"^\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb$")
+# Notebooks whose exercises are linted for the ARENA form (markers, hint ladder, stub, collapsed
+# solution, use_solution). TODO(issue 14): this must become ALL notebooks -- 04-07 are being
+# converted on another branch; widen it (or drop the set) when they are merged.
+EXERCISE_FORM_NOTEBOOKS = {"00", "01", "02", "03"}
+EXERCISE_HEADING_RE = re.compile(r"^### Exercise\b", re.MULTILINE)
 
 # Extra smoke parameters per notebook stem (beyond SMOKE=True, SOLUTIONS=True), if a notebook
 # needs them; notebooks should derive their small sizes from SMOKE themselves.
@@ -75,8 +87,61 @@ def _assigned_names(source: str) -> set:
     return names
 
 
-def lint_notebook(nb, name: str = "NN_name.ipynb") -> list:
-    """Problems of a notebook (``nbformat.NotebookNode``) as readable strings; [] when clean."""
+def _tags(cell) -> list:
+    return cell.get("metadata", {}).get("tags", []) or []
+
+
+def _source_hidden(cell) -> bool:
+    return cell.get("metadata", {}).get("jupyter", {}).get("source_hidden") is True
+
+
+def lint_exercises(cells) -> list:
+    """Problems of the exercises (ARENA form, see the module docstring) of a list of cells."""
+    problems = []
+    for i, c in enumerate(cells):
+        if c.get("cell_type") != "markdown":
+            continue
+        text = c.get("source", "")
+        heading = EXERCISE_HEADING_RE.search(text)
+        if heading is None:
+            continue
+        title = text[heading.start():].splitlines()[0]
+        where = f"cell {i} ({title!r})"
+        if heading.start() != len(text) - len(text.lstrip()):
+            problems.append(f"{where}: an exercise heading must open its own markdown cell (nbgen.exercise)")
+        if not re.search(MARKERS_RE, text):
+            problems.append(f"{where}: no difficulty / importance / time markers line (nbgen.markers)")
+        rungs = len(re.findall(r"<summary>Hint", text))
+        if rungs < 2:
+            problems.append(f"{where}: a hint ladder needs >= 2 '<summary>Hint' rungs (a nudge, then the key "
+                            f"line); found {rungs}")
+        nxt = cells[i + 1:i + 4]
+        kinds = [(n.get("cell_type"), n.get("source", "")) for n in nxt]
+        if len(nxt) < 1 or kinds[0][0] != "code" or "YOUR CODE HERE" not in kinds[0][1]:
+            problems.append(f"{where}: not followed by the learner's stub (a code cell with '# YOUR CODE HERE')")
+        if len(nxt) < 2 or kinds[1][0] != "code" or "solution" not in _tags(nxt[1]):
+            problems.append(f"{where}: the stub is not followed by a code cell tagged 'solution' (nbgen.solution)")
+        elif not _source_hidden(nxt[1]):
+            problems.append(f"{where}: its solution cell is not collapsed (metadata.jupyter.source_hidden)")
+        if len(nxt) < 3 or "use_solution(" not in kinds[2][1]:
+            problems.append(f"{where}: the solution is not followed by a cell calling use_solution( and the check")
+    # ... and the other way round: every exercise (a use_solution call) has that form
+    for i, c in enumerate(cells):
+        if c.get("cell_type") != "code" or "use_solution(" not in c.get("source", ""):
+            continue
+        head = cells[i - 3] if i >= 3 else {}
+        if not (head.get("cell_type") == "markdown" and EXERCISE_HEADING_RE.match(head.get("source", "").lstrip())
+                and "solution" in _tags(cells[i - 1])):
+            problems.append(f"cell {i} calls use_solution( but is not the check of an exercise in the ARENA "
+                            f"form (### Exercise markdown, stub, solution, check)")
+    return problems
+
+
+def lint_notebook(nb, name: str = "NN_name.ipynb", exercise_form=None) -> list:
+    """Problems of a notebook (``nbformat.NotebookNode``) as readable strings; [] when clean.
+
+    ``exercise_form``: lint the exercises' ARENA form (default: when the notebook's number is in
+    ``EXERCISE_FORM_NOTEBOOKS``)."""
     problems = []
     if not NAME_RE.match(name):
         problems.append(f"file name {name!r} is not NN_lowercase_name.ipynb")
@@ -144,6 +209,13 @@ def lint_notebook(nb, name: str = "NN_name.ipynb") -> list:
         for key in ("papermill", "execution"):
             if key in meta:
                 problems.append(f"cell {i} carries '{key}' metadata from an executed run")
+        if "solution" in _tags(c) and not _source_hidden(c):
+            problems.append(f"cell {i} is a solution committed expanded: set metadata.jupyter.source_hidden "
+                            f"(nbgen.solution)")
+    if exercise_form is None:
+        exercise_form = name[:2] in EXERCISE_FORM_NOTEBOOKS
+    if exercise_form:
+        problems += lint_exercises(cells)
     meta = nb.get("metadata", {})
     if "widgets" in meta:
         problems.append("notebook metadata holds widget state (metadata.widgets)")
@@ -245,6 +317,96 @@ BREAKERS = {
 
 def test_lint_accepts_a_clean_notebook():
     assert lint_notebook(_good_notebook(), "99_test.ipynb") == []
+    assert lint_notebook(_good_exercise_notebook(), "99_test.ipynb", exercise_form=True) == []
+
+
+# ---- exercises in the ARENA form -------------------------------------------------------------
+def _good_exercise_notebook():
+    from nbgen import code, exercise, solution
+
+    nb = _good_notebook()
+    nb.cells += [
+        exercise("9.1 — double it", 1, 2, 3, "Write `double(x)`.", ["Multiply.", "`return 2 * x`"]),
+        code("def double(x):\n    # YOUR CODE HERE\n    raise NotImplementedError"),
+        solution("def double_solution(x):\n    return 2 * x  # y = 2 x", "double"),
+        code("double = use_solution(double, double_solution, SOLUTIONS)\nassert double(2) == 4"),
+    ]
+    return nb
+
+
+def _ex_no_markers(nb):
+    nb.cells[4].source = re.sub(MARKERS_RE, "", nb.cells[4].source)
+
+
+def _ex_one_hint(nb):
+    src = nb.cells[4].source
+    nb.cells[4].source = src[:src.index("<details>")] + "<details><summary>Hint 1</summary>\n\nx\n\n</details>"
+
+
+def _ex_no_stub(nb):
+    del nb.cells[5]
+
+
+def _ex_solution_expanded(nb):
+    nb.cells[6].metadata["jupyter"]["source_hidden"] = False
+
+
+def _ex_solution_untagged(nb):
+    nb.cells[6].metadata["tags"] = []
+
+
+def _ex_no_use_solution(nb):
+    nb.cells[7].source = "assert double(2) == 4"
+
+
+def _ex_heading_inside_a_section(nb):
+    nb.cells[4].source = "## 9. A section\n\nSome text.\n\n" + nb.cells[4].source
+
+
+def _ex_old_heading(nb):
+    nb.cells[4].source = nb.cells[4].source.replace("### Exercise 9.1 — double it", "## 9 · Exercise: double it")
+
+
+EXERCISE_BREAKERS = {
+    "old-style heading": (_ex_old_heading, "not the check of an exercise"),
+    "no markers": (_ex_no_markers, "markers line"),
+    "one hint rung": (_ex_one_hint, "hint ladder needs >= 2"),
+    "no stub": (_ex_no_stub, "learner's stub"),
+    "solution expanded": (_ex_solution_expanded, "not collapsed"),
+    "solution untagged": (_ex_solution_untagged, "tagged 'solution'"),
+    "no use_solution": (_ex_no_use_solution, "use_solution("),
+    "heading inside a section": (_ex_heading_inside_a_section, "open its own markdown cell"),
+}
+
+
+@pytest.mark.parametrize("what", list(EXERCISE_BREAKERS))
+def test_lint_rejects_exercise(what, tmp_path):
+    """Each exercise rule fires on a notebook that breaks it (written to and read back from disk)."""
+    breaker, expected = EXERCISE_BREAKERS[what]
+    nb = _good_exercise_notebook()
+    breaker(nb)
+    path = tmp_path / "99_test.ipynb"
+    nbformat.write(nb, path)
+    problems = lint_notebook(nbformat.read(path, as_version=nbformat.NO_CONVERT), path.name, exercise_form=True)
+    assert any(expected in p for p in problems), problems
+
+
+def test_lint_rejects_an_expanded_solution_in_any_notebook():
+    """Committing a solution expanded is an error in every notebook, converted or not."""
+    nb = _good_exercise_notebook()
+    _ex_solution_expanded(nb)
+    problems = lint_notebook(nb, "99_test.ipynb", exercise_form=False)
+    assert any("committed expanded" in p for p in problems), problems
+
+
+def test_exercise_form_applies_to_the_listed_notebooks():
+    """The rule is on for every listed notebook that exists (it must become all of them)."""
+    stems = {p.name[:2] for p in NOTEBOOKS}
+    assert EXERCISE_FORM_NOTEBOOKS <= stems
+    nb = _good_exercise_notebook()
+    _ex_no_markers(nb)
+    assert any("markers line" in p for p in lint_notebook(nb, "00_test.ipynb"))
+    assert not any("markers line" in p for p in lint_notebook(nb, "99_test.ipynb"))
 
 
 @pytest.mark.parametrize("what", list(BREAKERS))

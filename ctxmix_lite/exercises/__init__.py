@@ -1,13 +1,22 @@
 """The exercise framework: learner code checked against a reference, with a useful message.
 
-In a notebook::
+In a notebook (the ARENA form of ``scripts/nbgen.py``: a markdown cell with markers and a hint
+ladder, the learner's stub, a collapsed solution cell written from the equations, the check)::
 
     def frame_of(t, n_frames=1500, window=30.0):
         # YOUR CODE HERE
         raise NotImplementedError
 
-    frame_of = use_solution(frame_of, nb00.frame_of, SOLUTIONS)   # CI: SOLUTIONS=True
-    nb00.check_frame_of(frame_of)                                 # -> ✔ or ✘ with what is wrong
+    def frame_of_solution(t, n_frames=1500, window=30.0):       # (collapsed cell, tag "solution")
+        f = math.ceil(n_frames * t / window - 1e-9)               # ceil(F t / T)
+        return int(min(max(f, 0), n_frames - 1))                  # clip to [0, F - 1]
+
+    frame_of = use_solution(frame_of, frame_of_solution, SOLUTIONS)   # CI: SOLUTIONS=True
+    nb00.check_frame_of(frame_of)                                     # -> ✔ or ✘ with what is wrong
+
+The check compares with its own reference (the library's formulation, independent of the
+notebook's solution); ``properties`` states what every correct answer satisfies where several
+answers are right.
 
 :func:`check_function` calls the learner's function and the reference on the same cases (fresh
 copies of the inputs for each, so in-place changes cannot leak) and stops at the first case that
@@ -49,6 +58,7 @@ DEFAULT_HINTS = {
     "value": "the shape is right but some values differ: compare the formula line by line.",
     "nan": "your result has NaN/inf where the reference has numbers: a division by zero or a log "
            "of 0?",
+    "property": "that property follows from the equations: find the step that should guarantee it.",
 }
 
 
@@ -244,15 +254,33 @@ def _report(ok: bool, message: str, strict: Optional[bool]) -> bool:
     return ok
 
 
+def _check_properties(out, c: Case, properties) -> None:
+    """Raise :class:`_Mismatch` (kind ``property``) for the first property ``out`` breaks."""
+    for description, holds in properties:
+        try:
+            ok = bool(holds(out, c))
+        except Exception:  # e.g. a wrong type or shape: the comparison below says which
+            return
+        if not ok:
+            raise _Mismatch("property", f"your result breaks a property every correct answer "
+                                        f"has: {description}")
+
+
 def check_function(learner_fn: Callable, reference_fn: Callable, cases, name: str,
                    atol: float = 1e-5, rtol: float = 1e-4, hints=None,
-                   strict: Optional[bool] = None) -> bool:
+                   strict: Optional[bool] = None, properties=()) -> bool:
     """Compare ``learner_fn`` with ``reference_fn`` on every case; print ✔/✘; return True/False.
 
     ``hints``: one string for every failure, a list (one per case), or a dict keyed by case
     index, case label or failure kind (``not_implemented``, ``error``, ``type``, ``shape``,
-    ``dtype``, ``value``, ``nan``). ``strict`` (default: ``CTXMIX_STRICT_CHECKS=1``) raises
-    ``AssertionError`` instead of returning False.
+    ``dtype``, ``value``, ``nan``, ``property``). ``strict`` (default: ``CTXMIX_STRICT_CHECKS=1``)
+    raises ``AssertionError`` instead of returning False.
+
+    ``properties``: ``(description, holds(out, case) -> bool)`` pairs that every correct answer
+    has (rows sum to 1, zeros above the diagonal, ...). They are tested on the learner's output
+    before the comparison with the reference, so that a legitimate variant (another order of
+    float32 operations, another but equivalent formula) is judged by what it must satisfy, and a
+    wrong one is told *which* property it breaks.
     """
     cases = list(cases)
     if not cases:
@@ -278,6 +306,7 @@ def check_function(learner_fn: Callable, reference_fn: Callable, cases, name: st
                    f"  {_short_traceback(err)}\n  Hint: {_hint_for(hints, 'error', i, c)}")
             return _report(False, msg, strict)
         try:
+            _check_properties(out, c, properties)
             max_diff = max(max_diff, _compare(out, ref, atol, rtol))
         except _Mismatch as mm:
             msg = (f"{FAIL} {name}: {where}: {mm.message}.\n"

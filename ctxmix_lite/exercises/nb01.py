@@ -1,8 +1,11 @@
-"""Notebook 01 (the Transformer layer): reference solutions, checks and the notebook's helpers.
+"""Notebook 01 (the Transformer layer): checks, their references and the notebook's helpers.
 
-The reference solutions are thin wrappers around :mod:`ctxmix_lite.layer` with the signatures the
-learner writes (no second copy of the equations). Each ``check_*`` compares a learner's function
-with the reference on *real* inputs: the hidden states that a real Whisper-base layer receives on
+The readable solutions, written from the equations, live in the notebook (collapsed cells tagged
+``solution``). The references here are thin wrappers around :mod:`ctxmix_lite.layer` with the
+signatures the learner writes: an independent formulation that a solution -- the notebook's or the
+learner's -- is compared with, within float32 tolerance (atol 1e-5, rtol 1e-4): another order of
+operations, scaling q before or after the product, ``F.layer_norm`` or the explicit formula all
+pass. Each ``check_*`` compares a learner's function with the reference on *real* inputs: the hidden states that a real Whisper-base layer receives on
 a French sentence, that layer's trained weights, and a wav2vec2-base (post-LN) layer. Before the
 comparison, the learner's output is matched against a catalogue of classic mistakes (softmax over
 the wrong axis, no ``1/sqrt(d_h)``, value bias forgotten, pre-/post-LN order swapped, ...) so that
@@ -29,7 +32,8 @@ SENTENCE = "Elle a perdu les livres dans le train."
 WHISPER_PREFIX = ("<|startoftranscript|>", "<|fr|>", "<|transcribe|>", "<|notimestamps|>")
 
 # ----------------------------------------------------------------------------------------------
-# Reference solutions (signatures of the notebook's exercises)
+# References of the checks (signatures of the notebook's exercises; the readable solutions are
+# in the notebook)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -298,6 +302,26 @@ ATTENTION_PROPERTIES = [
 ]
 
 
+def _finite(out) -> bool:
+    return bool(torch.isfinite(out).all())
+
+
+def _future(out):
+    return torch.ones(out.shape[-2:], dtype=torch.bool, device=out.device).triu(1)
+
+
+# what every correct answer satisfies (tested before the comparison; check_function(properties=))
+ATTENTION_INVARIANTS = [
+    ("every row of A sums to 1 over the keys (sum_j A[h, i, j] = 1: the softmax runs over the last axis)",
+     lambda out, c: not _finite(out) or bool((out.sum(-1) - 1).abs().max() <= 1e-4)),
+    ("no attention weight is negative (a softmax gives weights in [0, 1])",
+     lambda out, c: not _finite(out) or bool(out.min() >= 0)),
+    ("with causal=True no query attends a later key (A[h, i, j] = 0 for j > i)",
+     lambda out, c: not c.kwargs.get("causal") or not _finite(out)
+     or bool(out[..., _future(out)].abs().max() <= 1e-6)),
+]
+
+
 def _qk(data: ExerciseData, which: str):
     """Per-head queries and keys ``[H, T, d_h]`` of a real attention block (no scaling)."""
     if which == "encoder":
@@ -339,7 +363,7 @@ def check_attention_weights(fn, data: Optional[ExerciseData] = None, strict=None
                         "q @ k.transpose(-1, -2) (the cross-attention case has Tq != Tk).",
                "value": "A = softmax(q k^T / sqrt(d_h)) with the softmax over the keys (last axis)."}
     return check_function(fn, attention_weights, cases, "attention_weights", atol=1e-5, rtol=1e-4,
-                          hints=_hints(found, generic), strict=strict)
+                          hints=_hints(found, generic), strict=strict, properties=ATTENTION_INVARIANTS)
 
 
 def _mha_variant(**change):

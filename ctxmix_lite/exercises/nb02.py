@@ -289,7 +289,9 @@ def value_norm_profile(lc, n_show: int, n_speech: int) -> dict:
 # exercise: cumulative attention diagonality
 # ----------------------------------------------------------------------------------------------
 def cad(A: torch.Tensor) -> torch.Tensor:
-    """Reference: CAD of every map in ``A [..., T, T]`` -> ``[...]`` float32 (eq. 3 of patterns)."""
+    """Reference of the check: CAD of every map in ``A [..., T, T]`` -> ``[...]`` float32, from
+    :func:`ctxmix_lite.patterns.cad` (which integrates D(r) in float64: an independent formulation
+    of the closed form the notebook's solution writes)."""
     return patterns.cad(A).to(torch.float32)
 
 
@@ -332,6 +334,14 @@ def cad_cases(real_maps: Optional[torch.Tensor] = None) -> list:
     return cases
 
 
+# what every correct answer satisfies (maps with rows summing to 1)
+CAD_INVARIANTS = [
+    ("a CAD lies in [0, 1] (a weighted average of row sums that are 1, with weights 1 - |i - j|/(T - 1) "
+     "in [0, 1])",
+     lambda out, c: not bool(torch.isfinite(out).all()) or bool((out >= -1e-6).all() and (out <= 1 + 1e-5).all())),
+]
+
+
 def check_cad(fn, real_maps: Optional[torch.Tensor] = None, strict=None) -> bool:
     """``cad(A)`` for maps ``A [..., T, T]`` -> ``[...]`` float32; identity, uniform, random, real."""
     from ctxmix_lite.exercises import check_function
@@ -342,7 +352,8 @@ def check_cad(fn, real_maps: Optional[torch.Tensor] = None, strict=None) -> bool
     generic = {"shape": "one number per map: the result has shape A.shape[:-2] (a 0-d tensor for one map).",
                "value": "CAD = (1/T) sum_ij A[i, j] (1 - |i - j| / (T - 1)): build the |i - j| matrix "
                         "with torch.arange, weight, sum over the last two axes, divide by T."}
-    return check_function(fn, cad, cases, "cad", atol=1e-5, rtol=1e-4, hints=_hints(found, generic), strict=strict)
+    return check_function(fn, cad, cases, "cad", atol=1e-5, rtol=1e-4, hints=_hints(found, generic), strict=strict,
+                          properties=CAD_INVARIANTS)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,9 +9,13 @@ The learner writes ``attention_norm(weights, values, W_O, per_head=False)`` on p
     per_head=False -> [Tq, Tk]:    || sum_h alpha_ij^h v_j^h (W_O^h)^T ||
     per_head=True  -> [H, Tq, Tk]: || alpha_ij^h v_j^h (W_O^h)^T ||
 
-with ``W_O^h = W_O[:, h*d_h:(h+1)*d_h]`` (the columns that read head h).  The reference is
-:func:`ctxmix_lite.attention_norm.attention_norm`; :func:`check_attention_norm` runs both on real
-Whisper-base blocks (encoder, causal decoder, cross-attention) and names classic mistakes.
+with ``W_O^h = W_O[:, h*d_h:(h+1)*d_h]`` (the columns that read head h).  The readable solution
+(the vectors themselves, then their norms) is in the notebook, in a collapsed cell tagged
+``solution``. The reference of the check is :func:`ctxmix_lite.attention_norm.attention_norm`,
+an independent formulation (the squared norm expanded through a per-key Gram matrix, in float64);
+:func:`check_attention_norm` runs both on real Whisper-base blocks (encoder, causal decoder,
+cross-attention), tests the properties every correct answer has (scores >= 0, exactly 0 where no
+head attends), compares within float32 tolerance and names classic mistakes.
 """
 from __future__ import annotations
 
@@ -146,6 +150,24 @@ def default_capture():
     return _DEFAULT["cap"]
 
 
+def _unattended(out, c):
+    """Where no head attends (alpha = 0: above the diagonal of a causal block), nothing is sent."""
+    w = c.args[0]
+    per_head = c.kwargs.get("per_head", c.args[3] if len(c.args) > 3 else False)
+    zero = (w == 0) if per_head else (w == 0).all(0)
+    return out[zero]
+
+
+INVARIANTS = [
+    ("every score is a norm, so >= 0",
+     lambda out, c: not bool(torch.isfinite(out).all()) or bool(out.min() >= 0)),
+    ("where no head attends (alpha_ij^h = 0 for every h, e.g. j > i in the causal decoder) nothing is "
+     "sent: the score is 0",
+     lambda out, c: not bool(torch.isfinite(out).all()) or _unattended(out, c).numel() == 0
+     or bool(_unattended(out, c).abs().max() <= 1e-6)),
+]
+
+
 def check_attention_norm(fn, capture=None, strict=None) -> bool:
     """``attention_norm(weights, values, W_O, per_head=False)`` on real Whisper-base blocks."""
     from ctxmix_lite.exercises.nb01 import _diagnose, _hints
@@ -160,7 +182,7 @@ def check_attention_norm(fn, capture=None, strict=None) -> bool:
                  "torch.einsum is the easiest way to write the sums.",
     }
     return check_function(fn, attention_norm, cases, "attention_norm", atol=1e-4, rtol=1e-4,
-                          hints=_hints(found, generic), strict=strict)
+                          hints=_hints(found, generic), strict=strict, properties=INVARIANTS)
 
 
 # ----------------------------------------------------------------------------------------------
