@@ -34,6 +34,7 @@ __all__ = [
     "acoustic_baselines",
     "cue_distances",
     "probe_by_distance",
+    "distance_counts",
     "DISTANCE_GROUPS",
     "minimal_pair_distances",
     "plot_probe",
@@ -360,7 +361,8 @@ def probe_by_distance(result, items, groups: Optional[Mapping] = None, n_splits:
 
     groups = dict(DISTANCE_GROUPS if groups is None else groups)
     runs = {r.label: r for r in result.runs}
-    out, counts = [], []
+    out = []
+    counts = distance_counts(result, items, groups)
     for (label, comp), d in result.probe.items():
         dist = cue_distances(items, d["items"])
         y = np.asarray(d["y"])
@@ -369,9 +371,6 @@ def probe_by_distance(result, items, groups: Optional[Mapping] = None, n_splits:
             yk = y[keep]
             cls, cnt = np.unique(yk, return_counts=True)
             per = dict(zip(cls.tolist(), cnt.tolist()))
-            dists = dict(zip(*np.unique(dist[keep], return_counts=True))) if keep.any() else {}
-            counts.append(dict(model_label=label, component=comp, distance_group=gname, n=int(keep.sum()),
-                               labels=per, distances={int(k): int(v) for k, v in dists.items()}))
             if len(cls) < 2 or cnt.min() < n_splits:
                 if verbose:
                     print(f"[probe by distance] {label} {comp} {gname}: {int(keep.sum())} items {per} -- "
@@ -383,7 +382,27 @@ def probe_by_distance(result, items, groups: Optional[Mapping] = None, n_splits:
             out.append(df)
     table = pd.concat(out, ignore_index=True) if out else pd.DataFrame(
         columns=["model_label", "component", "distance_group", "layer", "layer_name", "accuracy", "n"])
-    return table, pd.DataFrame(counts)
+    return table, counts
+
+
+def distance_counts(result, items, groups: Optional[Mapping] = None):
+    """What each group of :func:`probe_by_distance` rests on, without fitting anything: per (model,
+    component, group) the number of analyses, their labels and their exact cue distances."""
+    import pandas as pd
+
+    groups = dict(DISTANCE_GROUPS if groups is None else groups)
+    counts = []
+    for (label, comp), d in result.probe.items():
+        dist = cue_distances(items, d["items"])
+        y = np.asarray(d["y"])
+        for gname, test in groups.items():
+            keep = np.array([bool(test(int(x))) for x in dist], dtype=bool)
+            cls, cnt = np.unique(y[keep], return_counts=True)
+            dists = dict(zip(*np.unique(dist[keep], return_counts=True))) if keep.any() else {}
+            counts.append(dict(model_label=label, component=comp, distance_group=gname, n=int(keep.sum()),
+                               labels=dict(zip(cls.tolist(), cnt.tolist())),
+                               distances={int(k): int(v) for k, v in dists.items()}))
+    return pd.DataFrame(counts)
 
 
 def minimal_pair_distances(items, n_mfcc: int = 13):

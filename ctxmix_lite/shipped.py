@@ -56,6 +56,7 @@ __all__ = [
     "describe",
     "recheck_study",
     "compare_study",
+    "recheck_probe",
     "save_attribution",
     "load_attribution",
     "recheck_attribution",
@@ -271,7 +272,7 @@ _STUDY_FRAMES = ("all_table", "exclusions", "items", "variants", "decoder_mass")
 
 
 def save_study(res, items, directory=None, *, data: str = "offline", settings: Optional[dict] = None,
-               loaded: Optional[dict] = None, command: str = "") -> Path:
+               loaded: Optional[dict] = None, command: str = "", extra_frames: Optional[dict] = None) -> Path:
     """Write a :class:`~ctxmix_lite.study.StudyResult` as a bundle (``directory`` default:
     ``data/results/homophony-study-offline``). ``settings``: how the items were chosen and the study
     run (n_items, checked_only, seed, exclude_misrecognised, teacher_forcing...); ``loaded``:
@@ -289,6 +290,10 @@ def save_study(res, items, directory=None, *, data: str = "offline", settings: O
         probe_meta.append(dict(index=i, model_label=label, component=comp, shape=list(np.shape(d["X"]))))
     if probe_items:
         frames["probe_items"] = pd.concat(probe_items, ignore_index=True)
+    for name, df in (extra_frames or {}).items():  # e.g. the probe's scores (notebook 06)
+        if name in frames:
+            raise ValueError(f"extra frame {name!r} clashes with the study's own")
+        frames[name] = df
     loaded = loaded or {}
     prov = dict(
         kind="homophony-study",
@@ -356,6 +361,9 @@ def load_study(name_or_path=STUDY_BUNDLE, items=None, options=None):
                       timings=dict(prov.get("timings", {})), options=opts, variants=variants,
                       decoder_mass=frames.get("decoder_mass"))
     res.provenance = prov  # type: ignore[attr-defined]
+    # the scores computed from the study and shipped with it (probe_scores, probe_by_distance)
+    res.shipped_frames = {k: v for k, v in frames.items()  # type: ignore[attr-defined]
+                          if k not in _STUDY_FRAMES and k != "probe_items"}
     return res
 
 
@@ -484,6 +492,42 @@ def compare_study(live, shipped, atol: float = 1e-6):
         raise ShippedResultsMismatch("the live recomputation differs from the shipped results: "
                                      + "; ".join(f"{p}: {d:.2e}" for p, d in zip(bad["part"], bad["max_abs_diff"]))
                                      + ". Regenerate them (`python -m ctxmix_lite.shipped`) or set PRECOMPUTED = False")
+    return rep
+
+
+def recheck_probe(shipped, label: Optional[str] = None, component: str = "encoder", seed: int = 0,
+                  atol: float = 1e-6, verbose: bool = True):
+    """Re-fit the probe of one (model, component) of the shipped study on its shipped features
+    (:func:`ctxmix_lite.probe.probe_layers`, the notebook's settings) and check accuracy and
+    macro-F1 of every layer against the shipped ``probe_scores`` (default: the trained Whisper's
+    encoder). The features themselves are checked by :func:`recheck_study`."""
+    import pandas as pd
+
+    from .probe import probe_layers
+
+    scores = getattr(shipped, "shipped_frames", {}).get("probe_scores")
+    if scores is None:
+        raise ShippedResultsError("the shipped study holds no probe scores (probe_scores): regenerate it")
+    runs = {r.label: r for r in shipped.runs}
+    if label is None:
+        label = next(r.label for r in shipped.runs if r.init == "trained")
+    d = shipped.probe[(label, component)]
+    t = time.perf_counter()
+    live = probe_layers(d["X"], d["y"], seed=seed, progress=False, model_label=label, model=runs[label].name,
+                        init=runs[label].init, component=component)
+    ref = scores[(scores["model_label"] == label) & (scores["component"] == component)]
+    m = live.merge(ref, on=["model_label", "component", "layer"], suffixes=("_live", "_shipped"))
+    if len(m) != len(live) or not len(m):
+        raise ShippedResultsMismatch(f"probe of {label} / {component}: {len(live)} live layers, {len(m)} shipped")
+    rows = [(f"probe {label} / {component}: {c}", len(m),
+             float((m[f"{c}_live"] - m[f"{c}_shipped"]).abs().max())) for c in ("accuracy", "macro_f1")]
+    rep = pd.DataFrame(rows, columns=["part", "layers", "max_abs_diff"])
+    rep["ok"] = rep["max_abs_diff"] <= atol
+    if verbose:
+        print(f"live re-fit of the probe ({time.perf_counter() - t:.0f} s, tolerance {atol:g}):")
+        print(rep.to_string(index=False))
+    if not rep["ok"].all():
+        raise ShippedResultsMismatch("the re-fitted probe differs from the shipped scores:\n" + rep.to_string(index=False))
     return rep
 
 
@@ -619,7 +663,12 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         res = study.run_study(items, runs, exclude_misrecognised=True, threads=args.threads, loaded=dict(loaded),
                               options=study.StudyOptions())
+        from . import probe
+
+        scores = probe.probe_study(res, seed=d["seed"], progress=False)  # notebook 06's probe, its seed
+        by_distance, _ = probe.probe_by_distance(res, items, seed=d["seed"], verbose=False)
         p = save_study(res, items, out / STUDY_BUNDLE, data=d["data"], loaded=loaded, command=cmd,
+                       extra_frames=dict(probe_scores=scores, probe_by_distance=by_distance),
                        settings=dict(n_items=d["n_items"], checked_only=d["checked_only"], seed=d["seed"],
                                      exclude_misrecognised=True, teacher_forcing="transcription"))
         print(f"study: {time.perf_counter() - t:.0f} s -> {p}")
