@@ -6,7 +6,8 @@ the README states is the shipped study's (one place for each fact).
     python scripts/readme_results.py --check   # exit 1 if the README block differs (a test runs it)
     python scripts/readme_results.py --print   # print the block
 
-The probe is notebook 06's code (``probe.probe_study`` with seed 0) on the shipped features.
+The probe numbers are the shipped probe scores (notebook 06's ``probe.probe_study`` and
+``probe.probe_by_distance`` with its seed, computed with the study).
 """
 from __future__ import annotations
 
@@ -120,7 +121,9 @@ def block() -> str:
                     out.append(f"| {_short(label)}, {cname}, {g} | {int(s['n'].max())} | "
                                + " | ".join(_f(float(v.iloc[0])) if len(v) else "–" for v in vals) + " |")
         out.append("")
-    table = probe.probe_study(res, seed=0, progress=False)
+    table = res.shipped_frames.get("probe_scores")  # notebook 06's probe, shipped with the study
+    if table is None:
+        table = probe.probe_study(res, seed=0, progress=False)
     if len(table):
         chance = float(table["chance"].iloc[0]) if "chance" in table else float("nan")
         n = int(table["n"].iloc[0]) if "n" in table else None
@@ -141,12 +144,14 @@ def block() -> str:
                 out.append("")
                 out.append(f"({_short(label)}: {_f(s['accuracy'].min())}–{_f(s['accuracy'].max())} in all {len(s)} states.)")
         try:
-            from ctxmix_lite.study import course_items
+            bd = res.shipped_frames.get("probe_by_distance")
+            if bd is None:
+                from ctxmix_lite.study import course_items
 
-            d = res.provenance["settings"]
-            items = course_items(res.provenance["data"]["source"], d["n_items"], seed=d["seed"], progress=False,
-                                 checked_only=d["checked_only"])
-            bd, _ = probe.probe_by_distance(res, items, seed=0)
+                d = res.provenance["settings"]
+                items = course_items(res.provenance["data"]["source"], d["n_items"], seed=d["seed"], progress=False,
+                                     checked_only=d["checked_only"])
+                bd, _ = probe.probe_by_distance(res, items, seed=0)
             s = bd[(bd["model_label"] == w_tr) & (bd["component"] == "encoder")]
             parts = []
             for g, gg in s.groupby("distance_group"):

@@ -170,6 +170,23 @@ def test_load_study_can_switch_the_decoder_definition(study_bundle):
         study_bundle.table[study_bundle.table["component"] != "decoder"].shape[0]
 
 
+def test_the_shipped_probe_scores_equal_a_refit(study_bundle):
+    """Notebook 06 loads the shipped probe scores: re-fitting the trained Whisper encoder's probe on
+    the shipped features gives them back exactly; a copy with one accuracy moved is refused."""
+    scores = study_bundle.shipped_frames["probe_scores"]
+    assert {"accuracy", "macro_f1", "layer", "model_label", "component"} <= set(scores.columns)
+    assert set(zip(scores["model_label"], scores["component"])) == set(study_bundle.probe)
+    assert len(study_bundle.shipped_frames["probe_by_distance"])
+    rep = shipped.recheck_probe(study_bundle, verbose=False)
+    assert rep["ok"].all() and rep["layers"].min() == 7
+    bad = copy.copy(study_bundle)
+    s = scores.copy()
+    s.loc[s.index[(s["model_label"] == "whisper-base (trained)") & (s["component"] == "encoder")][3], "accuracy"] += 0.01
+    bad.shipped_frames = dict(study_bundle.shipped_frames, probe_scores=s)
+    with pytest.raises(shipped.ShippedResultsMismatch, match="probe"):
+        shipped.recheck_probe(bad, verbose=False)
+
+
 @pytest.fixture(scope="module")
 def default_items():
     from ctxmix_lite.study import course_items
