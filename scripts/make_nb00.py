@@ -18,7 +18,8 @@ CELLS = [
     md(r"""
 # 00 · Welcome: speech, frames and words
 
-*Context-Mixing in Speech Transformers* — notebook 0 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 1 of 8** (`00_welcome`; previous: —, next: [01](01_transformer_layer.ipynb)).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 **Learning goals**
 

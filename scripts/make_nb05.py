@@ -18,7 +18,8 @@ CELLS = [
     md(r"""
 # 05 · Homophony: does the target read the cue? (Mohebbi et al., EMNLP 2023)
 
-*Context-Mixing in Speech Transformers* — notebook 6 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 6 of 8** (`05_homophony_cue_contribution`; previous: [04](04_value_zeroing.ipynb), next: [06](06_number_probe.ipynb)).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 French *livre* and *livres* sound the same; so do *trouve* and *trouvent*. A speech recogniser can
 only write the right form by reading an earlier word that marks number audibly: the **cue**

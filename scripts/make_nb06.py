@@ -18,7 +18,8 @@ CELLS = [
     md(r"""
 # 06 · Is number decodable? A layer-wise probe (Mohebbi et al., EMNLP 2023)
 
-*Context-Mixing in Speech Transformers* — notebook 7 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 7 of 8** (`06_number_probe`; previous: [05](05_homophony_cue_contribution.ipynb), next: [07](07_context_mixing_vs_attribution.ipynb)).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 Notebook 05 measured how much the target word *reads* the cue. Here we ask the complementary
 question of the paper's probing section: after each layer, is the target's grammatical number

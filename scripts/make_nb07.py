@@ -18,7 +18,8 @@ CELLS = [
     md(r"""
 # 07 · Context mixing vs feature attribution, and a faithfulness check
 
-*Context-Mixing in Speech Transformers* — notebook 8 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 8 of 8** (`07_context_mixing_vs_attribution`; previous: [06](06_number_probe.ipynb), next: —).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 Context-mixing measures say how much one position reads another *inside* the network. Feature
 attribution asks a different question: which parts of the **input** does the output depend on? For
