@@ -189,7 +189,8 @@ def colab_setup(repo_dir, ref: str, t0: Optional[float] = None, popen=None,
     3. the system packages of the synthetic speech (:func:`install_system_packages`; seconds when
        present);
     4. caches: ``CTXMIX_CACHE`` (default :data:`COLAB_CACHE_DIR`, one folder for the whole runtime)
-       and the working directory (``<repo_dir>/notebooks``).
+       with the built data in it (``CTXMIX_DATA`` default ``<cache>/data``; either, when set before
+       the cell, wins), and the working directory (``<repo_dir>/notebooks``).
 
     Each step says what it does, how long it should take and how long it took. Returns the
     seconds per step (``{"pip": ..., "system": ..., "cache": ..., "total": ...}``) and raises
@@ -244,11 +245,13 @@ def colab_setup(repo_dir, ref: str, t0: Optional[float] = None, popen=None,
     # ---- 4: caches and working directory ----------------------------------------------------
     t = time.time()
     cache = os.environ.setdefault("CTXMIX_CACHE", COLAB_CACHE_DIR)
+    # the built offline data set goes there too: one folder holds everything worth keeping
+    data = os.environ.setdefault("CTXMIX_DATA", os.path.join(cache, "data"))
     Path(cache).mkdir(parents=True, exist_ok=True)
     size = _dir_size(Path(cache))
     state = (f"warm: {size / 1e6:.0f} MB cached by earlier notebooks, reused" if size
              else "empty: this notebook fills it, the next ones reuse it")
-    say(f"[4/{n}] caches in {cache} ({state})")
+    say(f"[4/{n}] caches in {cache} ({state}); built data in {data}")
     notebooks = repo_dir / "notebooks"
     if notebooks.is_dir():
         os.chdir(notebooks)

@@ -84,6 +84,7 @@ def test_colab_setup_steps_then_warm_rerun(tmp_path, monkeypatch):
     (repo / "notebooks").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CTXMIX_CACHE", raising=False)
+    monkeypatch.delenv("CTXMIX_DATA", raising=False)
     monkeypatch.setattr(colab, "COLAB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(colab, "_installed_versions",
                         lambda names=colab.KEEP_PACKAGES: {k: v for k, v in
@@ -106,6 +107,7 @@ def test_colab_setup_steps_then_warm_rerun(tmp_path, monkeypatch):
     assert "keeping Colab's own ipywidgets 7.7.1, torch 2.11.0" in out
     # caches: one folder for the runtime, working directory = notebooks/
     assert os.environ["CTXMIX_CACHE"] == str(tmp_path / "cache") and (tmp_path / "cache").is_dir()
+    assert os.environ["CTXMIX_DATA"] == str(tmp_path / "cache" / "data")
     assert "empty: this notebook fills it" in out
     assert Path.cwd() == repo / "notebooks"
     assert system == [1] and set(times) == {"pip", "system", "cache", "total"}
