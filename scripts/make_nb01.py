@@ -53,7 +53,7 @@ MODEL = "openai/whisper-base"  # the trained model (offline weights)
 SMOKE = False                  # True: small sizes (what the automated tests run)
 SOLUTIONS = False              # True: use the reference solutions of the exercises
 SEED = 0                       # random-init models
-DEVICE = "auto"                # "auto": CUDA when available, else CPU; or "cpu", "cuda", "cuda:1", "mps"
+DEVICE = "auto"                # "auto": CUDA when available, else CPU
 """, tags=["parameters"]),
     code(r"""
 import math
@@ -67,14 +67,14 @@ from ctxmix_lite.models import load_model, model_summary, resolve_device
 from ctxmix_lite.paths import savefig
 from ctxmix_lite.plotting import layer_label
 
-device = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
+DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
 W2V_LAYERS = 2 if SMOKE else 12     # wav2vec2-base has 12 layers
 XLSR_LAYERS = 2 if SMOKE else 24    # XLSR-53 has 24
 
 audio, words = nb01.synthesize_clip(nb01.SENTENCE)
 print(f"{nb01.SENTENCE!r}: {len(audio) / 16000:.2f} s")
-model, processor = load_model(MODEL, device=device)
+model, processor = load_model(MODEL, device=DEVICE)
 print(model_summary(model))
 """),
     md(r"""
@@ -86,7 +86,7 @@ plus padding): 1,500 frames of 20 ms. The decoder is teacher-forced on
 """),
     code(r"""
 whisper_io = nb01.whisper_layer_io(model, processor, audio, nb01.SENTENCE)
-w2v_model, _ = load_model("facebook/wav2vec2-base", pretrained=False, seed=SEED, device=device,
+w2v_model, _ = load_model("facebook/wav2vec2-base", pretrained=False, seed=SEED, device=DEVICE,
                           config_overrides={"num_hidden_layers": W2V_LAYERS})
 w2v_io = nb01.wav2vec2_layer_io(w2v_model, audio)
 for r in whisper_io[:1] + whisper_io[6:7] + w2v_io[:1]:

@@ -58,7 +58,7 @@ N_CLIPS = 6        # sentences for the head-diversity table and the viewer (SMOK
 SMOKE = False      # True: small sizes (what the automated tests run)
 SOLUTIONS = False  # True: use the reference solution of the exercise
 SEED = 0           # random-init models and the choice of clips
-DEVICE = "auto"    # "auto": CUDA when available, else CPU; or "cpu", "cuda", "cuda:1", "mps"
+DEVICE = "auto"    # "auto": CUDA when available, else CPU
 """, tags=["parameters"]),
     code(r"""
 import matplotlib.pyplot as plt
@@ -73,7 +73,7 @@ from ctxmix_lite.paths import savefig
 from ctxmix_lite.plotting import layer_label, layer_options
 from ctxmix_lite.widgets import viewer
 
-device = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
+DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
 n_clips = 1 if SMOKE else N_CLIPS
 w2v_layers = 2 if SMOKE else 24   # XLSR-53 has 24 layers
@@ -83,9 +83,9 @@ clip = clips[0]
 print(f"{len(clips)} clip(s); first: {clip.text!r} ({clip.duration:.2f} s)")
 
 models = {
-    "Whisper-base trained": load_model(MODEL, device=device),
-    "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED, device=device),
-    "XLSR-53 random": load_model(RANDOM_W2V, pretrained=False, seed=SEED, device=device,
+    "Whisper-base trained": load_model(MODEL, device=DEVICE),
+    "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED, device=DEVICE),
+    "XLSR-53 random": load_model(RANDOM_W2V, pretrained=False, seed=SEED, device=DEVICE,
                                  config_overrides={"num_hidden_layers": w2v_layers}),
 }
 for name, (m, _) in models.items():

@@ -49,7 +49,7 @@ N_CLIPS = 4        # sentences compared (SMOKE: 1)
 SMOKE = False      # True: small sizes (what the automated tests run)
 SOLUTIONS = False  # True: use the reference solution of the exercise
 SEED = 0           # random-init model and choice of clips
-DEVICE = "auto"    # "auto": CUDA when available, else CPU; or "cpu", "cuda", "cuda:1", "mps"
+DEVICE = "auto"    # "auto": CUDA when available, else CPU
 """, tags=["parameters"]),
     code(r"""
 import time
@@ -65,12 +65,12 @@ from ctxmix_lite.paths import savefig
 from ctxmix_lite.plotting import layer_label, layer_options
 from ctxmix_lite.widgets import viewer
 
-device = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
+DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
 n_clips = 1 if SMOKE else N_CLIPS
 clips = nb02.load_clips(n_clips, seed=SEED)
-models = {"Whisper-base trained": load_model(MODEL, device=device),
-          "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED, device=device)}
+models = {"Whisper-base trained": load_model(MODEL, device=DEVICE),
+          "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED, device=DEVICE)}
 whisper, proc = models["Whisper-base trained"]
 clip = clips[0]
 data0, cap = nb02.analyse_clip(whisper, proc, clip, "Whisper-base trained",

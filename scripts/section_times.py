@@ -105,6 +105,8 @@ def read_run(directory: Path) -> list:
 def _minutes(seconds) -> str:
     if seconds is None:
         return "—"
+    if 0 <= seconds < 3:  # would print as 0.0: say it is there, and small
+        return "<0.1"
     return f"{seconds / 60:.1f}"
 
 
