@@ -27,7 +27,7 @@ Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.
   and see why $\mathrm{Concat}(\text{heads})\,W_O^\top = \sum_h \text{head}_h\,(W_O^h)^\top$ — the
   identity that the context-mixing measures of notebooks 03 and 04 are built on;
 - write layer normalisation, the residual "Add & Norm" and the GELU feed-forward network;
-- assemble a **post-LN** layer (the original Transformer, wav2vec2-base) and a **pre-LN** layer
+- assemble a **[post-LN](GLOSSARY.md#pre-ln)** layer (the original Transformer, wav2vec2-base) and a **pre-LN** layer
   (Whisper, XLSR-53's "stable layer norm"), and know which real model uses which;
 - check your layer against the layers of real speech models — Whisper-base's encoder and decoder,
   wav2vec2-base, XLSR-53 — to within $10^{-5}$, and explain the differences that remain

@@ -27,11 +27,11 @@ Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.
   randomly initialised Whisper-base and XLSR-53) with `ctxmix_lite.capture`;
 - read attention maps at the **frame** level (time in seconds, with the waveform and the word
   boundaries) and at the **word** level (frames pooled over each word's span);
-- measure how **diagonal** (local, "linguistic") each head is with the *cumulative attention
-  diagonality* of Shim et al. (2022) — you write it — how wide its attention band is, and how
+- measure how **diagonal** (local, "linguistic") each head is with the *[cumulative attention
+  diagonality](GLOSSARY.md#cad)* of Shim et al. (2022) — you write it — how wide its attention band is, and how
   **vertical** (content-based, "phonetic") it is with a column-concentration measure that CAD
   cannot replace;
-- compare heads with each other (**head diversity** of attention maps, queries, keys and values,
+- compare heads with each other (**[head diversity](GLOSSARY.md#head-diversity)** of attention maps, queries, keys and values,
   after Audhkhasi et al., 2022), trained vs random;
 - see why the attention weight alone is a weak measure of context mixing.
 """),

@@ -23,7 +23,7 @@ Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.
 
 **Learning goals**
 
-- derive **Attention-Norm** (Kobayashi et al., 2020) from the multi-head attention equations of
+- derive **[Attention-Norm](GLOSSARY.md#attention-norm)** (Kobayashi et al., 2020) from the multi-head attention equations of
   notebook 01: the attention output of position $i$ is a sum of vectors sent by each position $j$,
   and the measure is the length of that vector;
 - implement it, per head and summed over heads, and check it on real Whisper-base blocks

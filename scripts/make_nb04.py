@@ -23,16 +23,16 @@ Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.
 
 **Learning goals**
 
-- define **value zeroing** (Mohebbi et al., 2023): zero the value vectors of one position (or of
+- define **[value zeroing](GLOSSARY.md#value-zeroing)** (Mohebbi et al., 2023): zero the value vectors of one position (or of
   a whole word) in every head, keep the attention weights, run the rest of the layer — residual,
   layer norms, feed-forward — and score each output by its cosine distance to the original;
 - implement the slow, obviously right version (one real layer re-run per zeroed position) and
   check it on Whisper-base's encoder, decoder and cross-attention;
 - derive and verify the **exact fast identity** — zeroing $v_j$ shifts the attention output by the
   very vector Attention-Norm measures — that turns 1,500 layer re-runs into one batched pass;
-- compare attention, Attention-Norm and value zeroing (and ALTI, a residual- and layer-norm-aware
+- compare attention, Attention-Norm and value zeroing (and [ALTI](GLOSSARY.md#alti), a residual- and layer-norm-aware
   decomposition) with rank correlations across layers, and follow mixing across layers with
-  **rollout**.
+  **[rollout](GLOSSARY.md#rollout)**.
 """),
     md(r"""
 ## What runs here (and how it differs from the paper)

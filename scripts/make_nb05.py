@@ -28,8 +28,8 @@ study's central measurement with the three context-mixing measures of notebooks 
 
 **Learning goals**
 
-- turn a frame-level (or token-level) context-mixing matrix into the study's number: the **cue
-  contribution**, the share of the target word's row that falls on the cue (you write it);
+- turn a frame-level (or token-level) context-mixing matrix into the study's number: the **[cue
+  contribution](GLOSSARY.md#cue-contribution)**, the share of the target word's row that falls on the cue (you write it);
 - explore items word × word and frame × frame, layer by layer, for every component and measure;
 - run the whole study — every item × model (trained and random) × component × measure × layer —
   as one tidy table, cached and resumable;

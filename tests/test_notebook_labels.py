@@ -38,6 +38,19 @@ def test_intro_label_and_links(path):
     assert "[glossary](GLOSSARY.md)" in intro and "[instructor's guide](INSTRUCTORS.md)" in intro
     for target in re.findall(r"\]\(([^)#]+\.(?:md|ipynb))\)", intro):  # relative links resolve
         assert (path.parent / target).is_file(), target
+    glossary = (path.parent / "GLOSSARY.md").read_text(encoding="utf-8")
+    for anchor in re.findall(r"\]\(GLOSSARY\.md#([^)]+)\)", intro):  # ... and so do their anchors
+        assert f'<a id="{anchor}"></a>' in glossary, f"GLOSSARY.md has no anchor {anchor!r}"
+
+
+def test_glossary_anchors_unique():
+    text = (ROOT / "notebooks" / "GLOSSARY.md").read_text(encoding="utf-8")
+    anchors = re.findall(r'<a id="([^"]+)"></a>', text)
+    assert len(anchors) >= 40 and len(anchors) == len(set(anchors))
+    for term in ("teacher-forcing", "eager-sdpa", "cka", "js-divergence", "alti", "attention-norm",
+                 "value-zeroing", "rollout", "cue-contribution", "homophone", "minimal-pair", "probe",
+                 "integrated-gradients", "frame-token-word", "cad"):
+        assert term in anchors, term
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
