@@ -18,14 +18,15 @@ CELLS = [
     md(r"""
 # 00 · Welcome: speech, frames and words
 
-*Context-Mixing in Speech Transformers* — notebook 0 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 1 of 8** (`00_welcome`; previous: —, next: [01](01_transformer_layer.ipynb)).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 **Learning goals**
 
 - know what the course is about and how to run its notebooks, on your machine or on Colab;
 - load a spoken sentence with the time of each of its words, look at it as a waveform and as a
   spectrogram, and listen to it;
-- explain the difference between the **frames** a speech Transformer works on (one vector every
+- explain the difference between the **[frames](GLOSSARY.md#frame-token-word)** a speech Transformer works on (one vector every
   20 ms) and the **words** we want to talk about;
 - map a time in seconds to an encoder frame, and a word to its span of frames (your first two
   checked exercises).

@@ -18,7 +18,8 @@ CELLS = [
     md(r"""
 # 01 · The Transformer layer, from its equations
 
-*Context-Mixing in Speech Transformers* — notebook 1 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 2 of 8** (`01_transformer_layer`; previous: [00](00_welcome.ipynb), next: [02](02_attention_in_speech.ipynb)).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 **Learning goals**
 
@@ -26,7 +27,7 @@ CELLS = [
   and see why $\mathrm{Concat}(\text{heads})\,W_O^\top = \sum_h \text{head}_h\,(W_O^h)^\top$ — the
   identity that the context-mixing measures of notebooks 03 and 04 are built on;
 - write layer normalisation, the residual "Add & Norm" and the GELU feed-forward network;
-- assemble a **post-LN** layer (the original Transformer, wav2vec2-base) and a **pre-LN** layer
+- assemble a **[post-LN](GLOSSARY.md#pre-ln)** layer (the original Transformer, wav2vec2-base) and a **pre-LN** layer
   (Whisper, XLSR-53's "stable layer norm"), and know which real model uses which;
 - check your layer against the layers of real speech models — Whisper-base's encoder and decoder,
   wav2vec2-base, XLSR-53 — to within $10^{-5}$, and explain the differences that remain
@@ -52,6 +53,7 @@ MODEL = "openai/whisper-base"  # the trained model (offline weights)
 SMOKE = False                  # True: small sizes (what the automated tests run)
 SOLUTIONS = False              # True: use the reference solutions of the exercises
 SEED = 0                       # random-init models
+DEVICE = "auto"                # "auto": CUDA when available, else CPU
 """, tags=["parameters"]),
     code(r"""
 import math
@@ -61,17 +63,18 @@ import torch
 
 from ctxmix_lite import layer
 from ctxmix_lite.exercises import check_value, nb01, use_solution
-from ctxmix_lite.models import load_model, model_summary
+from ctxmix_lite.models import load_model, model_summary, resolve_device
 from ctxmix_lite.paths import savefig
 from ctxmix_lite.plotting import layer_label
 
+DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
 W2V_LAYERS = 2 if SMOKE else 12     # wav2vec2-base has 12 layers
 XLSR_LAYERS = 2 if SMOKE else 24    # XLSR-53 has 24
 
 audio, words = nb01.synthesize_clip(nb01.SENTENCE)
 print(f"{nb01.SENTENCE!r}: {len(audio) / 16000:.2f} s")
-model, processor = load_model(MODEL)
+model, processor = load_model(MODEL, device=DEVICE)
 print(model_summary(model))
 """),
     md(r"""
@@ -83,7 +86,7 @@ plus padding): 1,500 frames of 20 ms. The decoder is teacher-forced on
 """),
     code(r"""
 whisper_io = nb01.whisper_layer_io(model, processor, audio, nb01.SENTENCE)
-w2v_model, _ = load_model("facebook/wav2vec2-base", pretrained=False, seed=SEED,
+w2v_model, _ = load_model("facebook/wav2vec2-base", pretrained=False, seed=SEED, device=DEVICE,
                           config_overrides={"num_hidden_layers": W2V_LAYERS})
 w2v_io = nb01.wav2vec2_layer_io(w2v_model, audio)
 for r in whisper_io[:1] + whisper_io[6:7] + w2v_io[:1]:

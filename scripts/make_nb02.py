@@ -18,7 +18,8 @@ CELLS = [
     md(r"""
 # 02 · Attention in speech Transformers
 
-*Context-Mixing in Speech Transformers* — notebook 2 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 3 of 8** (`02_attention_in_speech`; previous: [01](01_transformer_layer.ipynb), next: [03](03_attention_norm.ipynb)).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 **Learning goals**
 
@@ -26,11 +27,11 @@ CELLS = [
   randomly initialised Whisper-base and XLSR-53) with `ctxmix_lite.capture`;
 - read attention maps at the **frame** level (time in seconds, with the waveform and the word
   boundaries) and at the **word** level (frames pooled over each word's span);
-- measure how **diagonal** (local, "linguistic") each head is with the *cumulative attention
-  diagonality* of Shim et al. (2022) — you write it — how wide its attention band is, and how
+- measure how **diagonal** (local, "linguistic") each head is with the *[cumulative attention
+  diagonality](GLOSSARY.md#cad)* of Shim et al. (2022) — you write it — how wide its attention band is, and how
   **vertical** (content-based, "phonetic") it is with a column-concentration measure that CAD
   cannot replace;
-- compare heads with each other (**head diversity** of attention maps, queries, keys and values,
+- compare heads with each other (**[head diversity](GLOSSARY.md#head-diversity)** of attention maps, queries, keys and values,
   after Audhkhasi et al., 2022), trained vs random;
 - see why the attention weight alone is a weak measure of context mixing.
 """),
@@ -57,6 +58,7 @@ N_CLIPS = 6        # sentences for the head-diversity table and the viewer (SMOK
 SMOKE = False      # True: small sizes (what the automated tests run)
 SOLUTIONS = False  # True: use the reference solution of the exercise
 SEED = 0           # random-init models and the choice of clips
+DEVICE = "auto"    # "auto": CUDA when available, else CPU
 """, tags=["parameters"]),
     code(r"""
 import matplotlib.pyplot as plt
@@ -66,11 +68,12 @@ from IPython.display import Markdown, display
 
 from ctxmix_lite import patterns
 from ctxmix_lite.exercises import nb02, use_solution
-from ctxmix_lite.models import load_model, model_summary
+from ctxmix_lite.models import load_model, model_summary, resolve_device
 from ctxmix_lite.paths import savefig
 from ctxmix_lite.plotting import layer_label, layer_options
 from ctxmix_lite.widgets import viewer
 
+DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
 n_clips = 1 if SMOKE else N_CLIPS
 w2v_layers = 2 if SMOKE else 24   # XLSR-53 has 24 layers
@@ -80,9 +83,9 @@ clip = clips[0]
 print(f"{len(clips)} clip(s); first: {clip.text!r} ({clip.duration:.2f} s)")
 
 models = {
-    "Whisper-base trained": load_model(MODEL),
-    "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED),
-    "XLSR-53 random": load_model(RANDOM_W2V, pretrained=False, seed=SEED,
+    "Whisper-base trained": load_model(MODEL, device=DEVICE),
+    "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED, device=DEVICE),
+    "XLSR-53 random": load_model(RANDOM_W2V, pretrained=False, seed=SEED, device=DEVICE,
                                  config_overrides={"num_hidden_layers": w2v_layers}),
 }
 for name, (m, _) in models.items():

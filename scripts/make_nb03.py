@@ -18,11 +18,12 @@ CELLS = [
     md(r"""
 # 03 · Attention-Norm: weigh attention by what it moves
 
-*Context-Mixing in Speech Transformers* — notebook 3 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 4 of 8** (`03_attention_norm`; previous: [02](02_attention_in_speech.ipynb), next: [04](04_value_zeroing.ipynb)).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 **Learning goals**
 
-- derive **Attention-Norm** (Kobayashi et al., 2020) from the multi-head attention equations of
+- derive **[Attention-Norm](GLOSSARY.md#attention-norm)** (Kobayashi et al., 2020) from the multi-head attention equations of
   notebook 01: the attention output of position $i$ is a sum of vectors sent by each position $j$,
   and the measure is the length of that vector;
 - implement it, per head and summed over heads, and check it on real Whisper-base blocks
@@ -48,6 +49,7 @@ N_CLIPS = 4        # sentences compared (SMOKE: 1)
 SMOKE = False      # True: small sizes (what the automated tests run)
 SOLUTIONS = False  # True: use the reference solution of the exercise
 SEED = 0           # random-init model and choice of clips
+DEVICE = "auto"    # "auto": CUDA when available, else CPU
 """, tags=["parameters"]),
     code(r"""
 import time
@@ -58,15 +60,17 @@ import torch
 
 from ctxmix_lite.attention_norm import attention_norm as library_attention_norm
 from ctxmix_lite.exercises import nb02, nb03, use_solution
-from ctxmix_lite.models import load_model
+from ctxmix_lite.models import load_model, resolve_device
 from ctxmix_lite.paths import savefig
 from ctxmix_lite.plotting import layer_label, layer_options
 from ctxmix_lite.widgets import viewer
 
+DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
 n_clips = 1 if SMOKE else N_CLIPS
 clips = nb02.load_clips(n_clips, seed=SEED)
-models = {"Whisper-base trained": load_model(MODEL), "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED)}
+models = {"Whisper-base trained": load_model(MODEL, device=DEVICE),
+          "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED, device=DEVICE)}
 whisper, proc = models["Whisper-base trained"]
 clip = clips[0]
 data0, cap = nb02.analyse_clip(whisper, proc, clip, "Whisper-base trained",

@@ -18,20 +18,21 @@ CELLS = [
     md(r"""
 # 04 · Value zeroing: remove a position, measure the change
 
-*Context-Mixing in Speech Transformers* — notebook 4 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 5 of 8** (`04_value_zeroing`; previous: [03](03_attention_norm.ipynb), next: [05](05_homophony_cue_contribution.ipynb)).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 **Learning goals**
 
-- define **value zeroing** (Mohebbi et al., 2023): zero the value vectors of one position (or of
+- define **[value zeroing](GLOSSARY.md#value-zeroing)** (Mohebbi et al., 2023): zero the value vectors of one position (or of
   a whole word) in every head, keep the attention weights, run the rest of the layer — residual,
   layer norms, feed-forward — and score each output by its cosine distance to the original;
 - implement the slow, obviously right version (one real layer re-run per zeroed position) and
   check it on Whisper-base's encoder, decoder and cross-attention;
 - derive and verify the **exact fast identity** — zeroing $v_j$ shifts the attention output by the
   very vector Attention-Norm measures — that turns 1,500 layer re-runs into one batched pass;
-- compare attention, Attention-Norm and value zeroing (and ALTI, a residual- and layer-norm-aware
+- compare attention, Attention-Norm and value zeroing (and [ALTI](GLOSSARY.md#alti), a residual- and layer-norm-aware
   decomposition) with rank correlations across layers, and follow mixing across layers with
-  **rollout**.
+  **[rollout](GLOSSARY.md#rollout)**.
 """),
     md(r"""
 ## What runs here (and how it differs from the paper)
@@ -50,6 +51,7 @@ N_CLIPS = 3        # sentences compared (SMOKE: 1)
 SMOKE = False      # True: small sizes (what the automated tests run)
 SOLUTIONS = False  # True: use the reference solution of the exercise
 SEED = 0           # random-init model and choice of clips
+DEVICE = "auto"    # "auto": CUDA when available, else CPU
 """, tags=["parameters"]),
     code(r"""
 import time
@@ -59,17 +61,19 @@ import numpy as np
 import torch
 
 from ctxmix_lite.exercises import nb02, nb03, nb04, use_solution
-from ctxmix_lite.models import load_model
+from ctxmix_lite.models import load_model, resolve_device
 from ctxmix_lite.paths import savefig
 from ctxmix_lite.plotting import layer_label, layer_options
 from ctxmix_lite.rollout import rollout, rollout_form, rollout_measure
 from ctxmix_lite.value_zeroing import value_zeroing
 from ctxmix_lite.widgets import viewer
 
+DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
 n_clips = 1 if SMOKE else N_CLIPS
 clips = nb02.load_clips(n_clips, seed=SEED)
-models = {"Whisper-base trained": load_model(MODEL), "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED)}
+models = {"Whisper-base trained": load_model(MODEL, device=DEVICE),
+          "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED, device=DEVICE)}
 whisper, proc = models["Whisper-base trained"]
 clip = clips[0]
 data0, cap = nb02.analyse_clip(whisper, proc, clip, "Whisper-base trained",

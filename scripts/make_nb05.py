@@ -18,7 +18,8 @@ CELLS = [
     md(r"""
 # 05 · Homophony: does the target read the cue? (Mohebbi et al., EMNLP 2023)
 
-*Context-Mixing in Speech Transformers* — notebook 6 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 6 of 8** (`05_homophony_cue_contribution`; previous: [04](04_value_zeroing.ipynb), next: [06](06_number_probe.ipynb)).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 French *livre* and *livres* sound the same; so do *trouve* and *trouvent*. A speech recogniser can
 only write the right form by reading an earlier word that marks number audibly: the **cue**
@@ -27,8 +28,8 @@ study's central measurement with the three context-mixing measures of notebooks 
 
 **Learning goals**
 
-- turn a frame-level (or token-level) context-mixing matrix into the study's number: the **cue
-  contribution**, the share of the target word's row that falls on the cue (you write it);
+- turn a frame-level (or token-level) context-mixing matrix into the study's number: the **[cue
+  contribution](GLOSSARY.md#cue-contribution)**, the share of the target word's row that falls on the cue (you write it);
 - explore items word × word and frame × frame, layer by layer, for every component and measure;
 - run the whole study — every item × model (trained and random) × component × measure × layer —
   as one tidy table, cached and resumable;

