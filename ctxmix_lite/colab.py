@@ -2,7 +2,7 @@
 
 * :data:`COLAB_SETUP_CELL` is the exact source of the first cell of every notebook (the notebook
   lint test compares them character for character). It is generated from the constants below --
-  :data:`REPO_URL`, :data:`COURSE_REF` (the release tag, pinned), :data:`COLAB_REPO_DIR` -- the one
+  :data:`REPO_URL`, :data:`COURSE_REF` (the ref the Colab badges open), :data:`COLAB_REPO_DIR` -- the one
   place they are written; on Colab the environment variables ``CTXMIX_REPO``, ``CTXMIX_REF`` and
   ``CTXMIX_DIR`` override them. On Colab the cell fetches the course at that ref (step 1) and calls
   :func:`colab_setup` (steps 2-4): ``pip install -e .[offline]`` with Colab's own torch /
@@ -46,7 +46,10 @@ UBUNTU_SOURCES_FILE = SOURCES_DIR / "ctxmix-multiverse.sources"
 # ``%env CTXMIX_REPO=https://github.com/<you>/ctxmix`` for a fork; ``%env CTXMIX_DIR=...``.
 REPO_URL = "https://github.com/ctxmix/ctxmix"
 COURSE_VERSION = "0.1.0"            # = pyproject.toml [project] version (tests/test_colab.py checks)
-COURSE_REF = f"v{COURSE_VERSION}"   # the release tag the set-up cell fetches: pinned, not a branch
+# The ref the set-up cell fetches: the ref the README's Colab badges open the notebooks from, so
+# that notebook and package always match (tests/test_colab.py checks the two agree). "main" until
+# a release is tagged: a release sets the tag here (f"v{COURSE_VERSION}") and in the badges.
+COURSE_REF = "main"
 COLAB_REPO_DIR = "/content/ctxmix"  # where Colab's copy of the course goes
 # Caches (converted weights, transcripts, the study's shards) on Colab: one folder for the whole
 # runtime, so notebooks 00 -> 07 run one after another never recompute what an earlier one cached.
@@ -60,10 +63,10 @@ SETUP_STEPS = 4
 
 COLAB_SETUP_CELL = f'''\
 # Set-up (the same cell opens every notebook; notebook 00 explains it). On Google Colab it fetches
-# the course at a fixed release and installs it, step by step with timings: ~2-3 min the first
-# time in a runtime, seconds afterwards. On your own machine (`make lab`, `make run`) it only makes
-# `ctxmix_lite` importable. Another version: run `%env CTXMIX_REF=main` (a tag, branch or commit)
-# before this cell; a fork: `%env CTXMIX_REPO=https://github.com/...`.
+# the course at the ref below and installs it, step by step with timings: ~2-3 min the first time
+# in a runtime, seconds afterwards. On your own machine (`make lab`, `make run`) it only makes
+# `ctxmix_lite` importable. Another version: run `%env CTXMIX_REF=<tag, branch or commit>` before
+# this cell; a fork: `%env CTXMIX_REPO=https://github.com/...`.
 import os, shutil, subprocess, sys, time
 
 IN_COLAB = "google.colab" in sys.modules

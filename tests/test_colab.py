@@ -1,6 +1,8 @@
 """ctxmix_lite.colab: the set-up cell and the system-package installer (without running apt)."""
 from __future__ import annotations
 
+import re
+
 import os
 import subprocess
 import sys
@@ -33,14 +35,18 @@ def test_setup_cell_compiles_and_mentions_the_essentials():
 
 def test_setup_cell_is_generated_from_the_one_definition():
     """Repository URL, ref and folder are written once (the constants), each appears once in the
-    cell, overridable by CTXMIX_REPO / CTXMIX_REF / CTXMIX_DIR; the ref is a release tag that
-    follows pyproject's version, not a moving branch."""
+    cell, overridable by CTXMIX_REPO / CTXMIX_REF / CTXMIX_DIR; the ref is the one the README's
+    Colab badges open (notebook and package match); the version follows pyproject."""
     src = colab.COLAB_SETUP_CELL
     assert src.count(colab.REPO_URL) == 1 and src.count(f'"{colab.COURSE_REF}"') == 1
     assert f'os.environ.get("CTXMIX_REPO", "{colab.REPO_URL}")' in src
     assert f'os.environ.get("CTXMIX_REF", "{colab.COURSE_REF}")' in src
     assert f'os.environ.get("CTXMIX_DIR", "{colab.COLAB_REPO_DIR}")' in src
-    assert colab.COURSE_REF not in ("main", "master", "HEAD")
+    # the notebook a Colab badge opens and the package the cell fetches come from the same ref
+    badges = re.findall(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/notebooks/",
+                        (ROOT / "README.md").read_text())
+    assert badges and {ref for _, ref in badges} == {colab.COURSE_REF}
+    assert {f"https://github.com/{repo}" for repo, _ in badges} == {colab.REPO_URL}
     import tomllib
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert colab.COURSE_VERSION == version, "bump COURSE_VERSION in ctxmix_lite/colab.py with pyproject"
