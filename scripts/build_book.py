@@ -6,7 +6,7 @@
 
 ``make book`` runs it after ``make run``. The site holds, in this order: the README (landing page),
 the eight executed notebooks with their outputs, the dataset card (data/README.md), the
-instructor's guide (notebooks/INSTRUCTORS.md, when it exists) and a gallery of outputs/figures.
+instructor's guide and the glossary (notebooks/INSTRUCTORS.md, GLOSSARY.md, when they exist) and a gallery of outputs/figures.
 
 What the staging step (``OUT/src``) does to the sources, so that the site stands on its own:
 
@@ -196,9 +196,10 @@ def stage(notebooks: Path, figures: Path, src_dir: Path, repo_url: str = REPO_UR
         shutil.rmtree(src_dir)
     src_dir.mkdir(parents=True)
     pages = {"README.md": ROOT / "README.md", "data/README.md": ROOT / "data" / "README.md"}
-    instructors = ROOT / "notebooks" / "INSTRUCTORS.md"
-    if instructors.exists():
-        pages["notebooks/INSTRUCTORS.md"] = instructors
+    for name in ("INSTRUCTORS", "GLOSSARY"):  # the instructor's guide and the glossary, when they exist
+        page = ROOT / "notebooks" / f"{name}.md"
+        if page.exists():
+            pages[f"notebooks/{name}.md"] = page
     _IN_SITE = set(pages) | {f"notebooks/{p.name}" for p in nbs} | {"FIGURES.md"}
     for rel, path in pages.items():
         dest = src_dir / rel
@@ -221,8 +222,9 @@ def stage(notebooks: Path, figures: Path, src_dir: Path, repo_url: str = REPO_UR
            "  - caption: The course", "    chapters:"]
     toc += [f"      - file: notebooks/{p.stem}" for p in nbs]
     toc += ["  - caption: Reference", "    chapters:", "      - file: data/README"]
-    if "notebooks/INSTRUCTORS.md" in pages:
-        toc.append("      - file: notebooks/INSTRUCTORS")
+    for name in ("INSTRUCTORS", "GLOSSARY"):
+        if f"notebooks/{name}.md" in pages:
+            toc.append(f"      - file: notebooks/{name}")
     toc.append("      - file: FIGURES")
     (src_dir / "_toc.yml").write_text("\n".join(toc) + "\n")
     return {"notebooks": staged, "figures": len(figs), "pages": sorted(pages)}

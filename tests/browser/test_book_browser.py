@@ -65,8 +65,9 @@ def test_every_page_image_and_internal_link(site_server, request):
     assert must <= set(pages), f"pages missing from the site: {sorted(must - set(pages))}"
     notebooks = [p for p in pages if p.startswith("notebooks/") and p[10:12].isdigit()]
     assert len(notebooks) >= 8, f"only {len(notebooks)} notebook pages: {notebooks}"
-    if (ROOT / "notebooks" / "INSTRUCTORS.md").exists():
-        assert "notebooks/INSTRUCTORS.html" in pages, "the instructor's guide is missing from the site"
+    for name, what in (("INSTRUCTORS", "the instructor's guide"), ("GLOSSARY", "the glossary")):
+        if (ROOT / "notebooks" / f"{name}.md").exists():
+            assert f"notebooks/{name}.html" in pages, f"{what} is missing from the site"
 
     problems, ids_of, links, n_images = [], {}, [], 0
     with sync_playwright() as pw:
