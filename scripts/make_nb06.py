@@ -101,7 +101,7 @@ T0 = time.perf_counter()
 A probe is only as honest as its evaluation: its accuracy must be measured on items it was not
 fitted on.
 """),
-    exercise("1.1 — cross-validated accuracy", 2, 4, "15", r"""
+    exercise("6.1 — cross-validated accuracy", 2, 4, "15", r"""
 Write `cv_accuracy(X, y, n_splits=3, seed=0)`: stratified `n_splits`-fold cross-validation of a
 `StandardScaler` + `LogisticRegression(max_iter=2000)` probe (L2, default `C`), returning the mean
 held-out accuracy over the folds:

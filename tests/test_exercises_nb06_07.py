@@ -102,3 +102,15 @@ def test_nb07_mistakes_are_named(wrong, words, capsys, monkeypatch):
     monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "0")
     assert not nb07.check_word_attribution(wrong)
     assert words in capsys.readouterr().out
+
+
+def test_nb07_solution_cell_passes_strict_and_is_written_out():
+    from _solution_cells import solution_sources, solutions
+
+    src = "\n".join(solution_sources("07"))
+    assert "word_scores" not in src and "nb07." not in src
+    fn = solutions("07")["word_attribution_solution"]
+    assert nb07.check_word_attribution(fn, strict=True)
+    # the same cell with the interval's start instead of its centre is rejected
+    with pytest.raises(AssertionError):
+        nb07.check_word_attribution(lambda s, t, step, al: fn(s, np.asarray(t) - step / 2, step, al), strict=True)
