@@ -109,7 +109,9 @@ removes much more than what $j$ sends through attention:
   changes the weights $\alpha^h_{ik}$ of *every* column $k$ in the rows that read $j$ — the mixing
   pattern itself moves, not just $j$'s share;
 - $x_j$ is the **residual** of position $j$: its own output $\tilde x_j$ is wrecked, whatever
-  attention does.
+  attention does;
+- and $j$'s value does not even vanish: Whisper's layer norm maps $x_j = 0$ to its bias $\beta$, so
+  $v_j = \beta W_V + b_V \neq 0$ still sends something.
 
 Zeroing $v_j^h$ (after the value projection) removes exactly the term $\alpha^h_{ij} v^h_j$ of
 every head and leaves the weights, the other values and every residual as they were. What changes
@@ -125,6 +127,12 @@ print(f"zero the INPUT x_j (frame {j_demo}) of encoder {layer_label(1)}: attenti
       f"zeroing the VALUES keeps them all (by construction)")
 for what, key in (("the output at j itself", "change_at_j"), ("the target word's outputs", "change_on_rows")):
     print(f"  relative change of {what:<27}: input zeroed {demo[key]['input']:.3f}, values zeroed {demo[key]['values']:.3f}")
+"""),
+    md(r"""
+How to read it: with the input zeroed, the weights of the rows that read $j$ move in *every*
+column and $j$'s own output is replaced wholesale. Elsewhere both changes can be of similar size
+(on our clip, the target word's rows) — but only the value-zeroed one is $j$'s contribution
+alone, measured with the mixing weights as the model used them.
 """),
     exercise("4.1 — zero the values and re-run the layer yourself", 3, 5, "15–20", r"""
 Write `zeroed_output(cap, positions)` for one `LayerCapture` `cap`: the layer output `[Tq, D]`
