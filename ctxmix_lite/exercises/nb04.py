@@ -20,7 +20,7 @@ functions here named after the exercises are the library's answers (``value_zero
 from __future__ import annotations
 
 import time
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 
