@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from nbgen import ROOT, code, main, md, setup_cell
+from nbgen import ROOT, code, exercise, main, md, setup_cell, solution
 
 OUT = ROOT / "notebooks" / "04_value_zeroing.ipynb"
 
@@ -26,10 +26,12 @@ Terms: [glossary](GLOSSARY.md) · teaching it: [instructor's guide](INSTRUCTORS.
 - define **[value zeroing](GLOSSARY.md#value-zeroing)** (Mohebbi et al., 2023): zero the value vectors of one position (or of
   a whole word) in every head, keep the attention weights, run the rest of the layer — residual,
   layer norms, feed-forward — and score each output by its cosine distance to the original;
+- zero the values yourself and re-run the layer from its captured pieces; see why the *values*
+  and not the inputs are zeroed;
 - implement the slow, obviously right version (one real layer re-run per zeroed position) and
   check it on Whisper-base's encoder, decoder and cross-attention;
-- derive and verify the **exact fast identity** — zeroing $v_j$ shifts the attention output by the
-  very vector Attention-Norm measures — that turns 1,500 layer re-runs into one batched pass;
+- derive, write and verify the **exact fast identity** — zeroing $v_j$ shifts the attention output
+  by the very vector Attention-Norm measures — that turns 1,500 layer re-runs into one batched pass;
 - compare attention, Attention-Norm and value zeroing (and [ALTI](GLOSSARY.md#alti), a residual- and layer-norm-aware
   decomposition) with rank correlations across layers, and follow mixing across layers with
   **[rollout](GLOSSARY.md#rollout)**.
@@ -102,30 +104,136 @@ input** (nothing is propagated from earlier layers):
 A **span** column zeroes all the frames of a word at once. In the causal decoder only $j \le i$ is
 defined: zeroing a later token cannot change position $i$.
 
-### Exercise — the slow, obviously right version
+### Why the values, and not the inputs?
 
+Zeroing the layer's *input* $x_j$ would be the obvious way to "remove" position $j$, but it
+removes much more than what $j$ sends through attention:
+
+- $x_j$ also makes the **key** $k_j$, and every query's softmax runs over all keys: a new $k_j$
+  changes the weights $\alpha^h_{ik}$ of *every* column $k$ in the rows that read $j$ — the mixing
+  pattern itself moves, not just $j$'s share;
+- $x_j$ is the **residual** of position $j$: its own output $\tilde x_j$ is wrecked, whatever
+  attention does;
+- and $j$'s value does not even vanish: Whisper's layer norm maps $x_j = 0$ to its bias $\beta$, so
+  $v_j = \beta W_V + b_V \neq 0$ still sends something.
+
+Zeroing $v_j^h$ (after the value projection) removes exactly the term $\alpha^h_{ij} v^h_j$ of
+every head and leaves the weights, the other values and every residual as they were. What changes
+is then *only* what $i$ received from $j$ — the quantity a context-mixing measure wants. Below,
+both on encoder layer 2 for one frame $j$ of the word before the target (`input_vs_value_zeroing`
+zeroes the input with a hook on the model's layer and captures it again):
+"""),
+    code(r"""
+j_demo = data0.spans[max(0, target - 1)][0]            # first frame of the word before the target
+demo = nb04.input_vs_value_zeroing(whisper, proc, clip.audio, 1, j_demo, target_rows, cap=cap, sampling_rate=nb02.SR)
+print(f"zero the INPUT x_j (frame {j_demo}) of encoder {layer_label(1)}: attention weights outside column j change by up to "
+      f"{demo['max_weight_change_other_columns']:.3f} (in {demo['rows_with_changed_weights']} of {demo['n_rows']} rows); "
+      f"zeroing the VALUES keeps them all (by construction)")
+for what, key in (("the output at j itself", "change_at_j"), ("the target word's outputs", "change_on_rows")):
+    print(f"  relative change of {what:<27}: input zeroed {demo[key]['input']:.3f}, values zeroed {demo[key]['values']:.3f}")
+"""),
+    md(r"""
+How to read it: with the input zeroed, the weights of the rows that read $j$ move in *every*
+column and $j$'s own output is replaced wholesale. Elsewhere both changes can be of similar size
+(on our clip, the target word's rows) — but only the value-zeroed one is $j$'s contribution
+alone, measured with the mixing weights as the model used them.
+"""),
+    exercise("4.1 — zero the values and re-run the layer yourself", 3, 5, "15–20", r"""
+Write `zeroed_output(cap, positions)` for one `LayerCapture` `cap`: the layer output `[Tq, D]`
+with the value vectors of the key positions `positions` set to 0 in every head. Use the captured
+pieces:
+
+- `cap.weights` `[H, Tq, Tk]`: the attention weights $\alpha^h_{ij}$ — they **stay as they are**;
+- `cap.values` `[H, Tk, dh]`: the value vectors $v^h_j$ (value bias included): set $v^h_j = 0$ for
+  $j$ in `positions`, every $h$ (work on a copy);
+- `cap.W_O` `[D, H·dh]` and `cap.b_O` (`None` when the model has no bias): the output projection,
+  $a_i = \mathrm{concat}_h\big(\textstyle\sum_j \alpha^h_{ij} v^h_j\big)\, W_O^\top + b_O$;
+- `cap.post(cap.resid, a)`: the rest of the layer (residual, layer norms, feed-forward — the
+  model's own modules).
+
+Do **not** call `cap.rerun`: that is the model's own layer run again with a hook that zeroes the
+output of `v_proj` — the check compares your function with it (and says so if you call it). The
+check runs the causal decoder (its weights above the diagonal are already 0), the encoder (a
+word's frames zeroed) and the cross-attention (keys = encoder frames), and `positions=[]`.
+""", [
+        "The mixing weights do not depend on the values: only `V` changes, `cap.weights` is used as "
+        "captured. Per head, $z^h_i = \\sum_j \\alpha^h_{ij} v^h_j$ is one matrix product.",
+        "`z = cap.weights @ V` is `[H, Tq, dh]`; the output projection wants the heads side by side: "
+        "`z.transpose(0, 1).reshape(Tq, H * dh)`, then `@ cap.W_O.T`, then `+ cap.b_O`.",
+        "`V = cap.values.clone(); V[:, positions] = 0; a = (cap.weights @ V).transpose(0, 1).reshape(Tq, -1) "
+        "@ cap.W_O.T + cap.b_O; return cap.post(cap.resid, a)`",
+    ]),
+    code(r"""
+def zeroed_output(cap, positions):
+    # YOUR CODE HERE
+    raise NotImplementedError
+"""),
+    solution(r"""
+def zeroed_output_solution(cap, positions):
+    H, Tq, Tk = cap.weights.shape
+    with torch.no_grad():
+        V = cap.values.clone()                      # v^h_j = x_j W_V^h + b_V^h          [H, Tk, dh]
+        V[:, list(positions)] = 0.0                 # v^h_j <- 0 for j in positions, every head h
+        z = cap.weights @ V                         # z^h_i = sum_j alpha^h_ij v^h_j      [H, Tq, dh]
+        z = z.transpose(0, 1).reshape(Tq, -1)       # concat_h z^h_i                      [Tq, H*dh]
+        a = z @ cap.W_O.T                           # a_i = concat_h(z^h_i) W_O^T ...
+        if cap.b_O is not None:
+            a = a + cap.b_O                         #       ... + b_O                     [Tq, D]
+        return cap.post(cap.resid, a)               # x~_i^{not j} = post(x_i, a_i): residual, norms, FFN
+""", "zeroed_output"),
+    code(r"""
+zeroed_output = use_solution(zeroed_output, zeroed_output_solution, SOLUTIONS)
+nb04.check_zeroed_output(zeroed_output, cap, data0.spans)
+"""),
+    exercise("4.2 — the slow, obviously right value-zeroing matrix", 2, 4, "15", r"""
 Write `value_zeroing_slow(cap, spans=None, rows=None)` for one `LayerCapture` `cap`:
 
 - columns: every key position `j` (`spans=None`) or every inclusive span `(first, last)`;
-- for each column call `cap.rerun(positions)` — the model's own layer re-run with the value
-  vectors of `positions` zeroed in all heads — which returns the new layer output `[Tq, D]`;
+- for each column get the layer output with the values of its positions zeroed in all heads —
+  your `zeroed_output(cap, positions)` from 4.1, or `cap.rerun(positions)` (the model's own
+  layer re-run; the same numbers to float32 rounding) — `[Tq, D]`;
 - compare the kept rows (`rows`, or all) with `cap.out` (the original output) by cosine distance,
   computed in float64 (`.double()`): most distances are tiny (1e-6 to 1e-3), and float32's
   $1 - \cos$ carries a rounding error of ~1e-7 that row normalisation would magnify;
-- in a causal layer (`cap.causal`) set the cells with $j > i$ to exactly 0 (only $j \le i$ is
-  defined; what the re-run gives there is rounding);
-- normalise every row to sum 1 (leave an all-zero row at zero).
+- in a causal layer (`cap.causal`) set the cells with $j > i$ (a span: its `first` $> i$) to
+  exactly 0 (only $j \le i$ is defined; what the re-run gives there is rounding);
+- normalise every row to sum 1 (leave an all-zero row at zero); return float32.
 
 The check runs it on the decoder (every token), the encoder (the target word's frames, one column
 per word) and the cross-attention (tokens, one column per word).
-"""),
+""", [
+        "One column = one zeroed re-run: loop over the columns, and fill column `c` of an "
+        "`[R, C]` float64 matrix with the distances of the kept rows.",
+        "`torch.nn.functional.cosine_similarity(new[rows].double(), cap.out[rows].double(), dim=-1)` "
+        "gives one number per row; the causal mask is `torch.tensor(rows) < first`.",
+        "`C[:, c] = 1 - F.cosine_similarity(cap.rerun(list(range(first, last + 1)))[rows].double(), "
+        "cap.out[rows].double(), dim=-1)`; then `C / C.sum(-1, keepdim=True)` where the sum is > 0.",
+    ]),
     code(r"""
 def value_zeroing_slow(cap, spans=None, rows=None):
     # YOUR CODE HERE
     raise NotImplementedError
-
-
-value_zeroing_slow = use_solution(value_zeroing_slow, nb04.value_zeroing_slow, SOLUTIONS)
+"""),
+    solution(r"""
+def value_zeroing_slow_solution(cap, spans=None, rows=None):
+    H, Tq, Tk = cap.weights.shape
+    rows = list(range(Tq)) if rows is None else list(rows)
+    spans = [(j, j) for j in range(Tk)] if spans is None else list(spans)
+    with torch.no_grad():
+        x = cap.out[rows].double()                               # x~_i: the original outputs
+        C = torch.zeros(len(rows), len(spans), dtype=torch.float64)
+        for c, (first, last) in enumerate(spans):
+            # x~_i^{not j}: the layer re-run with v^h_j = 0 for every j of the span (zeroed_output gives the same)
+            x_not_j = cap.rerun(list(range(first, last + 1)))[rows].double()
+            C[:, c] = 1 - torch.nn.functional.cosine_similarity(x_not_j, x, dim=-1)  # C_ij = 1 - cos(x~_i^{not j}, x~_i)
+            if cap.causal:
+                C[torch.tensor(rows) < first, c] = 0.0           # causal: only j <= i is defined
+        total = C.sum(-1, keepdim=True)                          # sum_k C_ik
+        C = torch.where(total > 0, C / total, torch.zeros_like(C))  # C_ij <- C_ij / sum_k C_ik
+    return C.float()
+""", "value_zeroing_slow"),
+    code(r"""
+value_zeroing_slow = use_solution(value_zeroing_slow, value_zeroing_slow_solution, SOLUTIONS)
 nb04.check_value_zeroing_slow(value_zeroing_slow, cap, data0.spans, target_rows)
 """),
     md(r"""
@@ -163,7 +271,54 @@ $$\tilde x_i^{\neg j} = \mathrm{post}\big(x_i,\; a_i - \delta_{ij}\big).$$
 No attention needs re-running: all the $(i, j)$ pairs — or only the rows a study reads — go
 through `post` (the model's own modules, `LayerCapture.post`) in batches, in chunks that bound
 memory. This is `ctxmix_lite.value_zeroing.value_zeroing(cap, method="fast")`; `method="reference"`
-is the loop you wrote. First the identity itself, against real re-runs on each component:
+is the loop you wrote.
+"""),
+    exercise("4.3 — the fast identity", 3, 5, "15", r"""
+Write `fast_zeroed_output(cap, positions, rows=None)`: the outputs of the kept query rows
+(`rows`, in that order, or every query) with the values of `positions` zeroed, **without
+re-running attention**:
+
+$$\tilde x_i^{\neg j} = \mathrm{post}\big(x_i,\; a_i - \delta_{ij}\big),\qquad
+\delta_{ij} = \sum_{j \in \text{positions}} \sum_h \alpha^h_{ij}\, v^h_j (W_O^h)^\top ,$$
+
+with $x_i$ = `cap.resid[i]`, $a_i$ = `cap.attn_out[i]` (the captured attention output, $b_O$
+included), $\alpha^h_{ij}$ = `cap.weights[h, i, j]`, and $W_O^h$ the `dh` columns of `cap.W_O`
+that belong to head $h$ (`cap.W_O.reshape(D, H, dh)[:, h]`; `cap.projected_values()` gives every
+$v^h_j (W_O^h)^\top$ at once, `[H, Tk, D]`). Return `[len(rows), D]`. The check compares with
+the real re-runs `cap.rerun(positions)[rows]` (and refuses a function that calls `cap.rerun`).
+""", [
+        "Only the attention output changes, and it is linear in the values: subtract from $a_i$ the "
+        "one term per head (and per zeroed key) that $v_j$ contributed, then hand the result to `cap.post`.",
+        "$v^h_j (W_O^h)^\\top$ for every head and key is `cap.projected_values()` `[H, Tk, D]`; weight it by "
+        "`cap.weights[:, rows][:, :, positions]` `[H, R, P]` and sum over heads and positions: one `torch.einsum`.",
+        "`delta = torch.einsum('hij,hjd->id', cap.weights[:, rows][:, :, positions], "
+        "cap.projected_values()[:, positions]); return cap.post(cap.resid[rows], cap.attn_out[rows] - delta)`",
+    ]),
+    code(r"""
+def fast_zeroed_output(cap, positions, rows=None):
+    # YOUR CODE HERE
+    raise NotImplementedError
+"""),
+    solution(r"""
+def fast_zeroed_output_solution(cap, positions, rows=None):
+    H, Tq, Tk = cap.weights.shape
+    dh = cap.values.shape[-1]
+    rows = list(range(Tq)) if rows is None else list(rows)
+    pos = list(positions)
+    with torch.no_grad():
+        W_O = cap.W_O.reshape(-1, H, dh)                         # W_O^h = W_O[:, h*dh:(h+1)*dh]   [D, H, dh]
+        vW = torch.einsum("hjd,ehd->hje", cap.values[:, pos], W_O)  # v^h_j (W_O^h)^T             [H, P, D]
+        alpha = cap.weights[:, rows][:, :, pos]                  # alpha^h_ij                     [H, R, P]
+        delta = torch.einsum("hij,hje->ie", alpha, vW)           # delta_ij = sum_j sum_h alpha^h_ij v^h_j (W_O^h)^T
+        return cap.post(cap.resid[rows], cap.attn_out[rows] - delta)  # x~_i^{not j} = post(x_i, a_i - delta_ij)
+""", "fast_zeroed_output"),
+    code(r"""
+fast_zeroed_output = use_solution(fast_zeroed_output, fast_zeroed_output_solution, SOLUTIONS)
+nb04.check_fast_zeroed_output(fast_zeroed_output, cap, data0.spans, target_rows)
+"""),
+    md(r"""
+The identity on more rows and columns of each component — `nb04.identity_check` does what your
+function does, for one key at a time, against the real re-runs:
 """),
     code(r"""
 for comp, layer, rows, cols in (("encoder", 1, target_rows, [0, t_first, t_last, data0.n - 1, 1499]),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from nbgen import ROOT, code, main, md, setup_cell
+from nbgen import ROOT, code, exercise, main, md, setup_cell, solution
 
 OUT = ROOT / "notebooks" / "05_homophony_cue_contribution.ipynb"
 
@@ -165,21 +165,41 @@ audio_player(wav, 16000)
 ## 2 · Exercise: the cue contribution
 
 The study reads a word-level matrix $M$ (rows: the word that *receives*, columns: the word that
-*contributes*, non-negative) and reports, for one layer,
+*contributes*, non-negative) and reduces it, for one layer, to one number per item.
+"""),
+    exercise("5.1 — the cue contribution", 1, 5, "10", r"""
+Write `cue_contribution(word_matrix, cue, target)`: the share of the target row's mass that falls
+on the cue word(s),
 
 $$\text{cue contribution} = \frac{\sum_{j \in \text{cue}} M_{\text{target}, j}}{\sum_j M_{\text{target}, j}}$$
 
 (0 for an all-zero row). `cue` is a list: the second use of a `Det_Noun_Verb` item has two cue
-words (det + noun → verb). Make it work on one matrix `[W, W]` (return a float) and on a stack of
-layers `[L, W, W]` (return `[L]`).
-"""),
+words (det + noun → verb). Rows need not sum to 1. Make it work on one matrix `[W, W]` (return a
+float) and on a stack of layers `[L, W, W]` (return `[L]`, one value per layer).
+""", [
+        "Rows receive, columns give: everything the target receives is its row, `M[..., target, :]` "
+        "(the `...` keeps a layer axis in front).",
+        "Sum the row over the cue columns, and over all columns; divide where the total is > 0 "
+        "(`np.divide(..., where=total > 0)` with a zeros `out`).",
+        "`row = M[..., target, :]; share = row[..., cue].sum(-1) / row.sum(-1)` (0 where `row.sum(-1) == 0`); "
+        "`float(share)` for a single matrix.",
+    ]),
     code(r"""
 def cue_contribution(word_matrix, cue, target):
     # YOUR CODE HERE
     raise NotImplementedError
-
-
-cue_contribution = use_solution(cue_contribution, nb05.cue_contribution, SOLUTIONS)
+"""),
+    solution(r"""
+def cue_contribution_solution(word_matrix, cue, target):
+    M = np.asarray(word_matrix, dtype=np.float64)        # [W, W] or [L, W, W]: rows receive, columns give
+    row = M[..., target, :]                               # M_{target, j} for every word j (and layer)
+    on_cue = row[..., list(cue)].sum(-1)                  # sum_{j in cue} M_{target, j}
+    total = row.sum(-1)                                   # sum_j M_{target, j}
+    share = np.divide(on_cue, total, out=np.zeros_like(total), where=total > 0)  # 0 for an all-zero row
+    return float(share) if share.ndim == 0 else share     # one layer: a float; a stack: [L]
+""", "cue_contribution"),
+    code(r"""
+cue_contribution = use_solution(cue_contribution, cue_contribution_solution, SOLUTIONS)
 nb05.check_cue_contribution(cue_contribution)
 """),
     md(r"""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from nbgen import ROOT, code, main, md, setup_cell
+from nbgen import ROOT, code, exercise, main, md, setup_cell, solution
 
 OUT = ROOT / "notebooks" / "06_number_probe.ipynb"
 
@@ -107,19 +107,60 @@ T0 = time.perf_counter()
     md(r"""
 ## 1 · Exercise: the probe's score
 
-A probe is only as honest as its evaluation. Write the study's loop: shuffle the items with
-`np.random.default_rng(seed).permutation`, split the shuffled items with
-`sklearn.model_selection.StratifiedKFold(n_splits)` (no second shuffle), fit
-`StandardScaler` + `LogisticRegression(max_iter=2000)` on the training folds only, and return the
-mean held-out accuracy.
+A probe is only as honest as its evaluation: its accuracy must be measured on items it was not
+fitted on.
 """),
+    exercise("6.1 — cross-validated accuracy", 2, 4, "15", r"""
+Write `cv_accuracy(X, y, n_splits=3, seed=0)`: stratified `n_splits`-fold cross-validation of a
+`StandardScaler` + `LogisticRegression(max_iter=2000)` probe (L2, default `C`), returning the mean
+held-out accuracy over the folds:
+
+$$\mathrm{acc}_k = \frac{1}{|T_k|}\sum_{n \in T_k} [\hat y_n = y_n],\qquad
+\text{CV accuracy} = \frac1K \sum_{k=1}^K \mathrm{acc}_k ,$$
+
+where $T_k$ is the $k$-th held-out fold and $\hat y_n$ the prediction of the probe fitted on the
+other folds only (scaler included: its means and variances come from the training part).
+"Stratified": every fold keeps the classes' proportions. Make it deterministic under `seed`.
+
+The study shuffles with `np.random.default_rng(seed).permutation` and splits the shuffled items
+with `StratifiedKFold(n_splits)`; any other correct cross-validation — e.g.
+`StratifiedKFold(n_splits, shuffle=True, random_state=seed)` — is as right and gives a slightly
+different number. The check therefore accepts any number within a few points of what correct
+splits give, on data with a planted signal and on pure noise (where a probe that sees its test
+items scores far above chance).
+""", [
+        "`sklearn.model_selection.StratifiedKFold(...).split(X, y)` yields `(train_idx, test_idx)` "
+        "index arrays; fit a fresh model per fold on `X[train_idx]` and score it on `X[test_idx]`.",
+        "`make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))` keeps the scaler inside the "
+        "fold: `.fit(X[tr], y[tr])` then `np.mean(model.predict(X[te]) == y[te])`.",
+        "`for tr, te in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, y): "
+        "accs.append(np.mean(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[tr], y[tr]).predict(X[te]) == y[te]))`; "
+        "`return float(np.mean(accs))`",
+    ]),
     code(r"""
 def cv_accuracy(X, y, n_splits=3, seed=0):
     # YOUR CODE HERE
     raise NotImplementedError
+"""),
+    solution(r"""
+def cv_accuracy_solution(X, y, n_splits=3, seed=0):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-
-cv_accuracy = use_solution(cv_accuracy, nb06.cv_accuracy, SOLUTIONS)
+    perm = np.random.default_rng(seed).permutation(len(y))      # the study's seeded shuffle
+    X, y = np.asarray(X)[perm], np.asarray(y)[perm]
+    accs = []
+    for train, test in StratifiedKFold(n_splits).split(X, y):   # T_k: held out; classes' shares kept per fold
+        probe_k = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        probe_k.fit(X[train], y[train])                         # fitted on the other folds only
+        y_hat = probe_k.predict(X[test])
+        accs.append(np.mean(y_hat == y[test]))                  # acc_k = 1/|T_k| sum_{n in T_k} [y^_n = y_n]
+    return float(np.mean(accs))                                 # CV accuracy = 1/K sum_k acc_k
+""", "cv_accuracy"),
+    code(r"""
+cv_accuracy = use_solution(cv_accuracy, cv_accuracy_solution, SOLUTIONS)
 nb06.check_cv_accuracy(cv_accuracy)
 
 # sanity checks of a probe: a planted linear signal is found, shuffled labels are at chance

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from nbgen import ROOT, code, main, md, setup_cell
+from nbgen import ROOT, code, exercise, main, md, setup_cell, solution
 
 OUT = ROOT / "notebooks" / "07_context_mixing_vs_attribution.ipynb"
 
@@ -169,16 +169,43 @@ audio_player(results[0]["audio"], 16000)
     md(r"""
 ## 3 · Exercise: from time to words
 
-`scores[k]` covers `[times[k], times[k] + step)` seconds. A word gets the **sum** of the scores of
-the intervals whose **centre** lies in `[start, end)`; keep the sign.
+The attribution methods score time intervals (log-mel frames, chunks of audio); the blank-out test
+below compares words. One pooling step turns the first into the second.
 """),
+    exercise("7.1 — from time to words", 1, 3, "10", r"""
+Write `word_attribution(scores, times, step, alignment)` → an array `[W]`, one value per word of
+`alignment` (a list of dicts with `start`, `end` in seconds). `scores[k]` covers the interval
+`[times[k], times[k] + step)` seconds; an interval belongs to word $w$ when its **centre**
+$c_k = t_k + \text{step}/2$ lies in $[\text{start}_w, \text{end}_w)$, and
+
+$$s_w = \sum_{k:\ \text{start}_w \le c_k < \text{end}_w} \text{scores}_k \qquad\text{(signed: keep negative scores).}$$
+
+A word no interval falls in gets 0.
+""", [
+        "Compute every interval's centre once (`times + step / 2`), then, per word, a boolean mask of "
+        "the intervals whose centre falls in the word.",
+        "The interval is half-open: `(centre >= w['start']) & (centre < w['end'])`; sum `scores` under "
+        "the mask (no `abs`, no mean).",
+        "`c = np.asarray(times) + step / 2; return np.array([np.asarray(scores)[(c >= w['start']) & (c < w['end'])].sum() "
+        "for w in alignment])`",
+    ]),
     code(r"""
 def word_attribution(scores, times, step, alignment):
     # YOUR CODE HERE
     raise NotImplementedError
-
-
-word_attribution = use_solution(word_attribution, nb07.word_attribution, SOLUTIONS)
+"""),
+    solution(r"""
+def word_attribution_solution(scores, times, step, alignment):
+    s = np.asarray(scores, dtype=np.float64)
+    centre = np.asarray(times, dtype=np.float64) + step / 2     # c_k = t_k + step / 2
+    out = np.zeros(len(alignment))
+    for w, word in enumerate(alignment):
+        inside = (centre >= word["start"]) & (centre < word["end"])  # start_w <= c_k < end_w
+        out[w] = s[inside].sum()                                # s_w = sum of the word's (signed) scores
+    return out
+""", "word_attribution"),
+    code(r"""
+word_attribution = use_solution(word_attribution, word_attribution_solution, SOLUTIONS)
 nb07.check_word_attribution(word_attribution)
 """),
     md(r"""

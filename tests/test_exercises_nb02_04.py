@@ -159,3 +159,73 @@ def test_nb04_check_on_real_capture(french_clip, capsys, monkeypatch):
     r = nb04.identity_check(cap["encoder"][1], rows, [0, 31, 1499])
     assert r["max_abs_diff"] < 1e-4 and r["max_change"] > 1e-3
     assert TRANSCRIPT  # the capture is teacher-forced on the known sentence
+
+
+# ------------------------------------------------------------------ nb04: the notebook's solution cells
+_NB04_SPANS = [(5, 12), (13, 30), (31, 45), (46, 60), (61, 80), (81, 100)]
+_NB04_ROWS = list(range(31, 46))
+
+
+def test_nb04_solution_cells_are_written_from_the_equations():
+    """The collapsed cells define the three solutions and do not call the library's answers."""
+    from _solution_cells import solution_sources, solutions
+
+    src = "\n".join(solution_sources("04"))
+    assert "nb04." not in src and "value_zeroing(" not in src.replace("def value_zeroing_slow_solution(", "")
+    assert "cap.rerun" not in src.split("def value_zeroing_slow_solution")[0]  # 4.1 zeroes by itself
+    assert "cap.rerun" not in src.split("def fast_zeroed_output_solution")[1]  # 4.3 re-runs nothing
+    ns = solutions("04")
+    for name in ("zeroed_output_solution", "value_zeroing_slow_solution", "fast_zeroed_output_solution"):
+        assert callable(ns[name]), name
+
+
+@pytest.mark.slow
+def test_nb04_solution_cells_pass_their_checks(french_clip):
+    from _solution_cells import solutions
+
+    cap = real_capture("whisper-base trained", french_clip)
+    ns = solutions("04")
+    assert nb04.check_zeroed_output(ns["zeroed_output_solution"], cap, _NB04_SPANS, strict=True)
+    assert nb04.check_value_zeroing_slow(ns["value_zeroing_slow_solution"], cap, _NB04_SPANS, _NB04_ROWS, strict=True)
+    assert nb04.check_fast_zeroed_output(ns["fast_zeroed_output_solution"], cap, _NB04_SPANS, _NB04_ROWS, strict=True)
+    # the library's own answers pass too
+    assert nb04.check_zeroed_output(nb04.zeroed_output, cap, _NB04_SPANS, strict=True)
+    assert nb04.check_fast_zeroed_output(nb04.fast_zeroed_output, cap, _NB04_SPANS, _NB04_ROWS, strict=True)
+
+
+@pytest.mark.slow
+def test_nb04_wrong_zeroing_is_rejected_and_named(french_clip, capsys):
+    cap = real_capture("whisper-base trained", french_clip)
+    for hint, wrong in nb04.MISTAKES_41:
+        with pytest.raises(AssertionError):
+            nb04.check_zeroed_output(wrong, cap, _NB04_SPANS, strict=True)
+        assert hint in capsys.readouterr().out
+    # letting the model do it: refused (it is what the check compares with)
+    with pytest.raises(AssertionError, match="calls cap.rerun"):
+        nb04.check_zeroed_output(lambda c, p: c.rerun(p), cap, _NB04_SPANS, strict=True)
+    for hint, wrong in nb04.MISTAKES_43:
+        with pytest.raises(AssertionError):
+            nb04.check_fast_zeroed_output(wrong, cap, _NB04_SPANS, _NB04_ROWS, strict=True)
+        assert hint in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="calls cap.rerun"):
+        nb04.check_fast_zeroed_output(nb04._rerun_rows, cap, _NB04_SPANS, _NB04_ROWS, strict=True)
+
+    def todo(cap, positions, rows=None):
+        raise NotImplementedError
+
+    with pytest.raises(AssertionError, match="not implemented"):
+        nb04.check_fast_zeroed_output(todo, cap, _NB04_SPANS, _NB04_ROWS, strict=True)
+
+
+@pytest.mark.slow
+def test_nb04_zeroing_the_input_moves_the_weights(french_clip):
+    """The notebook's demonstration: zeroing x_j changes attention weights outside column j and
+    wrecks the output at j; zeroing v_j keeps the weights and changes j's output much less."""
+    from _hand_captures import real_model
+
+    cap = real_capture("whisper-base trained", french_clip)
+    model, proc = real_model("whisper-base trained")
+    r = nb04.input_vs_value_zeroing(model, proc, french_clip, 1, 20, _NB04_ROWS, cap=cap)
+    assert r["max_weight_change_other_columns"] > 1e-2 and r["rows_with_changed_weights"] > 0
+    assert r["change_at_j"]["input"] > 0.5 > r["change_at_j"]["values"]
+    assert r["change_on_rows"]["values"] > 0

@@ -38,3 +38,19 @@ def test_not_implemented_and_strict(capsys, monkeypatch):
     assert "not implemented" in capsys.readouterr().out
     with pytest.raises(AssertionError):
         nb05.check_cue_contribution(nb05._column, strict=True)
+
+
+def test_solution_cell_passes_strict_and_is_written_out():
+    """The notebook's collapsed solution (what CI runs with SOLUTIONS=True) passes the check;
+    it computes the share itself instead of calling the library."""
+    from _solution_cells import solution_sources, solutions
+
+    src = "\n".join(solution_sources("05"))
+    assert "nb05." not in src and "study." not in src
+    fn = solutions("05")["cue_contribution_solution"]
+    assert nb05.check_cue_contribution(fn, strict=True)
+    m = np.random.default_rng(2).random((3, 5, 5))
+    assert nb05.check_cue_contribution(fn, m[1], [0, 2], 3, strict=True)  # with a "real" matrix case
+    # a wrong variant of the very same cell is rejected: the check can fail
+    with pytest.raises(AssertionError):
+        nb05.check_cue_contribution(lambda M, cue, target: fn(np.swapaxes(M, -1, -2), cue, target), strict=True)

@@ -7,35 +7,85 @@ import pytest
 from ctxmix_lite.exercises import nb06
 
 
-def test_nb06_reference_passes(monkeypatch):
-    monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "0")
-    assert nb06.check_cv_accuracy(nb06.cv_accuracy)
+def test_nb06_reference_and_solution_cell_pass_strict():
+    from _solution_cells import solution_sources, solutions
+
+    assert nb06.check_cv_accuracy(nb06.cv_accuracy, strict=True)
+    src = "\n".join(solution_sources("06"))
+    assert "cross_validate_probe" not in src and "nb06." not in src  # written out, not the library's call
+    assert nb06.check_cv_accuracy(solutions("06")["cv_accuracy_solution"], strict=True)
 
 
-def test_nb06_training_accuracy_is_named(capsys, monkeypatch):
-    monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "0")
-    assert not nb06.check_cv_accuracy(nb06._train_accuracy)
-    assert "training" in capsys.readouterr().out
-
-
-def test_nb06_a_hand_written_loop_passes(monkeypatch):
-    """What a learner writes from the instructions matches the reference exactly."""
+@pytest.mark.parametrize("random_state", [0, 7, 12345])
+def test_nb06_any_correct_cross_validation_passes(random_state):
+    """StratifiedKFold(shuffle=True) with any random_state is a correct answer (issue 14: the old
+    check demanded equality with one split at atol 1e-9 and failed it)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     def mine(X, y, n_splits=3, seed=0):
-        perm = np.random.default_rng(seed).permutation(len(y))
-        Xs, ys = np.asarray(X)[perm], np.asarray(y)[perm]
+        cv = StratifiedKFold(n_splits, shuffle=True, random_state=random_state + seed)
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        return float(cross_val_score(model, X, y, cv=cv).mean())
+
+    assert nb06.check_cv_accuracy(mine, strict=True)
+
+
+def test_nb06_a_hand_written_loop_passes():
+    """What a learner writes from the instructions, without sklearn's splitter: a stratified split
+    by hand (every class dealt round-robin into the folds)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def mine(X, y, n_splits=3, seed=0):
+        X, y = np.asarray(X), np.asarray(y)
+        rng = np.random.default_rng(seed)
+        fold = np.empty(len(y), dtype=int)
+        for label in np.unique(y):
+            idx = rng.permutation(np.flatnonzero(y == label))
+            fold[idx] = np.arange(len(idx)) % n_splits
         accs = []
-        for tr, te in StratifiedKFold(n_splits).split(Xs, ys):
-            m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(Xs[tr], ys[tr])
-            accs.append(np.mean(m.predict(Xs[te]) == ys[te]))
+        for k in range(n_splits):
+            tr, te = fold != k, fold == k
+            m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[tr], y[tr])
+            accs.append(np.mean(m.predict(X[te]) == y[te]))
         return float(np.mean(accs))
 
-    monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "1")
-    assert nb06.check_cv_accuracy(mine)
+    assert nb06.check_cv_accuracy(mine, strict=True)
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (nb06._train_accuracy, "training"),
+    (nb06._scored_on_everything, "fitted on"),
+])
+def test_nb06_leaky_evaluation_is_rejected_and_named(wrong, words, capsys):
+    with pytest.raises(AssertionError):
+        nb06.check_cv_accuracy(wrong, strict=True)
+    assert words in capsys.readouterr().out
+
+
+def test_nb06_other_wrong_answers_are_rejected(capsys, monkeypatch):
+    monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "0")
+
+    def unseeded(X, y, n_splits=3, seed=0):  # a correct split, but not reproducible
+        from sklearn.model_selection import StratifiedKFold, cross_val_score
+        from sklearn.linear_model import LogisticRegression
+        return float(cross_val_score(LogisticRegression(max_iter=2000), X, y, cv=StratifiedKFold(n_splits, shuffle=True)).mean())
+
+    def misaligned(X, y, n_splits=3, seed=0):  # labels shuffled apart from their features
+        return nb06.cv_accuracy(X, np.random.default_rng(seed + 1).permutation(y), n_splits, seed)
+
+    def todo(X, y, n_splits=3, seed=0):
+        raise NotImplementedError
+
+    for fn, words in ((unseeded, "same seed"), (misaligned, "aligned"), (todo, "not implemented"),
+                      (lambda X, y, n_splits=3, seed=0: np.float32(80.0), "not an accuracy"),
+                      (lambda X, y, n_splits=3, seed=0: [0.8], "expected one number")):
+        assert not nb06.check_cv_accuracy(fn)
+        assert words in capsys.readouterr().out, words
 
 
 # ----------------------------------------------------------------------------------------------- nb07
@@ -52,3 +102,15 @@ def test_nb07_mistakes_are_named(wrong, words, capsys, monkeypatch):
     monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "0")
     assert not nb07.check_word_attribution(wrong)
     assert words in capsys.readouterr().out
+
+
+def test_nb07_solution_cell_passes_strict_and_is_written_out():
+    from _solution_cells import solution_sources, solutions
+
+    src = "\n".join(solution_sources("07"))
+    assert "word_scores" not in src and "nb07." not in src
+    fn = solutions("07")["word_attribution_solution"]
+    assert nb07.check_word_attribution(fn, strict=True)
+    # the same cell with the interval's start instead of its centre is rejected
+    with pytest.raises(AssertionError):
+        nb07.check_word_attribution(lambda s, t, step, al: fn(s, np.asarray(t) - step / 2, step, al), strict=True)
