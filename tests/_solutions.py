@@ -28,3 +28,11 @@ def load_solutions(number: str, namespace: dict | None = None) -> dict:
     for src in solution_sources(number):
         exec(compile(src, f"<notebook {number} solution cell>", "exec"), ns)  # noqa: S102
     return ns
+
+
+def numpy_torch_solutions(number: str, **namespace) -> dict:
+    """:func:`load_solutions` with ``np`` and ``torch`` already imported, as the notebooks have them."""
+    import numpy as np
+    import torch
+
+    return load_solutions(number, {"np": np, "torch": torch, **namespace})

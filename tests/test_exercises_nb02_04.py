@@ -168,7 +168,7 @@ _NB04_ROWS = list(range(31, 46))
 
 def test_nb04_solution_cells_are_written_from_the_equations():
     """The collapsed cells define the three solutions and do not call the library's answers."""
-    from _solution_cells import solution_sources, solutions
+    from _solutions import numpy_torch_solutions as solutions, solution_sources
 
     src = "\n".join(solution_sources("04"))
     assert "nb04." not in src and "value_zeroing(" not in src.replace("def value_zeroing_slow_solution(", "")
@@ -181,7 +181,7 @@ def test_nb04_solution_cells_are_written_from_the_equations():
 
 @pytest.mark.slow
 def test_nb04_solution_cells_pass_their_checks(french_clip):
-    from _solution_cells import solutions
+    from _solutions import numpy_torch_solutions as solutions
 
     cap = real_capture("whisper-base trained", french_clip)
     ns = solutions("04")

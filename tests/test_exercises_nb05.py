@@ -43,7 +43,7 @@ def test_not_implemented_and_strict(capsys, monkeypatch):
 def test_solution_cell_passes_strict_and_is_written_out():
     """The notebook's collapsed solution (what CI runs with SOLUTIONS=True) passes the check;
     it computes the share itself instead of calling the library."""
-    from _solution_cells import solution_sources, solutions
+    from _solutions import numpy_torch_solutions as solutions, solution_sources
 
     src = "\n".join(solution_sources("05"))
     assert "nb05." not in src and "study." not in src

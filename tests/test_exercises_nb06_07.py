@@ -8,7 +8,7 @@ from ctxmix_lite.exercises import nb06
 
 
 def test_nb06_reference_and_solution_cell_pass_strict():
-    from _solution_cells import solution_sources, solutions
+    from _solutions import numpy_torch_solutions as solutions, solution_sources
 
     assert nb06.check_cv_accuracy(nb06.cv_accuracy, strict=True)
     src = "\n".join(solution_sources("06"))
@@ -105,7 +105,7 @@ def test_nb07_mistakes_are_named(wrong, words, capsys, monkeypatch):
 
 
 def test_nb07_solution_cell_passes_strict_and_is_written_out():
-    from _solution_cells import solution_sources, solutions
+    from _solutions import numpy_torch_solutions as solutions, solution_sources
 
     src = "\n".join(solution_sources("07"))
     assert "word_scores" not in src and "nb07." not in src

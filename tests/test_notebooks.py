@@ -43,9 +43,8 @@ from nbgen import MARKERS_RE  # noqa: E402
 NOTEBOOKS = rn.notebooks()
 NAME_RE = re.compile(r"^\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb$")
 # Notebooks whose exercises are linted for the ARENA form (markers, hint ladder, stub, collapsed
-# solution, use_solution). TODO(issue 14): this must become ALL notebooks -- 04-07 are being
-# converted on another branch; widen it (or drop the set) when they are merged.
-EXERCISE_FORM_NOTEBOOKS = {"00", "01", "02", "03"}
+# solution, use_solution): every notebook.
+EXERCISE_FORM_NOTEBOOKS = {p.name[:2] for p in NOTEBOOKS}
 EXERCISE_HEADING_RE = re.compile(r"^### Exercise\b", re.MULTILINE)
 
 # Extra smoke parameters per notebook stem (beyond SMOKE=True, SOLUTIONS=True), if a notebook
