@@ -495,14 +495,27 @@ def compare_study(live, shipped, atol: float = 1e-6):
     return rep
 
 
+def _verdict(rows, columns, atol: float, title: str, failure: str, verbose: bool):
+    """A comparison table (``columns`` + ``ok`` = ``max_abs_diff <= atol``), printed under ``title``
+    when ``verbose``; raises :class:`ShippedResultsMismatch` with ``failure`` and the failing rows."""
+    import pandas as pd
+
+    rep = pd.DataFrame(rows, columns=columns)
+    rep["ok"] = rep["max_abs_diff"] <= atol
+    if verbose:
+        print(title)
+        print(rep.to_string(index=False))
+    if not rep["ok"].all():
+        raise ShippedResultsMismatch(f"{failure}:\n" + rep[~rep["ok"]].to_string(index=False))
+    return rep
+
+
 def recheck_probe(shipped, label: Optional[str] = None, component: str = "encoder", seed: int = 0,
                   atol: float = 1e-6, verbose: bool = True):
     """Re-fit the probe of one (model, component) of the shipped study on its shipped features
     (:func:`ctxmix_lite.probe.probe_layers`, the notebook's settings) and check accuracy and
     macro-F1 of every layer against the shipped ``probe_scores`` (default: the trained Whisper's
     encoder). The features themselves are checked by :func:`recheck_study`."""
-    import pandas as pd
-
     from .probe import probe_layers
 
     scores = getattr(shipped, "shipped_frames", {}).get("probe_scores")
@@ -521,14 +534,9 @@ def recheck_probe(shipped, label: Optional[str] = None, component: str = "encode
         raise ShippedResultsMismatch(f"probe of {label} / {component}: {len(live)} live layers, {len(m)} shipped")
     rows = [(f"probe {label} / {component}: {c}", len(m),
              float((m[f"{c}_live"] - m[f"{c}_shipped"]).abs().max())) for c in ("accuracy", "macro_f1")]
-    rep = pd.DataFrame(rows, columns=["part", "layers", "max_abs_diff"])
-    rep["ok"] = rep["max_abs_diff"] <= atol
-    if verbose:
-        print(f"live re-fit of the probe ({time.perf_counter() - t:.0f} s, tolerance {atol:g}):")
-        print(rep.to_string(index=False))
-    if not rep["ok"].all():
-        raise ShippedResultsMismatch("the re-fitted probe differs from the shipped scores:\n" + rep.to_string(index=False))
-    return rep
+    return _verdict(rows, ["part", "layers", "max_abs_diff"], atol,
+                    f"live re-fit of the probe ({time.perf_counter() - t:.0f} s, tolerance {atol:g}):",
+                    "the re-fitted probe differs from the shipped scores", verbose)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -610,8 +618,6 @@ def recheck_attribution(example: dict, live: dict, atol: float = 1e-6, verbose: 
     """Compare one shipped example with its live recomputation: the target's probability and the
     gradient x input scores (relative to their largest magnitude), the blank-out drops. ``live``
     holds whichever of ``gxi`` (Attribution), ``deletion`` (DataFrame) was recomputed."""
-    import pandas as pd
-
     rows = []
     if "gxi" in live:
         a, b = np.asarray(live["gxi"].scores, np.float64), np.asarray(example["gxi"].scores, np.float64)
@@ -625,15 +631,9 @@ def recheck_attribution(example: dict, live: dict, atol: float = 1e-6, verbose: 
         if a.shape != b.shape:
             raise ShippedResultsMismatch(f"word deletion: {a.shape} live vs {b.shape} shipped")
         rows.append(("p(target) with each word blanked", a.size, float(np.abs(a - b).max())))
-    rep = pd.DataFrame(rows, columns=["part", "values", "max_abs_diff"])
-    rep["ok"] = rep["max_abs_diff"] <= atol
-    if verbose:
-        print(f"live re-check of the shipped example (tolerance {atol:g}):")
-        print(rep.to_string(index=False))
-    if not rep["ok"].all():
-        raise ShippedResultsMismatch("the live recomputation differs from the shipped example: "
-                                     + rep[~rep["ok"]].to_string(index=False))
-    return rep
+    return _verdict(rows, ["part", "values", "max_abs_diff"], atol,
+                    f"live re-check of the shipped example (tolerance {atol:g}):",
+                    "the live recomputation differs from the shipped example", verbose)
 
 
 # ------------------------------------------------------------------------------------------------

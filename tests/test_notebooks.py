@@ -468,25 +468,29 @@ def test_a_failing_cell_is_reported_with_its_error(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Execution of every notebook (smoke parameters)
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.slow
-@pytest.mark.notebooks
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path, monkeypatch):
+def _execute_smoke(path, tmp_path, monkeypatch, extra: dict) -> Path:
+    """Run ``path`` with papermill at smoke size (``SMOKE=True``, ``SOLUTIONS=True``, ``extra``),
+    strict checks, no hub, outputs in ``tmp_path``; a failing cell fails the test with its report."""
     from papermill.exceptions import PapermillExecutionError
 
-    monkeypatch.setenv("CTXMIX_STRICT_CHECKS", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("CTXMIX_OUTPUTS", str(tmp_path / "outputs"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    params, _ = rn.parameters_for(path, smoke=True, solutions=True,
-                                  extra=SMOKE_PARAMETERS.get(path.stem, {}))
+    for k, v in dict(CTXMIX_STRICT_CHECKS="1", MPLBACKEND="Agg", CTXMIX_OUTPUTS=str(tmp_path / "outputs"),
+                     HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1").items():
+        monkeypatch.setenv(k, v)
+    params, _ = rn.parameters_for(path, smoke=True, solutions=True, extra=extra)
     assert params.get("SMOKE") is True and params.get("SOLUTIONS") is True, params
     out = tmp_path / "executed" / path.name
     try:
         rn.execute(path, out, params, timeout=900)
     except PapermillExecutionError as err:
         pytest.fail(rn.describe_failure(err, path, out), pytrace=False)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path, tmp_path, monkeypatch):
+    out = _execute_smoke(path, tmp_path, monkeypatch, SMOKE_PARAMETERS.get(path.stem, {}))
     executed = nbformat.read(out, as_version=4)
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
@@ -512,18 +516,8 @@ RECOMPUTING = [p for p in NOTEBOOKS if p.stem[:2] in ("05", "06", "07")]
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", RECOMPUTING, ids=[p.stem for p in RECOMPUTING])
 def test_notebook_recomputes(path, tmp_path, monkeypatch):
-    from papermill.exceptions import PapermillExecutionError
-
-    for k, v in dict(CTXMIX_STRICT_CHECKS="1", MPLBACKEND="Agg", CTXMIX_OUTPUTS=str(tmp_path / "outputs"),
-                     HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1").items():
-        monkeypatch.setenv(k, v)
-    params, _ = rn.parameters_for(path, smoke=True, solutions=True, extra={"PRECOMPUTED": False})
-    assert params.get("PRECOMPUTED") is False, params
-    out = tmp_path / "executed" / path.name
-    try:
-        rn.execute(path, out, params, timeout=900)
-    except PapermillExecutionError as err:
-        pytest.fail(rn.describe_failure(err, path, out), pytrace=False)
+    out = _execute_smoke(path, tmp_path, monkeypatch, {"PRECOMPUTED": False})
+    assert rn.parameters_for(path, smoke=True, solutions=True, extra={"PRECOMPUTED": False})[0]["PRECOMPUTED"] is False
     text = out.read_text()
     assert "PRECOMPUTED = False: everything is recomputed here." in text
     for fig in EXPECTED_FIGURES.get(path.stem, []):
