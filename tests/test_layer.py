@@ -233,7 +233,8 @@ def test_whisper_base_trained_layers_match(whisper_trained):
     6e-5 apart. There a max *absolute* difference of 1e-5 is below float32 resolution: the real
     layer is itself ~1e-4 away from the exact (float64) result. The criterion is therefore
     ``|ours - theirs| <= 1e-5 * max(1, |theirs|)`` elementwise (plain 1e-5 wherever |out| <= 1),
-    and our float32 error against float64 must be of the order of transformers' own (at most 3x + 2e-6).
+    and our float32 error against float64 must be of the order of transformers' own (at most 3x, plus 8
+    float32 steps at the output's magnitude: with OMP_NUM_THREADS=1 the two summation orders trade places).
     """
     rec, out = whisper_trained
     classes = [type(m).__name__ for m, *_ in rec]
@@ -248,7 +249,11 @@ def test_whisper_base_trained_layers_match(whisper_trained):
         assert d[ref.abs() <= 1].max().item() <= ATOL
         y64 = L.from_scratch_layer(mod, dtype=torch.float64)(x, **kw)
         e_ours, e_hf = (y64 - y.double()).abs().max().item(), (y64 - ref.double()).abs().max().item()
-        assert e_ours <= 3 * e_hf + 2e-6, f"{where}: our float32 error {e_ours:.2e} vs transformers' {e_hf:.2e}"
+        # a few float32 steps at the output's magnitude: which of two float32 summation orders
+        # lands closer to float64 depends on the thread count (OMP_NUM_THREADS=1 vs 2 differ)
+        ulp = float(np.spacing(np.float32(ref.abs().max().item())))
+        assert e_ours <= 3 * e_hf + 8 * ulp + 2e-6, \
+            f"{where}: our float32 error {e_ours:.2e} vs transformers' {e_hf:.2e} (float32 step {ulp:.1e})"
         if f.kind == "decoder":
             dS = (A["self"] - out.decoder_attentions[i - 6]).abs().max().item()
             dC = (A["cross"] - out.cross_attentions[i - 6]).abs().max().item()
