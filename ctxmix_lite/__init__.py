@@ -39,6 +39,8 @@ Course outline (package tree)::
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -65,3 +67,19 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_SUBMODULES))
+
+
+class _Package(types.ModuleType):
+    """This package's module type: when the import system binds ``ctxmix_lite.synth`` (by any
+    route, process-pool workers included), the synthesiser's descriptor guard is installed
+    (:mod:`ctxmix_lite.synth_guard`; kept out of ``synth.py``, whose bytes key the built data)."""
+
+    def __setattr__(self, name, value):
+        if name == "synth" and isinstance(value, types.ModuleType):
+            from .synth_guard import install
+
+            install(value)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

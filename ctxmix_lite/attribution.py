@@ -111,14 +111,19 @@ def _features(processor, audio) -> torch.Tensor:
 
 def target_log_prob(model, input_features: torch.Tensor, decoder_ids: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
     """``log p(target) = sum_k log softmax(logits[p_k - 1])[id(p_k)]`` for each batch row ``[B]``
-    (differentiable; the logits at position ``p - 1`` predict the token at ``p``)."""
+    (differentiable; the logits at position ``p - 1`` predict the token at ``p``). The model runs on
+    its own device; the result comes back to ``input_features``' device (gradients flow through)."""
+    from .capture import model_device
+
+    device = model_device(model)
     B = input_features.shape[0]
-    ids = torch.tensor([list(decoder_ids)] * B)
-    logits = model(input_features=input_features, decoder_input_ids=ids, use_cache=False).logits  # [B, T, V]
-    pos = torch.as_tensor(list(positions))
+    ids = torch.tensor([list(decoder_ids)] * B, device=device)
+    logits = model(input_features=input_features.to(device), decoder_input_ids=ids,
+                   use_cache=False).logits  # [B, T, V]
+    pos = torch.as_tensor(list(positions), device=device)
     logp = torch.log_softmax(logits[:, pos - 1, :].float(), dim=-1)  # [B, K, V]
     tok = ids[0, pos]
-    return logp[:, torch.arange(len(pos)), tok].sum(-1)
+    return logp[:, torch.arange(len(pos), device=device), tok].sum(-1).to(input_features.device)
 
 
 def target_probability(model, processor, audio, decoder_ids, positions) -> float:

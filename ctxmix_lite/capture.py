@@ -25,6 +25,7 @@ checked (shape, rows summing to 1) before it is returned.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Callable, Sequence
 
 import numpy as np
@@ -40,6 +41,47 @@ WHISPER_FRAMES = 1500
 
 class CaptureError(RuntimeError):
     """The forward pass did not deliver what a measure needs (never returned silently)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# devices: the model runs where its weights are; what is returned lives on the CPU
+# ----------------------------------------------------------------------------------------------
+def model_device(model) -> torch.device:
+    """The device of the model's weights (``next(model.parameters()).device``; CPU without any)."""
+    p = next(model.parameters(), None) if hasattr(model, "parameters") else None
+    return p.device if p is not None else torch.device("cpu")
+
+
+def to_device(x, device):
+    """``x`` (a tensor, or a dict / list / tuple / ``BatchFeature`` of them) on ``device``; anything
+    else unchanged. A tensor already there is returned as is (no copy: CPU runs are unchanged)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, Mapping):  # a dict, transformers' BatchFeature (returned as a dict)
+        return {k: to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device) for v in x)
+    return x
+
+
+def on_device(fn: Callable, device) -> Callable:
+    """``fn`` (which runs model modules on ``device``) taking and returning tensors where the caller
+    keeps them: its tensor arguments go to ``device``, its result comes back to the first tensor
+    argument's device. On the CPU it is ``fn`` itself."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return fn
+
+    def run(*args):
+        home = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
+        return to_device(fn(*(to_device(a, device) for a in args)), home)
+
+    run.__wrapped__ = fn
+    return run
+
+
+def _cpu(t):
+    return None if t is None else t.cpu()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -74,7 +116,7 @@ def _zero_hook(positions: Sequence[int]):
 
     def hook(module, args, output):
         out = output.clone()
-        out[:, idx, :] = 0.0  # v_j = 0 in every head (after the projection, bias included)
+        out[:, idx.to(out.device), :] = 0.0  # v_j = 0 in every head (after the projection, bias included)
         return out
 
     return hook
@@ -246,7 +288,7 @@ def _make_rerun(layer_module, v_proj, args, kwargs, final_norm) -> Callable:
         if final_norm is not None:
             with torch.no_grad():
                 out = final_norm(out)
-        return out[0]
+        return out[0].cpu()  # the layer ran where the model is; the capture lives on the CPU
 
     return rerun
 
@@ -268,6 +310,9 @@ def _check(cap: LayerCapture, model_name: str):
 
 
 def _build(key, rec, component, layer_idx, layer_module, attn_module, post, final_norm, causal, ffn=None):
+    """One LayerCapture, on the CPU whatever the model's device (``post`` and ``rerun`` run the
+    model's modules where they are and return to the CPU; ``ffn`` only for a model on the CPU, as
+    the factored value zeroing multiplies its weights with the captured tensors)."""
     s = rec.store.get(key)
     if s is None or "weights" not in s:
         raise CaptureError(f"{component} layer {layer_idx} was not run by the forward pass")
@@ -282,23 +327,24 @@ def _build(key, rec, component, layer_idx, layer_module, attn_module, post, fina
     if final_norm is not None:
         with torch.no_grad():
             out = final_norm(out)
+    device = out.device
     cap = LayerCapture(
         component=component,
         layer=layer_idx,
-        weights=s["weights"][0].float(),
-        values=_heads(s["v_proj"], H),
-        W_O=attn_module.out_proj.weight.detach(),
-        b_O=None if attn_module.out_proj.bias is None else attn_module.out_proj.bias.detach(),
-        resid=resid.detach(),
-        attn_out=s["attn_out"][0],
-        out=out[0].detach(),
-        post=post,
+        weights=_cpu(s["weights"][0].float()),
+        values=_cpu(_heads(s["v_proj"], H)),
+        W_O=_cpu(attn_module.out_proj.weight.detach()),
+        b_O=None if attn_module.out_proj.bias is None else _cpu(attn_module.out_proj.bias.detach()),
+        resid=_cpu(resid.detach()),
+        attn_out=_cpu(s["attn_out"][0]),
+        out=_cpu(out[0].detach()),
+        post=on_device(post, device),
         rerun=_make_rerun(layer_module, attn_module.v_proj, s["args"], s["kwargs"], final_norm),
         causal=causal,
         final_norm_applied=final_norm is not None,
-        queries=_heads(s["q_proj"], H),
-        keys=_heads(s["k_proj"], H),
-        ffn=ffn,
+        queries=_cpu(_heads(s["q_proj"], H)),
+        keys=_cpu(_heads(s["k_proj"], H)),
+        ffn=ffn if device.type == "cpu" else None,
     )
     return cap
 
@@ -339,7 +385,7 @@ def transcribe(model, processor, audio, language: str = "fr", task: str = "trans
         raise ValueError("transcribe() is for Whisper models")
     check_analysis_state(model)
     audio = load_audio(audio, sampling_rate)
-    feats = whisper_features(processor, audio)
+    feats = whisper_features(processor, audio).to(model_device(model))
     with torch.no_grad():
         seq = model.generate(feats, language=language, task=task, do_sample=False, num_beams=1)
     seq = seq.sequences if hasattr(seq, "sequences") else seq
@@ -356,7 +402,8 @@ def _text_ids(processor, text: str) -> list[int]:
 
 def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, components, language, task, name):
     want = _want(components, COMPONENTS)
-    feats = whisper_features(processor, audio)
+    device = model_device(model)
+    feats = whisper_features(processor, audio).to(device)
     encoder, decoder = _whisper_parts(model)
     need_decoder = any(c in want for c in ("decoder", "cross"))
     prefix = whisper_prefix_ids(processor, language, task)
@@ -388,7 +435,7 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
                 rec.attention(("cross", i), layer.encoder_attn)
         with torch.no_grad():
             if need_decoder:
-                dec_ids = torch.tensor([prefix + text_ids])
+                dec_ids = torch.tensor([prefix + text_ids], device=device)
                 enc = encoder(feats).last_hidden_state
                 decoder(input_ids=dec_ids, encoder_hidden_states=enc, use_cache=False)
             else:
@@ -429,7 +476,7 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
         decoder_token_strings=[tok.decode([t]) for t in all_ids] if need_decoder else None,
         prefix_length=len(prefix),
         transcription=transcription,
-        embeddings={"encoder_out": enc[0]},
+        embeddings={"encoder_out": _cpu(enc[0])},
     )
 
 
@@ -453,7 +500,7 @@ def _capture_wav2vec2(model, processor, audio, components, name):
             kw = {"input_values": inputs.input_values.float()}
             if "attention_mask" in inputs:
                 kw["attention_mask"] = inputs.attention_mask
-            model(**kw)
+            model(**to_device(kw, model_device(model)))
     caps = []
     for i, layer in enumerate(encoder.layers):
         fn = encoder.layer_norm if (stable and i == n - 1) else None

@@ -725,6 +725,9 @@ def capture_layer_io(layers: Sequence, run: Callable[[], object]) -> list:
     """Run ``run()`` (e.g. ``lambda: model(x)``) with forward hooks on ``layers`` and return one
     :class:`LayerIO` per layer call: each layer's *true* input (the hidden states, masks and encoder
     output the model passed it) and its output. Hooks are removed afterwards; runs under no_grad.
+    The records are kept on the CPU whatever device the model runs on (``run`` gives the model its
+    inputs on the model's device, e.g. with :func:`ctxmix_lite.capture.to_device`);
+    :func:`compare_with_transformers` runs each layer where its module is.
     """
     records = []
     index = {id(m): k for k, m in enumerate(layers)}
@@ -733,9 +736,9 @@ def capture_layer_io(layers: Sequence, run: Callable[[], object]) -> list:
         bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
         out = out[0] if isinstance(out, tuple) else out
         inputs = {k: bound[k] for k in _FORWARD_INPUTS if k in bound and bound[k] is not None}
-        inputs = {k: v.detach().clone() for k, v in inputs.items()}
-        records.append(LayerIO(module, index[id(module)], bound["hidden_states"].detach().clone(), inputs,
-                               out.detach().clone()))
+        inputs = {k: v.detach().clone().cpu() for k, v in inputs.items()}
+        records.append(LayerIO(module, index[id(module)], bound["hidden_states"].detach().clone().cpu(), inputs,
+                               out.detach().clone().cpu()))
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in layers]
     try:
@@ -761,15 +764,17 @@ def compare_with_transformers(records: Sequence[LayerIO], float64: bool = True) 
     """
     rows = []
     for r in records:
+        dev = next(r.module.parameters()).device  # the from-scratch layer computes with its weights
+        x, inputs = r.hidden_states.to(dev), {k: v.to(dev) for k, v in r.inputs.items()}
         f = from_scratch_layer(r.module)
-        y = f(r.hidden_states, **r.inputs)
+        y = f(x, **inputs).cpu()
         ref = r.output
         d = (y.double() - ref.double()).abs()
         row = dict(layer_type=r.layer_type, index=r.index, kind=f.kind, max_abs_diff=d.max().item(),
                    max_abs_out=ref.abs().max().item(),
                    scaled_diff=(d / ref.double().abs().clamp_min(1.0)).max().item())
         if float64:
-            y64 = from_scratch_layer(r.module, dtype=torch.float64)(r.hidden_states, **r.inputs)
+            y64 = from_scratch_layer(r.module, dtype=torch.float64)(x, **inputs).cpu()
             row["f64_vs_transformers"] = (y64 - ref.double()).abs().max().item()
             row["f64_vs_ours"] = (y64 - y.double()).abs().max().item()
         rows.append(row)

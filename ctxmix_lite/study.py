@@ -663,6 +663,8 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
         _post_whisper_cross,
         _post_whisper_encoder,
         _whisper_parts,
+        model_device,
+        on_device,
         whisper_features,
         whisper_ffn_parts,
     )
@@ -674,7 +676,8 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
     rows = torch.as_tensor(list(encoder_rows), dtype=torch.long)
     if rows.numel() == 0:
         raise ValueError("encoder_rows is empty")
-    feats = whisper_features(processor, audio)
+    dev = model_device(model)  # the model runs there; the captures are returned on the CPU
+    feats = whisper_features(processor, audio).to(dev)
     store: dict = {}
     handles = []
 
@@ -714,10 +717,13 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
         with torch.no_grad(), attention_implementation(model, attn_implementation):
             enc = encoder(feats).last_hidden_state
             if need_dec:
-                decoder(input_ids=torch.tensor([list(decoder_ids)]), encoder_hidden_states=enc, use_cache=False)
+                decoder(input_ids=torch.tensor([list(decoder_ids)], device=dev), encoder_hidden_states=enc, use_cache=False)
     finally:
         for h in handles:
             h.remove()
+    on_model = store  # as recorded, on the model's device (the cross-attention keys / values for post)
+    if dev.type != "cpu":
+        store = {k: {n: v.cpu() for n, v in d.items()} for k, d in store.items()}
 
     out: dict = {}
     n_enc, n_dec = len(encoder.layers), len(decoder.layers)
@@ -729,7 +735,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
             fn = encoder.layer_norm if i == n_enc - 1 else None
             lo = s["out"][rows]
             if fn is not None:
-                lo = fn(lo)
+                lo = on_device(fn, dev)(lo)
             if i == 0:
                 hidden.append(s["in"][rows])
             hidden.append(lo)
@@ -737,11 +743,11 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
                 component="encoder", layer=i,
                 weights=_eager_rows(s["q"], s["k"], attn.scaling, attn.num_heads),
                 values=_heads(s["v"], attn.num_heads),
-                W_O=attn.out_proj.weight.detach(),
-                b_O=None if attn.out_proj.bias is None else attn.out_proj.bias.detach(),
+                W_O=attn.out_proj.weight.detach().cpu(),
+                b_O=None if attn.out_proj.bias is None else attn.out_proj.bias.detach().cpu(),
                 resid=s["in"][rows], attn_out=s["attn_out"][rows], out=lo,
-                post=_post_whisper_encoder(layer, fn), rerun=_no_rerun,
-                causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn),
+                post=on_device(_post_whisper_encoder(layer, fn), dev), rerun=_no_rerun,
+                causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn) if dev.type == "cpu" else None,
             ))
         out["encoder"] = caps
         out["encoder_hidden"] = torch.stack(hidden)
@@ -751,7 +757,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
             for i, layer in enumerate(decoder.layers):
                 sd, sc = store[("decoder", i)], store[("cross", i)]
                 fn = decoder.layer_norm if i == n_dec - 1 else None
-                lo = sd["out"] if fn is None else fn(sd["out"])
+                lo = sd["out"] if fn is None else on_device(fn, dev)(sd["out"])
                 if i == 0:
                     dhidden.append(sd["in"])
                 dhidden.append(lo)
@@ -759,21 +765,22 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
                 dcaps.append(LayerCapture(
                     component="decoder", layer=i,
                     weights=_eager_rows(sd["q"], sd["k"], sa.scaling, sa.num_heads, query_pos=torch.arange(T)),
-                    values=_heads(sd["v"], sa.num_heads), W_O=sa.out_proj.weight.detach(),
-                    b_O=None if sa.out_proj.bias is None else sa.out_proj.bias.detach(),
+                    values=_heads(sd["v"], sa.num_heads), W_O=sa.out_proj.weight.detach().cpu(),
+                    b_O=None if sa.out_proj.bias is None else sa.out_proj.bias.detach().cpu(),
                     resid=sd["in"], attn_out=sd["attn_out"], out=lo,
-                    post=_decoder_self_post(layer, sc["k"], sc["v"], fn), rerun=_no_rerun,
+                    post=on_device(_decoder_self_post(layer, on_model[("cross", i)]["k"],
+                                                      on_model[("cross", i)]["v"], fn), dev), rerun=_no_rerun,
                     causal=True, final_norm_applied=fn is not None,
                 ))
                 ccaps.append(LayerCapture(
                     component="cross", layer=i,
                     weights=_eager_rows(sc["q"], sc["k"], ca.scaling, ca.num_heads),
-                    values=_heads(sc["v"], ca.num_heads), W_O=ca.out_proj.weight.detach(),
-                    b_O=None if ca.out_proj.bias is None else ca.out_proj.bias.detach(),
+                    values=_heads(sc["v"], ca.num_heads), W_O=ca.out_proj.weight.detach().cpu(),
+                    b_O=None if ca.out_proj.bias is None else ca.out_proj.bias.detach().cpu(),
                     resid=sd["in"] + sd["attn_out"],  # x + SelfAttn(LN1(x)) enters the cross block
                     attn_out=sc["attn_out"], out=lo,
-                    post=_post_whisper_cross(layer, fn), rerun=_no_rerun,
-                    causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn),
+                    post=on_device(_post_whisper_cross(layer, fn), dev), rerun=_no_rerun,
+                    causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn) if dev.type == "cpu" else None,
                 ))
             out["decoder"], out["cross"] = dcaps, ccaps
             out["decoder_hidden"] = torch.stack(dhidden)
@@ -1150,8 +1157,8 @@ def _ctc_transcribe(model, processor, audio) -> str:
     fe = getattr(processor, "feature_extractor", processor)
     inputs = fe(audio, sampling_rate=16000, return_tensors="pt")
     with torch.no_grad(), attention_implementation(model, "sdpa"):
-        logits = model(inputs.input_values.float()).logits
-    ids = logits.argmax(-1)
+        logits = model(inputs.input_values.float().to(next(model.parameters()).device)).logits
+    ids = logits.argmax(-1).cpu()
     return processor.batch_decode(ids)[0]
 
 
