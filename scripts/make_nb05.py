@@ -130,7 +130,7 @@ pd.set_option("display.max_colwidth", 60)
 T0 = time.perf_counter()
 """),
     md(r"""
-## 1 · The items
+## 1. The items
 
 Every item comes with its minimal pair (same sentence, voice and prosody, other number). The
 target's own sound is the same in both members: only the cue tells them apart.
@@ -162,7 +162,7 @@ print("cue:", [al[c]["word"] for c in uses[0].cue], " target:", al[uses[0].targe
 audio_player(wav, 16000)
 """),
     md(r"""
-## 2 · Exercise: the cue contribution
+## 2. Exercise: the cue contribution
 
 The study reads a word-level matrix $M$ (rows: the word that *receives*, columns: the word that
 *contributes*, non-negative) and reduces it, for one layer, to one number per item.
@@ -203,7 +203,7 @@ cue_contribution = use_solution(cue_contribution, cue_contribution_solution, SOL
 nb05.check_cue_contribution(cue_contribution)
 """),
     md(r"""
-## 3 · The models
+## 3. The models
 
 Whisper trained and randomly initialised (same architecture, seeded default initialisation), and
 the encoder-only model of Fig. 1: the XLSR-53 architecture, randomly initialised offline (the
@@ -219,7 +219,7 @@ for run in RUNS:
     print("  ", run.label)
 """),
     md(r"""
-## 4 · Explore an item
+## 4. Explore an item
 
 Pick an item, a model, a component (encoder, decoder self-attention, cross-attention), a layer and
 a measure. Left: the word × word matrix (rows re-normalised over aligned words; the target row's
@@ -239,7 +239,7 @@ nb05.check_cue_contribution(cue_contribution, view.word, list(u.cue), u.target)
 explorer.widget()
 """),
     md(r"""
-## 5 · The whole study
+## 5. The whole study
 
 One forward pass per item and model (the rows-only pass of `ctxmix_lite.study`: the model's own
 forward plus, for the target rows only, the eager attention weights), then all three measures for
@@ -277,7 +277,7 @@ print(res.exclusion_counts().to_string(index=False) if len(res.exclusions) else 
 res.exclusions[["item", "reason_code", "scope", "reason", "transcription", "reference"]].head(10)
 """),
     md(r"""
-## 6 · Fig. 1 analogue: encoders, trained vs random
+## 6. Fig. 1 analogue: encoders, trained vs random
 
 Mean cue contribution per layer (rows, layer 1 at the bottom) and measure (columns). The paper's
 Fig. 1 shows a trained encoder-only ASR model (XLSR-53 French) whose upper layers draw on the cue,
@@ -293,7 +293,7 @@ savefig(fig1, "05_fig1_encoders")
 plt.show()
 """),
     md(r"""
-## 7 · Fig. 2 analogue: Whisper's encoder, cross-attention and decoder
+## 7. Fig. 2 analogue: Whisper's encoder, cross-attention and decoder
 
 The paper's Fig. 2: in Whisper most of the cue → target mixing happens in the **decoder** (the
 decoder reads the cue *token* it has already written); the encoder contributes little. The decoder
@@ -330,7 +330,7 @@ print("\nValue Zeroing: mean mass of the rows predicting the target on each prom
 print(pm.round(3).to_string())
 """),
     md(r"""
-## 8 · By cue distance
+## 8. By cue distance
 
 Adjacent cues (*le livre*, *ils aiment*: distance 1) against cues with words between them (*le
 petit chat*: distance ≥ 2). In an adjacent item the decoder position that **predicts** the target
@@ -349,7 +349,7 @@ sd = study.summarize_by_distance(res.table).query("measure == 'value_zeroing'")
 sd.pivot_table(index="layer", columns=["model_label", "component", "distance_group"], values="mean").round(3)
 """),
     md(r"""
-## 9 · Per template
+## 9. Per template
 
 Value zeroing, mean ± 95 % interval over items. `Det_Noun_Verb (verb)` is the second use: cue =
 det + noun.
@@ -362,7 +362,7 @@ for comp in ("encoder", "decoder"):
     plt.show()
 """),
     md(r"""
-## 10 · The paper's findings beside ours
+## 10. The paper's findings beside ours
 
 `verdict` is computed from the numbers (value zeroing, the paper's reference measure); `why` says
 what differs between the two set-ups.

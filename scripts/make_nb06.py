@@ -105,7 +105,7 @@ pd.set_option("display.width", 160)
 T0 = time.perf_counter()
 """),
     md(r"""
-## 1 · Exercise: the probe's score
+## 1. Exercise: the probe's score
 
 A probe is only as honest as its evaluation: its accuracy must be measured on items it was not
 fitted on.
@@ -169,7 +169,7 @@ print(f"planted signal: {cv_accuracy(X, y, seed=SEED):.2f}   shuffled labels: "
       f"{cv_accuracy(X, np.random.default_rng(SEED).permutation(y), seed=SEED):.2f}")
 """),
     md(r"""
-## 2 · Features from the study
+## 2. Features from the study
 
 `run_study` stores, beside the cue-contribution scores, one vector per item, layer and component:
 the mean hidden state over the target's encoder frames, or over the decoder positions that predict
@@ -206,7 +206,7 @@ for (label, comp), d in res.probe.items():
     print(f"  {label:55s} {comp:8s} X {tuple(d['X'].shape)}  labels {dict(zip(*np.unique(d['y'], return_counts=True)))}")
 """),
     md(r"""
-## 3 · The probe, layer by layer (Fig. 4 analogue)
+## 3. The probe, layer by layer (Fig. 4 analogue)
 
 Accuracy against normalised depth (0 = input to layer 1, 1 = output of the last layer), trained
 solid, random dashed, with the acoustic baselines: MFCCs of the **target** word alone (its own
@@ -244,7 +244,7 @@ acc.index = [state_label(l) for l in acc.index]
 acc
 """),
     md(r"""
-## 4 · Controls
+## 4. Controls
 
 - **Minimal pairs.** Each item has a twin with the other number (same sentence, voice, prosody).
   If the target's own sound carried number, the two targets would differ acoustically. The ratio
@@ -272,7 +272,7 @@ print(f"best layer: {best['model_label']} {best['component']} {state_label(int(b
       f"accuracy {best['accuracy']:.2f}; with shuffled labels {shuf['accuracy']:.2f} (chance {shuf['chance']:.2f})")
 """),
     md(r"""
-## 5 · By cue distance: adjacent vs non-adjacent cues
+## 5. By cue distance: adjacent vs non-adjacent cues
 
 The distance of an item is `target_index - cue_index` in words (with a two-word cue, its last
 word): 1 when the cue is right before the target (*les livres*), 2 or more when words come between
@@ -311,7 +311,7 @@ else:
     display(piv)
 """),
     md(r"""
-## 6 · Decodability and cue contribution
+## 6. Decodability and cue contribution
 
 Does number become decodable where the target reads the cue? For each model and component, the
 probe accuracy after layer $l$ beside the cue contribution (value zeroing) of layer $l$'s mixing.
@@ -331,7 +331,7 @@ plt.show()
 corr
 """),
     md(r"""
-## 7 · The paper's findings beside ours
+## 7. The paper's findings beside ours
 """),
     code(r"""
 cmp = study.paper_comparison(summary, RUNS, probe_results=table)

@@ -109,7 +109,7 @@ pd.set_option("display.width", 160)
 T0 = time.perf_counter()
 """),
     md(r"""
-## 1 · Items the model gets right
+## 1. Items the model gets right
 
 Attribution of a wrong output explains nothing useful: we take items whose cue and target the
 trained model transcribed correctly (its transcriptions are cached by notebook 05), one template
@@ -136,7 +136,7 @@ else:
     print(f"{n_ok} of {len(items)} items transcribed right; analysing {examples}")
 """),
     md(r"""
-## 2 · Three answers on one time axis
+## 2. Three answers on one time axis
 """),
     code(r"""
 if PRECOMPUTED:
@@ -167,7 +167,7 @@ for r in results:
 audio_player(results[0]["audio"], 16000)
 """),
     md(r"""
-## 3 · Exercise: from time to words
+## 3. Exercise: from time to words
 
 The attribution methods score time intervals (log-mel frames, chunks of audio); the blank-out test
 below compares words. One pooling step turns the first into the second.
@@ -209,7 +209,7 @@ word_attribution = use_solution(word_attribution, word_attribution_solution, SOL
 nb07.check_word_attribution(word_attribution)
 """),
     md(r"""
-## 4 · Faithfulness: blank-out
+## 4. Faithfulness: blank-out
 
 For every word, silence its samples and measure the drop of $p(\text{target})$ (the decoder is
 still teacher-forced on the original transcript). A faithful method ranks the *context* words as
@@ -240,7 +240,7 @@ print(faith.groupby("method")[["spearman"]].agg(["mean", "count"]).round(2).to_s
 faith
 """),
     md(r"""
-## 5 · Encoder or decoder? Silence the cue's audio, or replace the cue token
+## 5. Encoder or decoder? Silence the cue's audio, or replace the cue token
 
 Three interventions on each item: silence the cue's **audio** (what the encoder hears), replace
 the cue **token** in the teacher-forced transcript by the other number's form (what the decoder
