@@ -54,6 +54,10 @@ BENIGN_CONSOLE = [
     # notebook 6.5 (nbclassic) probes widgetsnbextension 4's path first; ipywidgets 7 is then
     # loaded from jupyter-js-widgets/extension (the widgets rendering is what the test checks)
     re.compile(r"404.*@ \S*/nbextensions/widgets/notebook/js/extension\.js"),
+    # the classic notebook's MathJax 2 (markdown math) declares a test font
+    # `@font-face {font-family: MathJax_Blank; src: url('about:blank')}`, which chromium refuses
+    re.compile(r"Access to font at 'about:blank' .* blocked by CORS policy"),
+    re.compile(r"Failed to load resource: net::ERR_FAILED @ about:blank$"),
 ]
 
 
@@ -247,6 +251,90 @@ def test_widgets_in_browser(stem, tmp_path, request):
             assert audios.count() >= spec["min_audio"], f"{audios.count()} audio players, expected >= {spec['min_audio']}"
             for a_i in range(audios.count()):
                 log.append(f"audio {a_i}: {_check_audio(page, audios.nth(a_i), play=(a_i == 0))}")
+            bad = [c for c in console if not any(p.search(c) for p in BENIGN_CONSOLE)]
+            assert not bad, "browser console errors:\n" + "\n".join(bad)
+            print("\n".join(log))
+        except BaseException:
+            dest = save_failure_artifacts(request.node.name + "-" + kind, page, shots, server, log + console)
+            print(f"artefacts of the failure: {dest}")
+            raise
+        finally:
+            browser.close()
+
+
+# The smallest viewer the course builds: VBox(HBox(Dropdown), Output) redrawing a matplotlib figure.
+# It checks the front end itself (widget models created, comm messages both ways, output captured),
+# independently of the course's notebooks, in seconds.
+PLAIN_VIEWER = '''\
+import ipywidgets as W
+import matplotlib.pyplot as plt
+from IPython.display import display
+
+dd = W.Dropdown(options=["one", "two", "three"], value="one", description="curve")
+out = W.Output()
+
+def draw(change=None):
+    with out:
+        out.clear_output(wait=True)
+        fig, ax = plt.subplots(figsize=(3, 2))
+        k = ["one", "two", "three"].index(dd.value) + 1
+        ax.plot([0, 1, 2], [0, k, k * k])
+        ax.set_xlabel("x (units)")
+        ax.set_ylabel("y (units)")
+        ax.set_title(dd.value)
+        plt.show()
+
+dd.observe(draw, names="value")
+display(W.VBox([W.HBox([dd]), out]))
+draw()
+'''
+
+
+@pytest.mark.browser
+@pytest.mark.xdist_group("browser")
+def test_plain_viewer_in_browser(tmp_path, request):
+    exe = require_browser()
+    kind, desc = frontend_of_env()
+    if kind is None:
+        pytest.skip(f"no widget front end in this environment: {desc}")
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(PLAIN_VIEWER)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "plain_viewer.ipynb")
+    server = start_server(kind, tmp_path / "nb", tmp_path)
+    request.addfinalizer(server.stop)
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    console, log = [], [f"front end: {desc}"]
+    with sync_playwright() as pw:
+        browser = launch_browser(pw, exe)
+        page = None
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: console.append(f"console.{m.type}: {m.text} @ {(m.location or {}).get('url', '')}")
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            fe = FRONTENDS[kind](page, server)
+            fe.open("plain_viewer.ipynb")
+            fe.run_all()
+            fe.wait_all_executed(300)
+            errors = fe.cell_errors()
+            assert not errors, "cell outputs show errors:\n" + "\n---\n".join(errors)
+            viewers = _viewers(page)
+            t0 = time.time()
+            while viewers.count() == 0 and time.time() - t0 < 30:
+                time.sleep(0.5)
+            assert viewers.count() == 1, f"{viewers.count()} viewers rendered (a widget failed to display?)"
+            viewer = viewers.first
+            before = _wait_new_image(viewer, (), 60)
+            assert before, "the viewer shows no image"
+            ctrl = viewer.locator(":scope > .widget-hbox > .widget-dropdown").first
+            after, did = _change_dropdown(viewer, ctrl, before, shots, "plain", log)
+            assert did and after != before
             bad = [c for c in console if not any(p.search(c) for p in BENIGN_CONSOLE)]
             assert not bad, "browser console errors:\n" + "\n".join(bad)
             print("\n".join(log))
