@@ -317,7 +317,19 @@ class Explorer:
         al = _alignment_of(it)
         wav = _audio_of(it)
         u = item_uses(it)[0]
-        v = self.view(item, model, component, layer, measure)
+        try:
+            v = self.view(item, model, component, layer, measure)
+        except ValueError as err:  # e.g. the transcript the decoder reads lacks the cue or the target
+            if component == "encoder":
+                raise
+            fig, ax0 = plt.subplots(figsize=(13, 3.2))
+            plot_waveform_words(wav, 16000, al, ax=ax0,
+                                title=f"{model}: item {item} ({it.get('template', '')}, {it.get('label', '')})")
+            ax0.text(0.5, -0.45, f"No {component} view for this item: {err}.\nThe decoder reads the trained "
+                     "model's transcription; choose the encoder, or another item.", transform=ax0.transAxes,
+                     ha="center", va="top", fontsize=11, color="tab:red")
+            fig.tight_layout()
+            return fig
         fig = plt.figure(figsize=(13, 8.5))
         gs = fig.add_gridspec(2, 2, height_ratios=[1, 2.6])
         ax0 = fig.add_subplot(gs[0, :])

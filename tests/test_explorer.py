@@ -113,3 +113,25 @@ def test_bad_requests_raise(items, models):
         ex.view(0, "whisper-tiny (random)", "encoder", 0, "rollout")
     with pytest.raises(ValueError, match="at least one"):
         Explorer([], models)
+
+
+def test_a_transcript_without_the_cue_shows_a_message_not_a_traceback(items, models):
+    """The decoder reads the model's transcription; when it lacks the cue or the target, the view
+    raises (no numbers for it) and the drawn explorer says why instead of failing."""
+    import matplotlib.pyplot as plt
+
+    from ctxmix_lite.capture import whisper_prefix_ids
+
+    proc = models["whisper-tiny (random)"][1]
+    wrong = "Elle a perdu un chat dans le train."  # neither "les" nor "livres"
+    ids = {0: whisper_prefix_ids(proc) + list(proc.tokenizer(" " + wrong, add_special_tokens=False).input_ids)}
+    ex = Explorer(items[:1], models, transcripts={"whisper-tiny (random)": ids})
+    with pytest.raises(ValueError, match="cue or target"):
+        ex.view(0, "whisper-tiny (random)", "decoder", 0, "attention")
+    fig = ex.show(0, "whisper-tiny (random)", "decoder", 0, "attention", audio=False)
+    texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "No decoder view for this item" in texts and "cue or target" in texts
+    plt.close(fig)
+    fig = ex.show(0, "whisper-tiny (random)", "encoder", 0, "attention", audio=False)  # the encoder still works
+    assert len(fig.axes) >= 3
+    plt.close(fig)
