@@ -416,7 +416,8 @@ with the residual connection, the layer norms and the feed-forward network inclu
 ## 6. Explore
 
 Pick a clip, a model, a component, a layer and a head (or the mean over heads), at frame or word
-level. Frame-level maps of the encoder show the waveform on top; decoder rows are tokens.
+level. Frame-level maps of the encoder show the waveform on top; the decoder's rows and columns
+are tokens at either level (the level control applies to the encoder and the cross-attention).
 """),
     code(r"""
 for k, c in enumerate(clips[1:], start=1):   # the other clips, for the viewer (small cropped maps only)
@@ -444,8 +445,10 @@ def show(clip, model, component, layer, head, level):
         mm = nb02.word_map(d, m, "cross") if level == "words" else m
         nb02.plot_word_matrix(mm, d.tokens, d.clip.word_labels if level == "words" else None, title=title,
                               ylabel="decoder token", xlabel="word" if level == "words" else "encoder frame")
-    else:
-        nb02.plot_word_matrix(m, d.tokens, d.tokens, title=title, xlabel="source token", ylabel="target token")
+    else:  # the decoder's rows and columns are tokens: no frames to pool (notebook 05 pools tokens into words)
+        note = "\n(decoder: tokens at either level; word pooling of the decoder is notebook 05's word_pooled)" \
+            if level == "words" else ""
+        nb02.plot_word_matrix(m, d.tokens, d.tokens, title=title + note, xlabel="source token", ylabel="target token")
 
 
 v = viewer(show, clip=range(len(clips)), model=list(models), component=["encoder", "decoder", "cross"],
