@@ -116,6 +116,21 @@ def test_whisper_paths_feed_the_encoder_on_the_model_device(whisper_meta, path):
     assert seen["encoder"] == {"meta"}
 
 
+def test_nb01_layer_io_feeds_features_and_token_ids_on_the_model_device(whisper_meta):
+    """Notebook 01's true layer inputs: the model receives its features and decoder ids on its device."""
+    from ctxmix_lite.exercises import nb01
+
+    m, p = whisper_meta
+    seen = {}
+    h = m.register_forward_pre_hook(_spy(seen, "model"), with_kwargs=True)
+    try:
+        with pytest.raises(_Stop):
+            nb01.whisper_layer_io(m, p, _noise(), "bonjour")
+    finally:
+        h.remove()
+    assert seen["model"] == {"meta"}
+
+
 @pytest.mark.parametrize("path", ["capture", "rows_capture", "target_log_prob"])
 def test_whisper_paths_feed_the_decoder_on_the_model_device(whisper_meta, path):
     """The encoder runs on ``meta`` (shapes only); the decoder's token ids must be there too."""
@@ -138,12 +153,15 @@ def test_whisper_paths_feed_the_decoder_on_the_model_device(whisper_meta, path):
     assert seen["decoder"] == {"meta"}
 
 
-@pytest.mark.parametrize("path", ["capture", "ctc_transcribe"])
+@pytest.mark.parametrize("path", ["capture", "ctc_transcribe", "nb01_layer_io"])
 def test_wav2vec2_paths_feed_the_model_on_its_device(wav2vec2_meta, path):
+    from ctxmix_lite.exercises import nb01
+
     m, p = wav2vec2_meta
     audio = _noise()
     run = {"capture": lambda: C.capture(m, p, audio, sampling_rate=16000),
-           "ctc_transcribe": lambda: S._ctc_transcribe(m, p, audio)}[path]
+           "ctc_transcribe": lambda: S._ctc_transcribe(m, p, audio),
+           "nb01_layer_io": lambda: nb01.wav2vec2_layer_io(m, audio)}[path]
     seen = {}
     h = m.register_forward_pre_hook(_spy(seen, "model"), with_kwargs=True)
     try:

@@ -110,8 +110,11 @@ def whisper_layer_io(model, processor, audio, text: str = SENTENCE) -> list:
     """Every Whisper encoder and decoder layer's true input and output on ``audio`` (padded to
     30 s), the decoder teacher-forced on ``text``: a list of :class:`ctxmix_lite.layer.LayerIO`
     (encoder layers first)."""
-    feats = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
-    ids = whisper_decoder_ids(processor, text)
+    from ctxmix_lite.capture import model_device
+
+    dev = model_device(model)  # fed on the model's device (DEVICE); capture_layer_io keeps its records on the CPU
+    feats = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features.to(dev)
+    ids = whisper_decoder_ids(processor, text).to(dev)
     base = model.model if hasattr(model, "model") else model
     layers = list(base.encoder.layers) + list(base.decoder.layers)
     return L.capture_layer_io(layers, lambda: model(input_features=feats, decoder_input_ids=ids))
@@ -120,8 +123,10 @@ def whisper_layer_io(model, processor, audio, text: str = SENTENCE) -> list:
 def wav2vec2_layer_io(model, audio) -> list:
     """Every encoder layer's true input and output of a wav2vec2 / XLSR / HuBERT model on ``audio``
     (normalised to zero mean, unit variance as the feature extractor does)."""
+    from ctxmix_lite.capture import model_device
+
     x = torch.as_tensor(audio, dtype=torch.float32)
-    x = ((x - x.mean()) / (x.std() + 1e-7))[None]
+    x = ((x - x.mean()) / (x.std() + 1e-7))[None].to(model_device(model))
     base = getattr(model, "wav2vec2", None) or getattr(model, "hubert", None) or model
     return L.capture_layer_io(list(base.encoder.layers), lambda: model(x))
 
