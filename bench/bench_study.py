@@ -79,7 +79,7 @@ def encoder_work(model, item, audio) -> str:
     from ctxmix_lite.models import model_family
 
     n_frames, window = (1500, 30.0) if model_family(model) == "whisper" else encoder_frames(model, audio)
-    spans = study._frame_spans(study._alignment_of(item), n_frames, window, len(audio) / 16000)
+    spans = study._frame_spans(study.alignment_of(item), n_frames, window, len(audio) / 16000)
     rows = {f for u in study.item_uses(item) for f in range(spans[u.target][0], spans[u.target][1] + 1)}
     return f"{len(rows)} x {len(spans)} = {len(rows) * len(spans)} pairs / {n_frames} frames"
 
@@ -110,7 +110,7 @@ def main(argv=None):
     from ctxmix_lite.models import model_family
 
     items = load_items(args.items)
-    audios = [study._audio_of(it) for it in items]
+    audios = [study.audio_of(it) for it in items]
     keys = [study.item_key(it, a) for it, a in zip(items, audios)]
     print(f"torch threads: {torch.get_num_threads()}, items: {len(items)}, repeats: {args.repeats}")
     results = []

@@ -54,6 +54,7 @@ __all__ = [
     "vz_rollout",
     "word_scores",
     "blank_out",
+    "blank_spans",
     "word_deletion",
     "flip_number",
     "replace_decoder_word",
@@ -262,7 +263,9 @@ def word_scores(attr: Attribution, alignment: Sequence[dict], absolute: bool = F
     return out
 
 
-def _blank(audio: np.ndarray, spans_seconds, fill: str = "zeros", seed: int = 0) -> np.ndarray:
+def blank_spans(audio: np.ndarray, spans_seconds, fill: str = "zeros", seed: int = 0) -> np.ndarray:
+    """A float32 copy of 16 kHz ``audio`` with the given ``(start, end)`` spans (seconds) blanked:
+    ``fill="zeros"`` silences them, ``fill="noise"`` puts low noise there (seeded by ``seed``)."""
     out = np.array(audio, dtype=np.float32, copy=True)
     rng = np.random.default_rng(seed)
     for s, e in spans_seconds:
@@ -282,7 +285,7 @@ def blank_out(model, processor, audio, decoder_ids, positions, spans_seconds, fi
     """Silence the given time spans (seconds) and compare ``p(target)`` before and after:
     ``{"p": p, "p_blanked": p', "drop": p - p', "relative_drop": (p - p') / p}``."""
     p = target_probability(model, processor, audio, decoder_ids, positions)
-    pb = target_probability(model, processor, _blank(audio, spans_seconds, fill), decoder_ids, positions)
+    pb = target_probability(model, processor, blank_spans(audio, spans_seconds, fill), decoder_ids, positions)
     return dict(p=p, p_blanked=pb, drop=p - pb, relative_drop=(p - pb) / p if p > 0 else float("nan"))
 
 
@@ -295,7 +298,7 @@ def word_deletion(model, processor, audio, alignment, decoder_ids, positions, fi
     p = target_probability(model, processor, audio, decoder_ids, positions)
     rows = []
     for w, seg in enumerate(tqdm(alignment, desc="blank-out", disable=not progress)):
-        pb = target_probability(model, processor, _blank(audio, [(seg["start"], seg["end"])], fill), decoder_ids, positions)
+        pb = target_probability(model, processor, blank_spans(audio, [(seg["start"], seg["end"])], fill), decoder_ids, positions)
         rows.append(dict(index=w, word=seg["word"], start=seg["start"], end=seg["end"], p=p, p_blanked=pb,
                          drop=p - pb, relative_drop=(p - pb) / p if p > 0 else float("nan")))
     return pd.DataFrame(rows)

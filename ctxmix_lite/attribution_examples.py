@@ -46,7 +46,7 @@ def interventions(model, proc, item, audio, ids, pos) -> dict:
     audio_b = A.blank_out(model, proc, audio, ids, pos, cue_spans)
     reps = [A.flip_number(al[c]["word"]) for c in u.cue]
     tok = A.cue_token_replacement(model, proc, audio, ids, al, u.cue, u.target, reps)
-    both = A.cue_token_replacement(model, proc, A._blank(audio, cue_spans), ids, al, u.cue, u.target, reps)
+    both = A.cue_token_replacement(model, proc, A.blank_spans(audio, cue_spans), ids, al, u.cue, u.target, reps)
     return dict(item=item["item_id"], cue=" ".join(al[c]["word"] for c in u.cue), target=al[u.target]["word"],
                 p=audio_b["p"], p_cue_audio_silenced=audio_b["p_blanked"], p_cue_token_replaced=tok["p_replaced"],
                 p_both=both["p_replaced"], replaced_text=tok["text"])

@@ -87,7 +87,7 @@ def _cpu(t):
 # ----------------------------------------------------------------------------------------------
 # model anatomy
 # ----------------------------------------------------------------------------------------------
-def _whisper_parts(model):
+def whisper_parts(model):
     core = model.model if hasattr(model, "model") else model
     return core.encoder, core.decoder
 
@@ -183,7 +183,7 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(0) if x.dim() == 2 else x
 
 
-def _post_whisper_encoder(layer, final_norm):
+def post_whisper_encoder(layer, final_norm):
     @torch.no_grad()
     def post(resid, attn_out):
         h = _as_batch(resid + attn_out)  # h = x + Attn(LN1(x))
@@ -214,7 +214,7 @@ def _post_whisper_decoder_self(layer, enc_states, final_norm):
     return post
 
 
-def _post_whisper_cross(layer, final_norm):
+def post_whisper_cross(layer, final_norm):
     @torch.no_grad()
     def post(resid, attn_out):
         out = _whisper_ffn(layer, _as_batch(resid + attn_out))
@@ -404,7 +404,7 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
     want = _want(components, COMPONENTS)
     device = model_device(model)
     feats = whisper_features(processor, audio).to(device)
-    encoder, decoder = _whisper_parts(model)
+    encoder, decoder = whisper_parts(model)
     need_decoder = any(c in want for c in ("decoder", "cross"))
     prefix = whisper_prefix_ids(processor, language, task)
     text_ids = None
@@ -444,7 +444,7 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
     if "encoder" in want:
         comps["encoder"] = [
             _build(("encoder", i), rec, "encoder", i, layer, layer.self_attn,
-                   _post_whisper_encoder(layer, encoder.layer_norm if i == n_enc - 1 else None),
+                   post_whisper_encoder(layer, encoder.layer_norm if i == n_enc - 1 else None),
                    encoder.layer_norm if i == n_enc - 1 else None, False,
                    whisper_ffn_parts(layer, encoder.layer_norm if i == n_enc - 1 else None))
             for i, layer in enumerate(encoder.layers)
@@ -458,7 +458,7 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
             if comp == "decoder":
                 post, attn = _post_whisper_decoder_self(layer, enc, fn), layer.self_attn
             else:
-                post, attn = _post_whisper_cross(layer, fn), layer.encoder_attn
+                post, attn = post_whisper_cross(layer, fn), layer.encoder_attn
             ffn = whisper_ffn_parts(layer, fn) if comp == "cross" else None  # self: cross-attn follows
             caps.append(_build((comp, i), rec, comp, i, layer, attn, post, fn, comp == "decoder", ffn))
         comps[comp] = caps

@@ -187,18 +187,18 @@ def find_matches(words: Sequence[str]) -> List[Match]:
     out = []
     for i in range(len(w) - 1):
         a, b = w[i], w[i + 1]
-        if a in SG_DETS | PL_DETS and H._consonant_initial(b):
+        if a in SG_DETS | PL_DETS and H.consonant_initial(b):
             plural = a in PL_DETS
             if _noun_other(b, plural) is None:
                 continue
             label = "plural" if plural else "singular"
-            if i + 2 < len(w) and H._consonant_initial(w[i + 2]) and (
+            if i + 2 < len(w) and H.consonant_initial(w[i + 2]) and (
                     w[i + 2] in _curated_verbs() or w[i + 2] not in _lexique_nouns()) and \
                     _verb_other(w[i + 2], plural) is not None:
                 out.append(Match("Det_Noun_Verb", i, i + 1, i + 2, label))
             else:
                 out.append(Match("Det_Noun", i, i + 1, -1, label))
-        elif a in SG_PRON | PL_PRON and H._vowel_initial(b):
+        elif a in SG_PRON | PL_PRON and H.vowel_initial(b):
             plural = a in PL_PRON
             if _verb_other(b, plural) is not None and b not in ("est", "a", "ont", "es"):
                 out.append(Match("Pronoun_Verb", i, i + 1, -1,
@@ -396,7 +396,7 @@ def import_common_voice(folder, split: Optional[str] = None, max_items: Optional
     rows, skipped, examples = read_tsv(tsv)
     if aligner is None:
         if model is None or processor is None:
-            model, processor = H._default_model()
+            model, processor = H.default_model()
         aligner = lambda a, s: whisper_align(model, processor, a, s)  # noqa: E731
     items = []
     counts_match = Counter()
@@ -464,7 +464,7 @@ def import_common_voice(folder, split: Optional[str] = None, max_items: Optional
     report = {"source": str(tsv), "rows_read": len(rows), "items": len(items),
               "matches": dict(counts_match), "skipped": dict(sorted(skipped.items())),
               "skipped_examples": examples,
-              "counts": H._counts(items) if items else {}}
+              "counts": H.report_counts(items) if items else {}}
     if not items:
         raise CommonVoiceError(f"no usable item in {tsv}: {dict(skipped)}")
     ds = H.to_dataset(items)

@@ -34,9 +34,9 @@ import torch
 from .study import (
     MEASURE_LABELS,
     MEASURES,
-    _alignment_of,
-    _audio_of,
-    _normalize,
+    alignment_of,
+    audio_of,
+    sum_normalize,
     decoder_positions,
     item_uses,
     keys_upto,
@@ -102,8 +102,8 @@ def layer_view(caps: dict, item, component: str, layer: int, measure: str, posit
         raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
     if component not in caps:
         raise ValueError(f"component {component!r} not available; have {sorted(k for k in caps if k in ('encoder', 'decoder', 'cross'))}")
-    al = _alignment_of(item)
-    audio_dur = len(_audio_of(item)) / 16000
+    al = alignment_of(item)
+    audio_dur = len(audio_of(item)) / 16000
     uses = item_uses(item)
     u = uses[0] if use is None else next(x for x in uses if x.name == use)
     W = len(al)
@@ -117,10 +117,10 @@ def layer_view(caps: dict, item, component: str, layer: int, measure: str, posit
         lc = keys_upto(lc, K)
         rows = list(range(K))
         if measure == "value_zeroing":
-            fr = _normalize(_raw(lc, measure, rows, _chunks(K, vz_chunk)))
+            fr = sum_normalize(_raw(lc, measure, rows, _chunks(K, vz_chunk)))
             col_labels = None
         else:
-            fr = _normalize(_raw(lc, measure, rows))
+            fr = sum_normalize(_raw(lc, measure, rows))
             col_labels = None
         # word view: rows mean over frames; columns mean over frames (VZ: the word zeroed at once)
         if measure == "value_zeroing":
@@ -130,12 +130,12 @@ def layer_view(caps: dict, item, component: str, layer: int, measure: str, posit
             if measure == "attention":  # per head, as the study: pool, normalise, then head mean
                 a = lc.weights[:, :K, :K].double().numpy()  # [H, K, K]
                 cols = np.stack([a[:, :, f : l + 1].mean(-1) for f, l in spans], -1)  # [H, K, W]
-                word = np.stack([_normalize(cols[:, f : l + 1].mean(1)) for f, l in spans], 1).mean(0)  # [W, W]
+                word = np.stack([sum_normalize(cols[:, f : l + 1].mean(1)) for f, l in spans], 1).mean(0)  # [W, W]
                 raw = None
             else:
                 raw = _raw(lc, measure, rows, spans) / lens
         if raw is not None:
-            word = _normalize(np.stack([raw[f : l + 1].mean(0) for f, l in spans]))
+            word = sum_normalize(np.stack([raw[f : l + 1].mean(0) for f, l in spans]))
         view = LayerView(word, fr, words, "encoder frame (query)", "encoder frame (key)" if measure != "value_zeroing" else f"encoder frames zeroed ({vz_chunk} x 20 ms)",
                          None, col_labels, spans, spans if measure != "value_zeroing" else [(f // vz_chunk, l // vz_chunk) for f, l in spans], 0.0)
     else:
@@ -148,7 +148,7 @@ def layer_view(caps: dict, item, component: str, layer: int, measure: str, posit
         T = lc.weights.shape[1]
         pred_spans = [None if p is None else (p[0] - 1, p[-1] - 1) for p in positions]
         if component == "decoder":
-            fr = _normalize(_raw(lc, measure))  # token x token (causal zeros above the diagonal)
+            fr = sum_normalize(_raw(lc, measure))  # token x token (causal zeros above the diagonal)
             tok_cols = [[] if p is None else list(p) for p in positions]
             rowsw = []
             for ps in pred_spans:
@@ -161,16 +161,16 @@ def layer_view(caps: dict, item, component: str, layer: int, measure: str, posit
                 else:
                     m = _raw(lc, measure, rr)
                 per = np.stack([m[:, c].sum(-1) if c else np.zeros(len(rr)) for c in tok_cols], -1)
-                rowsw.append(_normalize(per).mean(0))
+                rowsw.append(sum_normalize(per).mean(0))
             word = np.stack(rowsw)
             view = LayerView(word, fr, words, "decoder position (query)", "decoder token (key)",
                              token_strings, token_strings, None, None, 0.0)
         else:  # cross
             lck = keys_upto(lc, K)
             if measure == "value_zeroing":
-                fr = _normalize(_raw(lck, measure, None, _chunks(K, vz_chunk)))
+                fr = sum_normalize(_raw(lck, measure, None, _chunks(K, vz_chunk)))
             else:
-                fr = _normalize(_raw(lck, measure))
+                fr = sum_normalize(_raw(lck, measure))
             lens = np.array([l - f + 1 for f, l in spans], dtype=float)
             rowsw = []
             for ps in pred_spans:
@@ -181,12 +181,12 @@ def layer_view(caps: dict, item, component: str, layer: int, measure: str, posit
                 if measure == "attention":
                     a = lck.weights[:, rr].double().numpy()
                     per = np.stack([a[..., f : l + 1].mean(-1) for f, l in spans], -1)  # [H, R, W]
-                    rowsw.append(_normalize(per).mean(0).mean(0))
+                    rowsw.append(sum_normalize(per).mean(0).mean(0))
                     continue
                 m = _raw(lck, measure, rr, spans)
                 if measure == "attention_norm":
                     m = m / lens
-                rowsw.append(_normalize(m).mean(0))
+                rowsw.append(sum_normalize(m).mean(0))
             word = np.stack(rowsw)
             view = LayerView(word, fr, words, "decoder position (query)",
                              "encoder frame (key)" if measure != "value_zeroing" else f"encoder frames zeroed ({vz_chunk} x 20 ms)",
@@ -224,7 +224,7 @@ class Explorer:
     def item_labels(self) -> list:
         out = []
         for k, it in enumerate(self.items):
-            al = _alignment_of(it)
+            al = alignment_of(it)
             u = item_uses(it)[0]
             out.append((f"{k}: {' '.join(w['word'] for w in al)} ({it.get('label', '?')})", k))
         return out
@@ -257,7 +257,7 @@ class Explorer:
         trained = [lbl for lbl in self.models if "random" not in lbl and self.family(lbl) == "whisper"]
         src_model, src_proc = self.models[trained[0]] if trained else (model, proc)
         with attention_implementation(src_model, "sdpa"):
-            _, ids = transcribe(src_model, src_proc, _audio_of(self.items[index]), language=self.language, sampling_rate=16000)
+            _, ids = transcribe(src_model, src_proc, audio_of(self.items[index]), language=self.language, sampling_rate=16000)
         mt[index] = whisper_prefix_ids(proc, self.language) + list(ids)
         return mt[index]
 
@@ -270,8 +270,8 @@ class Explorer:
             return self._caps
         model, proc = self.models[model_label]
         it = self.items[index]
-        audio = _audio_of(it)
-        al = _alignment_of(it)
+        audio = audio_of(it)
+        al = alignment_of(it)
         if self.family(model_label) == "whisper":
             ids = self.decoder_ids(model_label, index)
             K = max(l for _, l in words_to_frame_spans(al, 1500, 30.0, len(audio) / 16000)) + 1
@@ -314,8 +314,8 @@ class Explorer:
             component = "encoder"
         layer = min(layer, self.n_layers(model) - 1)
         it = self.items[item]
-        al = _alignment_of(it)
-        wav = _audio_of(it)
+        al = alignment_of(it)
+        wav = audio_of(it)
         u = item_uses(it)[0]
         try:
             v = self.view(item, model, component, layer, measure)

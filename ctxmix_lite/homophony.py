@@ -516,14 +516,22 @@ def _lines(path: Path, rel: str):
             yield f"data/{rel}:{no}", s
 
 
-def _consonant_initial(word: str) -> bool:
+def consonant_initial(word: str) -> bool:
+    """Whether ``word`` starts with a consonant letter (no liaison or elision before it)."""
     w = norm_word(word)
     return bool(w) and w[0].isalpha() and w[0] not in _VOWELS
 
 
-def _vowel_initial(word: str) -> bool:  # vowel or (mute) h
+def vowel_initial(word: str) -> bool:  # vowel or (mute) h
+    """Whether ``word`` starts with a vowel or (mute) h."""
     w = norm_word(word)
     return bool(w) and w[0] in _VOWELS and w[0] != "y"
+
+
+# The data-generating functions (_generating_code) call these by their old private names; their
+# source is hashed into the data build key (_build_key), so they keep them: a rename there would
+# rebuild the data. Other modules use the public names.
+_consonant_initial, _vowel_initial = consonant_initial, vowel_initial
 
 
 def load_word_lists(folder: Optional[Path] = None) -> WordLists:
@@ -1421,7 +1429,9 @@ def _build_rows(n_items, seed, voices, mix, lists, workers, progress, tmp: Path,
     return rows, report
 
 
-def _counts(rows) -> dict:
+def report_counts(rows) -> dict:
+    """The ``counts`` section of a build report: items by template, label, voice, cue distance
+    (in words and tokens) and their combinations, and the clips' durations in seconds."""
     c = {"template": Counter(), "label": Counter(), "voice": Counter(), "template_label": Counter(),
          "cue_distance": Counter(), "template_distance_label": Counter(),
          "cue_token_distance": Counter()}
@@ -1442,6 +1452,9 @@ def _counts(rows) -> dict:
                              "min": round(float(np.min(dur)), 2),
                              "max": round(float(np.max(dur)), 2)}
     return out
+
+
+_counts = report_counts  # called so by _build_rows, whose source is hashed into the data build key
 
 
 def format_report(report: dict) -> str:
@@ -1689,7 +1702,7 @@ def normalize_external(ds, source: str = "hub", progress: bool = True):
     report = {"source": source, "rows_in": len(ds), "rows_out": len(rows),
               "skipped": dict(skipped), "skipped_examples": examples,
               "cue_token_distance_unknown": sum(r["cue_token_distance"] < 0 for r in rows),
-              "counts": _counts(rows) if rows else {}}
+              "counts": report_counts(rows) if rows else {}}
     if skipped:
         warnings.warn(f"{source}: {sum(skipped.values())} of {len(ds)} rows skipped "
                       f"({dict(skipped)})", RuntimeWarning, stacklevel=2)
@@ -1817,7 +1830,9 @@ def _audio_key(arr: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(arr, dtype=np.float32).tobytes()).hexdigest()
 
 
-def _default_model():
+def default_model():
+    """Whisper-base ``(model, processor)`` from :func:`ctxmix_lite.models.load_model`, or, where that
+    raises ImportError, :func:`ctxmix_lite.whisper_offline.load_whisper_base_offline`."""
     try:
         from .models import load_model
 
@@ -1862,7 +1877,7 @@ def transcription_check(dataset, model=None, processor=None, batch_size: int = 8
     from tqdm.auto import tqdm
 
     if model is None or processor is None:
-        model, processor = _default_model()
+        model, processor = default_model()
     name = model_fingerprint(model) if hasattr(model, "named_parameters") else "stub"
     known = _load_check_cache(name) if cache else {}
     keys = [_audio_key(np.asarray(a["array"], np.float32)) for a in dataset["audio"]]

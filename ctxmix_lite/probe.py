@@ -290,17 +290,17 @@ def acoustic_features(items, analyses, span: str = "target", n_mfcc: int = 13):
     """MFCC features of each analysed (item, use): ``span="target"`` (the target word's own audio),
     ``"cue"`` (the cue word(s)) or ``"clip"`` (the whole clip). ``analyses``: rows with ``base_item``
     and ``use`` (e.g. ``result.probe[...]["items"]``). Returns ``X [N, 2 n_mfcc]``."""
-    from .study import _alignment_of, _audio_of, _item_id, item_uses
+    from .study import alignment_of, audio_of, item_id_of, item_uses
 
     by_id = {}
     for k, it in enumerate(items):
-        by_id[_item_id(it, k)] = it
+        by_id[item_id_of(it, k)] = it
     X = []
     for base, use in zip(analyses["base_item"], analyses["use"]):
         it = by_id[base]
-        al = _alignment_of(it)
+        al = alignment_of(it)
         u = next(x for x in item_uses(it) if x.name == use)
-        audio = _audio_of(it)
+        audio = audio_of(it)
         if span == "target":
             sp = (al[u.target]["start"], al[u.target]["end"])
         elif span == "cue":
@@ -336,9 +336,9 @@ def cue_distances(items, analyses) -> np.ndarray:
     cue's last word (the nearest to the target) when the cue has several (Det_Noun_Verb's second
     use: cue = det + noun). 1 = the cue is right before the target. ``analyses``: rows with
     ``base_item`` and ``use`` (``result.probe[...]["items"]``)."""
-    from .study import _item_id, item_uses
+    from .study import item_id_of, item_uses
 
-    by_id = {_item_id(it, k): it for k, it in enumerate(items)}
+    by_id = {item_id_of(it, k): it for k, it in enumerate(items)}
     out = []
     for base, use in zip(analyses["base_item"], analyses["use"]):
         if base not in by_id:
@@ -413,13 +413,13 @@ def minimal_pair_distances(items, n_mfcc: int = 13):
     Returns a ``pandas.DataFrame``: ``pair_id, template, target_ratio, cue_ratio``."""
     import pandas as pd
 
-    from .study import _alignment_of, _audio_of, item_uses
+    from .study import alignment_of, audio_of, item_uses
 
     feats = {}
     for it in items:
-        al = _alignment_of(it)
+        al = alignment_of(it)
         u = item_uses(it)[0]
-        audio = _audio_of(it)
+        audio = audio_of(it)
         t = mfcc_features(audio, (al[u.target]["start"], al[u.target]["end"]), n_mfcc=n_mfcc)
         c = mfcc_features(audio, (min(al[i]["start"] for i in u.cue), max(al[i]["end"] for i in u.cue)), n_mfcc=n_mfcc)
         feats.setdefault(it.get("pair_id"), {})[it.get("label")] = (t, c, it.get("template"))

@@ -119,6 +119,9 @@ __all__ = [
     "summarize",
     "study_cache_dir",
     "audio_of",
+    "alignment_of",
+    "item_id_of",
+    "sum_normalize",
     "NOTEBOOK_DEFAULTS",
 ]
 
@@ -354,7 +357,8 @@ def _token_distance(positions, use: Use) -> Optional[int]:
         return None
 
 
-def _audio_of(item) -> np.ndarray:
+def audio_of(item) -> np.ndarray:
+    """An item's waveform (float32, 16 kHz), whatever the data's audio column holds."""
     from .audio import load_audio
 
     a = item["audio"]
@@ -363,11 +367,9 @@ def _audio_of(item) -> np.ndarray:
     return load_audio(a, 16000)
 
 
-#: an item's waveform (float32, 16 kHz), whatever the data's audio column holds
-audio_of = _audio_of
-
-
-def _alignment_of(item) -> list:
+def alignment_of(item) -> list:
+    """An item's word alignment as a list of ``{"start", "end", "word"}`` (seconds), whatever the
+    data's alignment column holds (a list of dicts, columnar lists or ``{"intervals": [...]}``)."""
     al = item["alignment"]
     if isinstance(al, dict):  # columnar {start: [...], end: [...], word: [...]} or {"intervals": [...]}
         if "intervals" in al:
@@ -380,11 +382,11 @@ def _alignment_of(item) -> list:
 def item_key(item, audio: Optional[np.ndarray] = None) -> str:
     """Content hash of an item (audio samples, transcription, alignment, cue/target indices): the
     cache key, stable across subsets and orderings of a dataset."""
-    audio = _audio_of(item) if audio is None else audio
+    audio = audio_of(item) if audio is None else audio
     h = hashlib.sha1()
     meta = dict(
         transcription=item.get("transcription"),
-        alignment=_alignment_of(item),
+        alignment=alignment_of(item),
         cue=item.get("cue_index"),
         target=item.get("target_index"),
         target2=item.get("target_index_2"),
@@ -400,7 +402,8 @@ def dataset_fingerprint(keys: Iterable[str]) -> str:
     return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:16]
 
 
-def _item_id(item, index: int) -> str:
+def item_id_of(item, index: int) -> str:
+    """An item's identifier (its ``id``, ``item_id`` or ``uid`` field), else its zero-padded index."""
     for k in ("id", "item_id", "uid"):
         if item.get(k) is not None:
             return str(item[k])
@@ -660,9 +663,9 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
     weights the measures read are provably the ones the forward pass applied.
     """
     from .capture import (
-        _post_whisper_cross,
-        _post_whisper_encoder,
-        _whisper_parts,
+        post_whisper_cross,
+        post_whisper_encoder,
+        whisper_parts,
         model_device,
         on_device,
         whisper_features,
@@ -672,7 +675,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
     from .models import check_analysis_state
 
     check_analysis_state(model)  # eval mode everywhere, float32
-    encoder, decoder = _whisper_parts(model)
+    encoder, decoder = whisper_parts(model)
     rows = torch.as_tensor(list(encoder_rows), dtype=torch.long)
     if rows.numel() == 0:
         raise ValueError("encoder_rows is empty")
@@ -746,7 +749,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
                 W_O=attn.out_proj.weight.detach().cpu(),
                 b_O=None if attn.out_proj.bias is None else attn.out_proj.bias.detach().cpu(),
                 resid=s["in"][rows], attn_out=s["attn_out"][rows], out=lo,
-                post=on_device(_post_whisper_encoder(layer, fn), dev), rerun=_no_rerun,
+                post=on_device(post_whisper_encoder(layer, fn), dev), rerun=_no_rerun,
                 causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn) if dev.type == "cpu" else None,
             ))
         out["encoder"] = caps
@@ -779,7 +782,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
                     b_O=None if ca.out_proj.bias is None else ca.out_proj.bias.detach().cpu(),
                     resid=sd["in"] + sd["attn_out"],  # x + SelfAttn(LN1(x)) enters the cross block
                     attn_out=sc["attn_out"], out=lo,
-                    post=on_device(_post_whisper_cross(layer, fn), dev), rerun=_no_rerun,
+                    post=on_device(post_whisper_cross(layer, fn), dev), rerun=_no_rerun,
                     causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn) if dev.type == "cpu" else None,
                 ))
             out["decoder"], out["cross"] = dcaps, ccaps
@@ -822,7 +825,7 @@ def verify_recomputed_weights(lc: LayerCapture, kernel: str = "sdpa") -> float:
 # ================================================================================================
 # word-level target rows
 # ================================================================================================
-def _normalize(x: np.ndarray) -> np.ndarray:
+def sum_normalize(x: np.ndarray) -> np.ndarray:
     """Divide the last axis by its sum; an all-zero vector stays zero."""
     s = x.sum(-1, keepdims=True)
     return np.divide(x, s, out=np.zeros_like(x), where=s > 0)
@@ -870,7 +873,7 @@ def _encoder_rows(lc: LayerCapture, rows, groups, spans, measure: str) -> list:
     r = torch.as_tensor(rows, dtype=torch.long)
     if measure == "attention":
         a = (lc.weights[:, r, :] @ _span_mean_matrix(spans, Tk)).double().numpy()  # [H, R, W]
-        return [_normalize(a[:, g].mean(1)).mean(0) for g in groups]  # rows pooled, per-head norm, head mean
+        return [sum_normalize(a[:, g].mean(1)).mean(0) for g in groups]  # rows pooled, per-head norm, head mean
     if measure == "attention_norm":
         lens = torch.tensor([l - f + 1 for f, l in spans], dtype=torch.float32)
         m = (attention_norm(lc, rows=r, spans=spans) / lens).double().numpy()  # span sums -> span means
@@ -878,7 +881,7 @@ def _encoder_rows(lc: LayerCapture, rows, groups, spans, measure: str) -> list:
         m = value_zeroing(lc, rows=r, spans=spans, method="fast", normalize=False).double().numpy()  # word zeroed at once
     else:
         raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
-    return [_normalize(m[g].mean(0)) for g in groups]
+    return [sum_normalize(m[g].mean(0)) for g in groups]
 
 
 def _per_row_words(m: np.ndarray, word_cols) -> np.ndarray:
@@ -899,7 +902,7 @@ def _decoder_rows(lc: LayerCapture, rows, groups, word_tokens, measure: str, m: 
     cols = [list(t) if t else [] for t in word_tokens]
     if m is None:
         m = _decoder_token_scores(lc, rows, measure)
-    words = _normalize(_per_row_words(m, cols))  # [R, W]
+    words = sum_normalize(_per_row_words(m, cols))  # [R, W]
     return [words[g].mean(0) for g in groups]
 
 
@@ -936,7 +939,7 @@ def paper_decoder_rows(m: np.ndarray, groups, word_tokens, skip_special_tokens: 
     m = np.array(m, dtype=np.float64, copy=True)
     if skip_special_tokens:
         m[:, :PAPER_SKIPPED_POSITIONS] = 0.0
-    p = _normalize(m)  # over all positions
+    p = sum_normalize(m)  # over all positions
     words = _per_row_words(p, [list(t) if t else [] for t in word_tokens])
     per_word = [words[g].mean(0) for g in groups]
     prompt = [p[g][:, :n_prompt].mean(0) for g in groups]
@@ -952,7 +955,7 @@ def _cross_rows(lc: LayerCapture, rows, groups, spans, measure: str) -> list:
     Tk = lc.weights.shape[-1]
     r = torch.as_tensor(rows, dtype=torch.long)
     if measure == "attention":
-        a = _normalize((lc.weights[:, r, :] @ _span_mean_matrix(spans, Tk)).double().numpy())  # [H, R, W]
+        a = sum_normalize((lc.weights[:, r, :] @ _span_mean_matrix(spans, Tk)).double().numpy())  # [H, R, W]
         return [a[:, g].mean(0).mean(0) for g in groups]
     if measure == "attention_norm":
         lens = torch.tensor([l - f + 1 for f, l in spans], dtype=torch.float32)
@@ -961,7 +964,7 @@ def _cross_rows(lc: LayerCapture, rows, groups, spans, measure: str) -> list:
         m = value_zeroing(lc, rows=r, spans=spans, method="fast", normalize=False).double().numpy()
     else:
         raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
-    m = _normalize(m)
+    m = sum_normalize(m)
     return [m[g].mean(0) for g in groups]
 
 
@@ -1000,8 +1003,8 @@ def item_distributions(
     from .models import model_family
 
     family = model_family(model)
-    audio = _audio_of(item) if audio is None else audio
-    alignment = _alignment_of(item)
+    audio = audio_of(item) if audio is None else audio
+    alignment = alignment_of(item)
     uses = item_uses(item) if uses is None else list(uses)
     dur = len(audio) / 16000
     bad = [m for m in measures if m not in MEASURES]
@@ -1187,7 +1190,7 @@ def get_transcriptions(run: ModelRun, items: Sequence, keys: Sequence[str], mode
             model, processor = run.load()
         fam = model_family(model)
         for k, it in tqdm(todo, desc=f"transcribe {run.label}", disable=not progress):
-            audio = _audio_of(it)
+            audio = audio_of(it)
             if fam == "whisper":
                 from .capture import transcribe
 
@@ -1333,9 +1336,9 @@ def run_study(
     items = _as_items(items, n_items)
     if not items:
         raise ValueError("no items to analyse")
-    audios = [_audio_of(it) for it in items]
+    audios = [audio_of(it) for it in items]
     keys = [item_key(it, a) for it, a in zip(items, audios)]
-    ids = [_item_id(it, k) for k, it in enumerate(items)]
+    ids = [item_id_of(it, k) for k, it in enumerate(items)]
     uses = [item_uses(it) for it in items]
     fp = dataset_fingerprint(keys)
     loaded = dict(loaded or {})
@@ -1376,7 +1379,7 @@ def run_study(
             rec = tr.get(keys[k])
             if rec is None:
                 continue
-            words = [w["word"] for w in _alignment_of(it)]
+            words = [w["word"] for w in alignment_of(it)]
             for u in uses[k]:
                 missing = misrecognised_words(words, rec["text"], u)
                 if missing:
@@ -1412,7 +1415,7 @@ def run_study(
         for k in tqdm(range(len(items)), desc=f"study {run.label}", disable=not progress):
             path = shard_path(shard_dir, keys[k])
             got = load_shard(path, key=keys[k], run=run.slug, settings=tag, expect=dict(
-                uses=[u.name for u in uses[k]], n_words=len(_alignment_of(items[k])), measures=list(measures),
+                uses=[u.name for u in uses[k]], n_words=len(alignment_of(items[k])), measures=list(measures),
                 encoder=components is None or "encoder" in components)) if cache else None
             if got is not None:
                 res, meta = got
@@ -1472,7 +1475,7 @@ def run_study(
                     if (ids[k], u.name) in dec_excl:
                         continue  # already counted (misrecognised, or by the twin reading the same transcript)
                     dec_excl.add((ids[k], u.name))
-                    al = _alignment_of(it)
+                    al = alignment_of(it)
                     missing = [i for i in (*u.cue, u.target) if positions is None or positions[i] is None]
                     excl_rows.append(dict(
                         item=item_id, base_item=ids[k], use=u.name, template=it.get("template"), label=it.get("label"),
@@ -1522,8 +1525,8 @@ def run_study(
         for u in uses[k]:
             d = dict(item=ids[k] if u.name == "main" else f"{ids[k]}:{u.name}", base_item=ids[k], use=u.name,
                      template=it.get("template"), label=it.get("label"), voice=it.get("voice"),
-                     reference=it.get("transcription"), cue=" ".join(_alignment_of(it)[i]["word"] for i in u.cue),
-                     target=_alignment_of(it)[u.target]["word"], key=keys[k],
+                     reference=it.get("transcription"), cue=" ".join(alignment_of(it)[i]["word"] for i in u.cue),
+                     target=alignment_of(it)[u.target]["word"], key=keys[k],
                      cue_distance=use_cue_distance(it, u), distance_group=distance_group(use_cue_distance(it, u)),
                      excluded=(ids[k], u.name) in excluded, whisper_ok=it.get("whisper_ok"))
             for r, tr in transcripts.items():

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     build = Path(ds._ctxmix_build_dir)
     rep = H.build_report(ds)
     if args.check or args.export_check or args.edge_silence_effect:
-        model, processor = H._default_model()
+        model, processor = H.default_model()
         name = H.model_fingerprint(model)
         order = check_order(ds)
     if args.edge_silence_effect:  # before the check: its items are the check's first ones

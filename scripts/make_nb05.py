@@ -150,7 +150,7 @@ print(pd.crosstab(pd.Series(items["template"], name="template"), pd.Series(items
 it = items[0]
 uses = study.item_uses(it)
 al = it["alignment"]
-wav = study._audio_of(it)
+wav = study.audio_of(it)
 ax = plot_waveform_words(wav, 16000, al, title=f"{it['transcription']}  ({it['template']}, {it['label']})")
 for u in uses:
     ax.axvspan(al[u.target]["start"], al[u.target]["end"], color="tab:red", alpha=0.15)

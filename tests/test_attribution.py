@@ -144,10 +144,10 @@ def test_replace_decoder_word(tiny, item):
 
 def test_blank_input_validation(item):
     audio, _ = item
-    out = A._blank(audio, [(0.1, 0.2)])
+    out = A.blank_spans(audio, [(0.1, 0.2)])
     assert np.all(out[1600:3200] == 0) and np.array_equal(out[:1600], audio[:1600])
     with pytest.raises(ValueError, match="no sample"):
-        A._blank(audio, [(5.0, 6.0)])
+        A.blank_spans(audio, [(5.0, 6.0)])
 
 
 def test_wav2vec2_is_refused():

@@ -105,7 +105,7 @@ def test_whisper_paths_feed_the_encoder_on_the_model_device(whisper_meta, path):
         "integrated_gradients": lambda: A.integrated_gradients(m, p, audio, [1, 2, 3], [2], steps=1,
                                                                batch_size=1),
     }[path]
-    encoder, _ = C._whisper_parts(m)
+    encoder, _ = C.whisper_parts(m)
     seen = {}
     h = encoder.register_forward_pre_hook(_spy(seen, "encoder"), with_kwargs=True)
     try:
@@ -142,7 +142,7 @@ def test_whisper_paths_feed_the_decoder_on_the_model_device(whisper_meta, path):
         "rows_capture": lambda: S.whisper_rows_capture(m, p, audio, [1, 2, 3], [0, 1]),
         "target_log_prob": lambda: A.target_log_prob(m, torch.zeros(1, 80, 3000), [1, 2, 3], [2]),
     }[path]
-    _, decoder = C._whisper_parts(m)
+    _, decoder = C.whisper_parts(m)
     seen = {}
     h = decoder.register_forward_pre_hook(_spy(seen, "decoder"), with_kwargs=True)
     try:
@@ -230,7 +230,7 @@ def test_cuda_runs_match_the_cpu_and_return_cpu_tensors():
     assert torch.allclose(A.target_log_prob(mg, x, ids, [5]), A.target_log_prob(mc, x, ids, [5]), atol=1e-3)
     feats = C.whisper_features(p, audio)
     dec = torch.tensor([ids])
-    recs = L.capture_layer_io(list(C._whisper_parts(mg)[0].layers),
+    recs = L.capture_layer_io(list(C.whisper_parts(mg)[0].layers),
                               lambda: mg(input_features=feats.cuda(), decoder_input_ids=dec.cuda()))
     assert recs and all(r.hidden_states.device.type == "cpu" and r.output.device.type == "cpu" for r in recs)
     assert all(row["scaled_diff"] < 1e-4 for row in L.compare_with_transformers(recs))

@@ -443,7 +443,7 @@ def test_audio_dict_with_only_a_path(tmp_path):
     np.testing.assert_array_equal(A.load_audio({"path": str(p), "array": None, "sampling_rate": None}), ref)
     np.testing.assert_array_equal(A.load_audio({"bytes": p.read_bytes(), "path": "clip.wav"}), ref)
     item = {"audio": {"path": str(p)}}
-    np.testing.assert_array_equal(study._audio_of(item), ref)
+    np.testing.assert_array_equal(study.audio_of(item), ref)
     from ctxmix_lite.homophony import item_audio
 
     np.testing.assert_array_equal(item_audio(item), ref)
@@ -552,7 +552,7 @@ def test_a_submodule_in_training_mode_is_refused(tiny, items):
     model.model.encoder.layers[0].train()
     with pytest.raises(ValueError, match=r"training mode.*model\.encoder\.layers\.0"):
         capture(model, tiny[1], items[0]["audio"])
-    audio = study._audio_of(items[0])
+    audio = study.audio_of(items[0])
     with pytest.raises(ValueError, match="training mode"):
         study.whisper_rows_capture(model, tiny[1], audio, None, [0, 1])
 

@@ -76,7 +76,7 @@ def test_word_times_inside_clip_in_order_and_cue_before_target(larger):
         # the word after the target (or the second target) starts with a consonant: no liaison
         last = max(row["target_index"], row["target_index_2"])
         if last + 1 < len(al):
-            assert H._consonant_initial(al[last + 1]["word"])
+            assert H.consonant_initial(al[last + 1]["word"])
 
 
 def test_labels_balanced_and_templates_present(larger):

@@ -124,7 +124,7 @@ def test_rows_capture_matches_full_capture(tiny, items):
 
     model, proc = tiny
     it = items[0]
-    audio = study._audio_of(it)
+    audio = study.audio_of(it)
     ids = _dec_ids(proc, it["transcription"])
     rows = list(range(30, 44))
     light = study.whisper_rows_capture(model, proc, audio, ids, rows)  # sdpa forward + eager rows
@@ -160,7 +160,7 @@ def test_recomputed_weights_are_verified_against_the_kernel_output(tiny, items):
 
     model, proc = tiny
     it = items[0]
-    out = study.whisper_rows_capture(model, proc, study._audio_of(it), _dec_ids(proc, it["transcription"]),
+    out = study.whisper_rows_capture(model, proc, study.audio_of(it), _dec_ids(proc, it["transcription"]),
                                      list(range(5, 25)))
     for comp in ("encoder", "decoder", "cross"):
         for lc in out[comp]:
@@ -196,7 +196,7 @@ def test_keys_upto_leaves_span_measures_unchanged(tiny, items):
     from ctxmix_lite.value_zeroing import value_zeroing
 
     model, proc = tiny
-    audio = study._audio_of(items[0])
+    audio = study.audio_of(items[0])
     lc = study.whisper_rows_capture(model, proc, audio, None, list(range(20, 30)))["encoder"][1]
     spans = [(0, 9), (10, 30), (31, 60)]
     cut = study.keys_upto(lc, 61)
@@ -217,7 +217,7 @@ def test_item_distributions_match_full_matrices(tiny, items):
 
     model, proc = tiny
     it = items[0]
-    audio = study._audio_of(it)
+    audio = study.audio_of(it)
     ids = _dec_ids(proc, it["transcription"])
     res = study.item_distributions(model, proc, it, decoder_ids=ids, audio=audio)
     full = capture(model, proc, audio, decoder_input_ids=ids, sampling_rate=16000)
@@ -275,7 +275,7 @@ def test_wav2vec2_item_distributions(items):
     for v in res["dist"].values():
         assert v.shape == (2, len(items[1]["alignment"]))
         np.testing.assert_allclose(v.sum(-1), 1.0, atol=1e-5)
-    assert res["window"] == pytest.approx(len(study._audio_of(items[1])) / 16000)
+    assert res["window"] == pytest.approx(len(study.audio_of(items[1])) / 16000)
     with pytest.raises(ValueError, match="only an encoder"):
         study.item_distributions(model, proc, items[1], components=["decoder"])
 

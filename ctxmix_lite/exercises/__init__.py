@@ -232,7 +232,8 @@ def _hint_for(hints, kind: str, index: int, c: Case) -> str:
     return DEFAULT_HINTS.get(kind, "")
 
 
-def _short_traceback(err: BaseException) -> str:
+def short_traceback(err: BaseException) -> str:
+    """The error and the line of the learner's code that raised it, in two lines."""
     frames = traceback.extract_tb(err.__traceback__)
     # the deepest frame in the learner's own code (not in a library, not in this module)
     own = [f for f in frames if f.filename != __file__
@@ -245,7 +246,9 @@ def _short_traceback(err: BaseException) -> str:
     return f"{head}\n    at line {last.lineno} of {last.name}(){code}"
 
 
-def _report(ok: bool, message: str, strict: Optional[bool]) -> bool:
+def report_result(ok: bool, message: str, strict: Optional[bool]) -> bool:
+    """Print a check's message; return ``ok``, or raise AssertionError on a failure when ``strict``
+    (``None``: :func:`strict_default`)."""
     print(message, flush=True)
     if strict is None:
         strict = strict_default()
@@ -300,21 +303,21 @@ def check_function(learner_fn: Callable, reference_fn: Callable, cases, name: st
         except NotImplementedError:
             msg = (f"{FAIL} {name}: not implemented yet.\n"
                    f"  Hint: {_hint_for(hints, 'not_implemented', i, c)}")
-            return _report(False, msg, strict)
+            return report_result(False, msg, strict)
         except Exception as err:
             msg = (f"{FAIL} {name}: your function raised an error on {where}:\n"
-                   f"  {_short_traceback(err)}\n  Hint: {_hint_for(hints, 'error', i, c)}")
-            return _report(False, msg, strict)
+                   f"  {short_traceback(err)}\n  Hint: {_hint_for(hints, 'error', i, c)}")
+            return report_result(False, msg, strict)
         try:
             _check_properties(out, c, properties)
             max_diff = max(max_diff, _compare(out, ref, atol, rtol))
         except _Mismatch as mm:
             msg = (f"{FAIL} {name}: {where}: {mm.message}.\n"
                    f"  Hint: {_hint_for(hints, mm.kind, i, c)}")
-            return _report(False, msg, strict)
+            return report_result(False, msg, strict)
     diff = f" (max abs diff {max_diff:.1e})" if max_diff > 0 else ""
     msg = f"{PASS} {name}: all {n} case{'s' if n > 1 else ''} match the reference{diff}."
-    return _report(True, msg, strict)
+    return report_result(True, msg, strict)
 
 
 def check_value(value: Any, expected: Any, name: str, atol: float = 1e-5, rtol: float = 1e-4,
@@ -324,9 +327,9 @@ def check_value(value: Any, expected: Any, name: str, atol: float = 1e-5, rtol: 
         max_diff = _compare(value, expected, atol, rtol)
     except _Mismatch as mm:
         msg = f"{FAIL} {name}: {mm.message}.\n  Hint: {hint or DEFAULT_HINTS.get(mm.kind, '')}"
-        return _report(False, msg, strict)
+        return report_result(False, msg, strict)
     diff = f" (max abs diff {max_diff:.1e})" if max_diff > 0 else ""
-    return _report(True, f"{PASS} {name}: matches{diff}.", strict)
+    return report_result(True, f"{PASS} {name}: matches{diff}.", strict)
 
 
 def use_solution(learner_fn: Callable, reference_fn: Callable, SOLUTIONS: bool) -> Callable:
@@ -340,4 +343,4 @@ def use_solution(learner_fn: Callable, reference_fn: Callable, SOLUTIONS: bool) 
 
 
 __all__ = ["Case", "case", "check_function", "check_value", "use_solution", "strict_default",
-           "PASS", "FAIL", "DEFAULT_HINTS"]
+           "PASS", "FAIL", "DEFAULT_HINTS", "report_result", "short_traceback"]

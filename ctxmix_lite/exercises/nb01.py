@@ -206,7 +206,7 @@ def _close(a, b, atol=2e-5, rtol=1e-4) -> bool:
             and bool(torch.allclose(a, b, atol=atol, rtol=rtol)))
 
 
-def _diagnose(fn: Callable, cases: Sequence, mistakes: Sequence, properties: Sequence = ()) -> dict:
+def diagnose_mistakes(fn: Callable, cases: Sequence, mistakes: Sequence, properties: Sequence = ()) -> dict:
     """Run ``fn`` on each case; return ``{case index: hint}`` for the cases whose output matches a
     known mistake (``mistakes``: ``(hint, wrong_fn)``) or fails a property
     (``properties``: ``(hint, predicate(out, case) -> True when the property is violated)``).
@@ -244,7 +244,7 @@ def _diagnose(fn: Callable, cases: Sequence, mistakes: Sequence, properties: Seq
     return found
 
 
-def _hints(found: dict, generic: dict) -> dict:
+def mistake_hints(found: dict, generic: dict) -> dict:
     """Hints for check_function: the diagnosed mistake for its case, and (a mistake is usually
     systematic) the first diagnosis as the hint for any value difference; else the generic ones."""
     h = dict(generic)
@@ -363,12 +363,12 @@ def check_attention_weights(fn, data: Optional[ExerciseData] = None, strict=None
     """``attention_weights(q, k, causal=False)`` on real per-head queries/keys of Whisper-base."""
     data = data or default_exercise_data()
     cases = attention_cases(data)
-    found = _diagnose(fn, cases, ATTENTION_MISTAKES, ATTENTION_PROPERTIES)
+    found = diagnose_mistakes(fn, cases, ATTENTION_MISTAKES, ATTENTION_PROPERTIES)
     generic = {"shape": "A has one row per query and one column per key: [H, Tq, Tk] = "
                         "q @ k.transpose(-1, -2) (the cross-attention case has Tq != Tk).",
                "value": "A = softmax(q k^T / sqrt(d_h)) with the softmax over the keys (last axis)."}
     return check_function(fn, attention_weights, cases, "attention_weights", atol=1e-5, rtol=1e-4,
-                          hints=_hints(found, generic), strict=strict, properties=ATTENTION_INVARIANTS)
+                          hints=mistake_hints(found, generic), strict=strict, properties=ATTENTION_INVARIANTS)
 
 
 def _mha_variant(**change):
@@ -436,14 +436,14 @@ def check_multi_head_attention(fn, data: Optional[ExerciseData] = None, strict=N
     causal=False)`` on real Whisper-base / wav2vec2-base layers."""
     data = data or default_exercise_data()
     cases = mha_cases(data)
-    found = _diagnose(fn, cases, MHA_MISTAKES)
+    found = diagnose_mistakes(fn, cases, MHA_MISTAKES)
     generic = {"error": "b_k can be None (Whisper's keys have no bias): add a bias only when it is "
                         "not None. Read the error line above.",
                "shape": "the output has the shape of x_q: [Tq, D].",
                "value": "follow the equations: q, k, v projections (x W^T + b), split into heads, "
                         "softmax(q k^T / sqrt(d_h)) v per head, concatenate, x W_o^T + b_o."}
     return check_function(fn, multi_head_attention, cases, "multi_head_attention", atol=1e-5, rtol=1e-4,
-                          hints=_hints(found, generic), strict=strict)
+                          hints=mistake_hints(found, generic), strict=strict)
 
 
 LN_MISTAKES = [
@@ -477,11 +477,11 @@ def check_layer_norm(fn, data: Optional[ExerciseData] = None, strict=None) -> bo
     """``layer_norm(x, gamma, beta, eps)`` over the last axis, on real hidden states."""
     data = data or default_exercise_data()
     cases = layer_norm_cases(data)
-    found = _diagnose(fn, cases, LN_MISTAKES)
+    found = diagnose_mistakes(fn, cases, LN_MISTAKES)
     generic = {"value": "mu and sigma^2 over the last axis (features) of each position, biased "
                         "variance, eps inside the square root, then gamma * x_hat + beta."}
     return check_function(fn, layer_norm, cases, "layer_norm", atol=1e-5, rtol=1e-4,
-                          hints=_hints(found, generic), strict=strict)
+                          hints=mistake_hints(found, generic), strict=strict)
 
 
 ADD_NORM_MISTAKES = [
@@ -501,9 +501,9 @@ def check_add_and_norm(fn, data: Optional[ExerciseData] = None, strict=None) -> 
     a = L.multi_head_attention(data.x_post, data.x_post, **w.self_attn.kwargs())
     cases = [_with_ref(case(data.x_post, a, w.norm_attn.gamma, w.norm_attn.beta, w.norm_attn.eps,
                             label="wav2vec2-base layer: input + its self-attention output"), add_and_norm)]
-    found = _diagnose(fn, cases, ADD_NORM_MISTAKES)
+    found = diagnose_mistakes(fn, cases, ADD_NORM_MISTAKES)
     return check_function(fn, add_and_norm, cases, "add_and_norm", atol=1e-5, rtol=1e-4,
-                          hints=_hints(found, {"value": "LN(x + sublayer_out) with your layer_norm."}),
+                          hints=mistake_hints(found, {"value": "LN(x + sublayer_out) with your layer_norm."}),
                           strict=strict)
 
 
@@ -532,11 +532,11 @@ def check_feed_forward(fn, data: Optional[ExerciseData] = None, strict=None) -> 
                             label="Whisper encoder feed-forward on its real (normalised) input"), feed_forward),
              _with_ref(case(data.x_post, data.w_post.ffn.W1, data.w_post.ffn.b1, data.w_post.ffn.W2,
                             data.w_post.ffn.b2, label="wav2vec2-base feed-forward"), feed_forward)]
-    found = _diagnose(fn, cases, FFN_MISTAKES)
+    found = diagnose_mistakes(fn, cases, FFN_MISTAKES)
     generic = {"shape": "W1 is [D_ff, D] and W2 is [D, D_ff] (torch's [out, in]): x @ W1.T, then @ W2.T.",
                "value": "FFN(x) = GELU(x W1^T + b1) W2^T + b2 with the exact (erf) GELU."}
     return check_function(fn, feed_forward, cases, "feed_forward", atol=1e-5, rtol=1e-4,
-                          hints=_hints(found, generic), strict=strict)
+                          hints=mistake_hints(found, generic), strict=strict)
 
 
 def _no_residual_post(x, w):
@@ -578,11 +578,11 @@ def check_post_ln_layer(fn, data: Optional[ExerciseData] = None, strict=None) ->
     cases = [_with_ref(case(data.x_post, data.w_post, label="wav2vec2-base layer (post-LN)"), post_ln_layer),
              _with_ref(case(data.x_enc[:100], replace(data.w_enc, kind="post_ln"),
                             label="Whisper encoder weights wired post-LN"), post_ln_layer)]
-    found = _diagnose(fn, cases, LAYER_MISTAKES)
+    found = diagnose_mistakes(fn, cases, LAYER_MISTAKES)
     generic = {"value": "h = LN_1(x + MHA(x)); y = LN_2(h + FFN(h)), with w.norm_attn = LN_1 and "
                         "w.norm_ffn = LN_2."}
     return check_function(fn, post_ln_layer, cases, "post_ln_layer", atol=1e-5, rtol=1e-4,
-                          hints=_hints(found, generic), strict=strict)
+                          hints=mistake_hints(found, generic), strict=strict)
 
 
 def check_pre_ln_layer(fn, data: Optional[ExerciseData] = None, strict=None) -> bool:
@@ -591,11 +591,11 @@ def check_pre_ln_layer(fn, data: Optional[ExerciseData] = None, strict=None) -> 
     cases = [_with_ref(case(data.x_enc, data.w_enc, label="Whisper-base encoder layer (pre-LN)"), pre_ln_layer),
              _with_ref(case(data.x_post, replace(data.w_post, kind="pre_ln"),
                             label="wav2vec2-base weights wired pre-LN"), pre_ln_layer)]
-    found = _diagnose(fn, cases, LAYER_MISTAKES)
+    found = diagnose_mistakes(fn, cases, LAYER_MISTAKES)
     generic = {"value": "h = x + MHA(LN_1(x)); y = h + FFN(LN_2(h)), with w.norm_attn = LN_1 and "
                         "w.norm_ffn = LN_2."}
     return check_function(fn, pre_ln_layer, cases, "pre_ln_layer", atol=1e-5, rtol=1e-4,
-                          hints=_hints(found, generic), strict=strict)
+                          hints=mistake_hints(found, generic), strict=strict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -665,5 +665,5 @@ __all__ = [
     "whisper_layer_io", "wav2vec2_layer_io", "whisper_decoder_ids", "synthesize_clip", "perturb_biases_",
     "check_attention_weights", "check_multi_head_attention", "check_layer_norm", "check_add_and_norm",
     "check_feed_forward", "check_post_ln_layer", "check_pre_ln_layer", "real_layer_table",
-    "print_real_layer_table", "plot_head_attention",
+    "print_real_layer_table", "plot_head_attention", "diagnose_mistakes", "mistake_hints",
 ]

@@ -345,14 +345,14 @@ CAD_INVARIANTS = [
 def check_cad(fn, real_maps: Optional[torch.Tensor] = None, strict=None) -> bool:
     """``cad(A)`` for maps ``A [..., T, T]`` -> ``[...]`` float32; identity, uniform, random, real."""
     from ctxmix_lite.exercises import check_function
-    from ctxmix_lite.exercises.nb01 import _diagnose, _hints
+    from ctxmix_lite.exercises.nb01 import diagnose_mistakes, mistake_hints
 
     cases = cad_cases(real_maps)
-    found = _diagnose(fn, cases, CAD_MISTAKES)
+    found = diagnose_mistakes(fn, cases, CAD_MISTAKES)
     generic = {"shape": "one number per map: the result has shape A.shape[:-2] (a 0-d tensor for one map).",
                "value": "CAD = (1/T) sum_ij A[i, j] (1 - |i - j| / (T - 1)): build the |i - j| matrix "
                         "with torch.arange, weight, sum over the last two axes, divide by T."}
-    return check_function(fn, cad, cases, "cad", atol=1e-5, rtol=1e-4, hints=_hints(found, generic), strict=strict,
+    return check_function(fn, cad, cases, "cad", atol=1e-5, rtol=1e-4, hints=mistake_hints(found, generic), strict=strict,
                           properties=CAD_INVARIANTS)
 
 

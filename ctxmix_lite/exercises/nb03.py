@@ -170,10 +170,10 @@ INVARIANTS = [
 
 def check_attention_norm(fn, capture=None, strict=None) -> bool:
     """``attention_norm(weights, values, W_O, per_head=False)`` on real Whisper-base blocks."""
-    from ctxmix_lite.exercises.nb01 import _diagnose, _hints
+    from ctxmix_lite.exercises.nb01 import diagnose_mistakes, mistake_hints
 
     cases = exercise_cases(capture if capture is not None else default_capture())
-    found = _diagnose(fn, cases, MISTAKES)
+    found = diagnose_mistakes(fn, cases, MISTAKES)
     generic = {
         "shape": "per_head=False -> [Tq, Tk] (one score per query and key); per_head=True -> [H, Tq, Tk].",
         "value": "f_ij = sum_h alpha_ij^h v_j^h (W_O^h)^T with W_O^h = W_O[:, h*d_h:(h+1)*d_h]; the score "
@@ -182,7 +182,7 @@ def check_attention_norm(fn, capture=None, strict=None) -> bool:
                  "torch.einsum is the easiest way to write the sums.",
     }
     return check_function(fn, attention_norm, cases, "attention_norm", atol=1e-4, rtol=1e-4,
-                          hints=_hints(found, generic), strict=strict, properties=INVARIANTS)
+                          hints=mistake_hints(found, generic), strict=strict, properties=INVARIANTS)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -116,10 +116,10 @@ def zeroed_output_cases(capture, spans: Sequence, enc_layer: int = 1, dec_layer:
 
 def check_zeroed_output(fn, capture, spans, strict=None) -> bool:
     """``zeroed_output(cap, positions)`` against the model's own re-run, ``cap.rerun(positions)``."""
-    from ctxmix_lite.exercises.nb01 import _diagnose, _hints
+    from ctxmix_lite.exercises.nb01 import diagnose_mistakes, mistake_hints
 
     cases = zeroed_output_cases(capture, spans)
-    found = {} if fn is zeroed_output else _diagnose(fn, cases, MISTAKES_41)
+    found = {} if fn is zeroed_output else diagnose_mistakes(fn, cases, MISTAKES_41)
     generic = {
         "type": "return a torch tensor: the layer output [Tq, D] (cap.post returns one).",
         "shape": "one row per query (cap.out.shape): post(cap.resid, a) with a of shape [Tq, D].",
@@ -131,14 +131,14 @@ def check_zeroed_output(fn, capture, spans, strict=None) -> bool:
                  "cap.post(resid_rows, attn_out_rows) maps [N, D] x [N, D] -> [N, D].",
     }
     if _uses_rerun(fn, cases[0]):
-        from ctxmix_lite.exercises import FAIL, _report
+        from ctxmix_lite.exercises import FAIL, report_result
 
-        return _report(False, f"{FAIL} zeroed_output: your function calls cap.rerun -- that is the model doing "
+        return report_result(False, f"{FAIL} zeroed_output: your function calls cap.rerun -- that is the model doing "
                               f"it for you (and what the check compares with). Zero the values yourself.\n"
                               f"  Hint: {generic['value']}", strict)
     # float32: the eager attention and an einsum sum in a different order (outputs up to ~1e2)
     return check_function(fn, _rerun_case, cases, "zeroed_output", atol=2e-3, rtol=1e-4,
-                          hints=_hints(found, generic), strict=strict)
+                          hints=mistake_hints(found, generic), strict=strict)
 
 
 # ---------------------------------------------------------------------------------------------- 4.2
@@ -226,12 +226,12 @@ def _once_per_case(fn):
 
 def check_value_zeroing_slow(fn, capture, spans, target_rows, strict=None) -> bool:
     """``value_zeroing_slow(cap, spans=None, rows=None)`` on real Whisper-base layers."""
-    from ctxmix_lite.exercises.nb01 import _diagnose, _hints
+    from ctxmix_lite.exercises.nb01 import diagnose_mistakes, mistake_hints
 
     cases = exercise_cases(capture, spans, target_rows)
     # the learner's (slow) function runs once per case: the diagnosis and the comparison share it
     fn = fn if fn is value_zeroing_slow else _once_per_case(fn)
-    found = {} if fn is value_zeroing_slow else _diagnose(fn, cases, MISTAKES, PROPERTIES)
+    found = {} if fn is value_zeroing_slow else diagnose_mistakes(fn, cases, MISTAKES, PROPERTIES)
     generic = {
         "shape": "one row per kept query (len(rows), or all Tq) and one column per key position "
                  "(Tk) or per span (len(spans)).",
@@ -243,7 +243,7 @@ def check_value_zeroing_slow(fn, capture, spans, target_rows, strict=None) -> bo
     }
     # float32 cosine distances carry ~1e-7 absolute error per cell: the tolerance allows for it
     return check_function(fn, _expected, cases, "value_zeroing_slow", atol=2e-5, rtol=1e-3,
-                          hints=_hints(found, generic), strict=strict)
+                          hints=mistake_hints(found, generic), strict=strict)
 
 
 # ---------------------------------------------------------------------------------------------- 4.3
@@ -329,11 +329,11 @@ def fast_zeroed_output_cases(capture, spans: Sequence, target_rows: Sequence, en
 def check_fast_zeroed_output(fn, capture, spans, target_rows, strict=None) -> bool:
     """``fast_zeroed_output(cap, positions, rows=None)`` against the real re-runs, and it must not
     re-run the layer (the point of the identity)."""
-    from ctxmix_lite.exercises import FAIL, _report
-    from ctxmix_lite.exercises.nb01 import _diagnose, _hints
+    from ctxmix_lite.exercises import FAIL, report_result
+    from ctxmix_lite.exercises.nb01 import diagnose_mistakes, mistake_hints
 
     cases = fast_zeroed_output_cases(capture, spans, target_rows)
-    found = {} if fn is fast_zeroed_output else _diagnose(fn, cases, MISTAKES_43)
+    found = {} if fn is fast_zeroed_output else diagnose_mistakes(fn, cases, MISTAKES_43)
     generic = {
         "shape": "one row per kept query: [len(rows), D] (every query when rows is None).",
         "value": "delta = torch.einsum('hij,hjd->id', cap.weights[:, rows][:, :, positions], "
@@ -342,11 +342,11 @@ def check_fast_zeroed_output(fn, capture, spans, target_rows, strict=None) -> bo
                  "cap.weights[h, i, j] is alpha^h_ij.",
     }
     if _uses_rerun(fn, cases[2]):
-        return _report(False, f"{FAIL} fast_zeroed_output: your function calls cap.rerun: the identity needs "
+        return report_result(False, f"{FAIL} fast_zeroed_output: your function calls cap.rerun: the identity needs "
                               f"no re-run of attention -- only cap.post on a_i - delta_ij.\n"
                               f"  Hint: {generic['value']}", strict)
     return check_function(fn, _rerun_rows, cases, "fast_zeroed_output", atol=2e-3, rtol=1e-4,
-                          hints=_hints(found, generic), strict=strict)
+                          hints=mistake_hints(found, generic), strict=strict)
 
 
 def _uses_rerun(fn, c) -> bool:

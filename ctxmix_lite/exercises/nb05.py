@@ -114,7 +114,7 @@ def exercise_cases(real_matrix=None, real_cue=None, real_target=None) -> list:
 
 def check_cue_contribution(fn, real_matrix=None, real_cue=None, real_target=None, strict=None) -> bool:
     """Compare the learner's ``cue_contribution`` with the reference; say which mistake it looks like."""
-    from ctxmix_lite.exercises.nb01 import _hints
+    from ctxmix_lite.exercises.nb01 import mistake_hints
 
     cases = exercise_cases(real_matrix, real_cue, real_target)
     found = _diagnose(fn, cases)
@@ -125,4 +125,4 @@ def check_cue_contribution(fn, real_matrix=None, real_cue=None, real_target=None
         "nan": "an all-zero row has no share to give: return 0 there instead of dividing by 0.",
     }
     return check_function(fn, cue_contribution, cases, "cue_contribution", atol=1e-8, rtol=1e-6,
-                          hints=_hints(found, generic), strict=strict)
+                          hints=mistake_hints(found, generic), strict=strict)

@@ -122,7 +122,7 @@ def check_cv_accuracy(fn, strict=None) -> bool:
     import copy
     import numbers
 
-    from ctxmix_lite.exercises import FAIL, PASS, _report, _short_traceback
+    from ctxmix_lite.exercises import FAIL, PASS, report_result, short_traceback
 
     name = "cv_accuracy"
     cases = exercise_cases()
@@ -134,22 +134,22 @@ def check_cv_accuracy(fn, strict=None) -> bool:
             try:
                 outs.append(fn(*copy.deepcopy(c.args), **copy.deepcopy(c.kwargs)))
             except NotImplementedError:
-                return _report(False, f"{FAIL} {name}: not implemented yet.\n  Hint: replace `raise "
+                return report_result(False, f"{FAIL} {name}: not implemented yet.\n  Hint: replace `raise "
                                       f"NotImplementedError` with your code (or set SOLUTIONS = True).", strict)
             except Exception as err:
-                return _report(False, f"{FAIL} {name}: your function raised an error on {where}:\n"
-                                      f"  {_short_traceback(err)}\n  Hint: X is [N, D] (numpy), y holds "
+                return report_result(False, f"{FAIL} {name}: your function raised an error on {where}:\n"
+                                      f"  {short_traceback(err)}\n  Hint: X is [N, D] (numpy), y holds "
                                       f"strings ('singular' / 'plural').", strict)
         out = outs[0]
         if isinstance(out, (bool, np.bool_)) or not isinstance(out, numbers.Real):
-            return _report(False, f"{FAIL} {name}: {where}: returned {type(out).__name__}, expected one "
+            return report_result(False, f"{FAIL} {name}: {where}: returned {type(out).__name__}, expected one "
                                   f"number.\n  Hint: return the mean of the fold accuracies as a float.", strict)
         out = float(out)
         if not 0.0 <= out <= 1.0:
-            return _report(False, f"{FAIL} {name}: {where}: {out:.4g} is not an accuracy (a share in [0, 1]).\n"
+            return report_result(False, f"{FAIL} {name}: {where}: {out:.4g} is not an accuracy (a share in [0, 1]).\n"
                                   f"  Hint: accuracy = mean(prediction == label) on the held-out items.", strict)
         if float(outs[1]) != out:
-            return _report(False, f"{FAIL} {name}: {where}: two calls with the same seed gave {out:.4f} and "
+            return report_result(False, f"{FAIL} {name}: {where}: two calls with the same seed gave {out:.4f} and "
                                   f"{float(outs[1]):.4f}.\n  Hint: derive every random choice from `seed` "
                                   f"(np.random.default_rng(seed), or random_state=seed).", strict)
         lo, hi = _range(i, c)
@@ -164,8 +164,8 @@ def check_cv_accuracy(fn, strict=None) -> bool:
                         break
                 except Exception:
                     continue
-            return _report(False, f"{FAIL} {name}: {where}: {out:.3f}, but correct cross-validations give "
+            return report_result(False, f"{FAIL} {name}: {where}: {out:.3f}, but correct cross-validations give "
                                   f"{lo:.3f}-{hi:.3f} (accepted: {max(0, lo - TOLERANCE):.3f}-"
                                   f"{min(1, hi + TOLERANCE):.3f}).\n  Hint: {hint}", strict)
-    return _report(True, f"{PASS} {name}: all {n} cases are within the range of correct cross-validations "
+    return report_result(True, f"{PASS} {name}: all {n} cases are within the range of correct cross-validations "
                          f"(±{TOLERANCE:g}), on signal and on noise, and deterministic under the seed.", strict)
