@@ -152,10 +152,8 @@ def test_the_shipped_study_is_complete(study_bundle):
     assert len(m) == len(dec) and np.array_equal(m["score"].to_numpy(), m["score_v"].to_numpy())
 
 
-def test_load_study_refuses_other_items(study_bundle):
-    from ctxmix_lite.study import course_items
-
-    items = course_items("offline", 20, seed=0, progress=False, checked_only=True)
+def test_load_study_refuses_other_items(study_bundle, default_items):
+    items = default_items.select(range(len(default_items) - 1))  # one item fewer
     with pytest.raises(shipped.ShippedResultsError, match="other items"):
         shipped.load_study(items=items)
 
