@@ -35,6 +35,8 @@ __all__ = [
     "cue_distances",
     "probe_by_distance",
     "distance_counts",
+    "PAPER_FIG4_WHISPER_BASE",
+    "plot_paper_fig4",
     "DISTANCE_GROUPS",
     "minimal_pair_distances",
     "plot_probe",
@@ -439,6 +441,37 @@ def minimal_pair_distances(items, n_mfcc: int = 13):
         rows.append(dict(pair_id=p, template=tpl, target_ratio=float(np.linalg.norm(ts - tp) / t_ref),
                          cue_ratio=float(np.linalg.norm(cs - cp) / c_ref)))
     return pd.DataFrame(rows)
+
+
+#: The paper's probe accuracies for **Whisper-base** (its Fig. 4), read from the figure -- the
+#: paper and its repository publish no numbers. Source: Fig. 4 of Mohebbi et al. (EMNLP 2023) as
+#: reproduced on page 20 of the first author's Interspeech 2025 tutorial deck
+#: (interpretingdl/speech-interpretability-tutorial @ de98b7c, the third image of that page),
+#: digitised by the curve's colour (ggplot's #F8766D) with ``scripts/digitise_fig4.py``. The
+#: paper probes the outputs of layers 1-6 (``probing/save_rep.py`` keeps ``hidden_states[1:]``),
+#: drawn there at depth (l - 1) / 5; the curve's kinks sit at those depths. Read to about +-0.005;
+#: ``nan`` where the curve is hidden under the other models' curves (trained decoder, layers 4-6,
+#: all near 0.99-1.00). Keys: (component, init); values: layer outputs 1..6.
+PAPER_FIG4_WHISPER_BASE = {
+    ("encoder", "trained"): (0.698, 0.710, 0.736, 0.801, 0.870, 0.855),
+    ("encoder", "random"): (0.636, 0.633, 0.638, 0.637, 0.630, 0.620),
+    ("decoder", "trained"): (0.974, 0.975, 0.982, float("nan"), float("nan"), float("nan")),
+    ("decoder", "random"): (0.963, 0.953, 0.948, 0.946, 0.945, 0.948),
+}
+
+
+def plot_paper_fig4(ax, components=("encoder", "decoder"), n_layers: int = 6):
+    """Draw :data:`PAPER_FIG4_WHISPER_BASE` on a :func:`plot_probe` axis: layer ``l``'s output at
+    this course's depth ``l / n_layers`` (the same state as ours), black, trained solid, random
+    dashed, labelled as read from the paper's figure."""
+    for (comp, init), vals in PAPER_FIG4_WHISPER_BASE.items():
+        if comp not in components:
+            continue
+        depth = [l / n_layers for l in range(1, len(vals) + 1)]
+        ax.plot(depth, vals, color="black", marker="x", ms=5, lw=1.4, ls="-" if init == "trained" else "--",
+                label=f"paper Fig. 4 (read from the figure): Whisper-base {comp}, {init}")
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    return ax
 
 
 def plot_probe(table, baselines: Optional[dict] = None, metric: str = "accuracy", ax=None):

@@ -1766,6 +1766,14 @@ def paper_comparison(summary, runs: Sequence[ModelRun], probe_results=None, deco
                 best = float(t["accuracy"].max())
                 last = float(t.sort_values("layer")["accuracy"].iloc[-1])
                 paper = "near ceiling" if comp == "decoder" else "number decodable from upper layers"
+                if "whisper-base" in l:  # the paper's own Whisper-base curve, read from its Fig. 4
+                    from .probe import PAPER_FIG4_WHISPER_BASE
+
+                    pv = [v for v in PAPER_FIG4_WHISPER_BASE[(comp, "trained")] if v == v]
+                    paper += f" (Whisper-base, read from Fig. 4: best {max(pv):.2f}" + (
+                        f", last layer {PAPER_FIG4_WHISPER_BASE[(comp, 'trained')][-1]:.2f})"
+                        if PAPER_FIG4_WHISPER_BASE[(comp, "trained")][-1] == PAPER_FIG4_WHISPER_BASE[(comp, "trained")][-1]
+                        else ", layers 4-6 hidden in the figure)")
                 ok = best > 0.9 if comp == "decoder" else last > 0.65
                 rows.append(dict(finding=f"probe, {l} {comp}", paper=paper, ours=f"best {best:.2f}, last layer {last:.2f}",
                                  verdict="agree" if ok else "differ", why=why_synth))

@@ -50,10 +50,14 @@ XLSR with `HUB = True`), synthetic French speech instead of Common Voice.
   **Whisper-base — our trained model — is one of the paper's probed models**, on 1,000 Common Voice
   items; our voices are synthetic (exactly homophonous targets, so the acoustic controls are
   cleaner than in real speech).
-- **The paper's Fig. 4 values are not drawn here.** The paper publishes its probe curves only as a
-  figure; its repository releases no result files (`probing/logistic_reg_probing.py` writes them
-  to the authors' local disk) and we have not read numbers off the figure. Compare our Whisper-base
-  curves with the paper's Fig. 4 by eye; no paper curve is plotted rather than an invented one.
+- **The paper's Fig. 4, Whisper-base, is drawn beside ours, read from the figure.** The paper
+  publishes its probe curves only as a figure (its repository releases no result files). The black
+  lines with crosses are its Whisper-base curves **read off the figure** (Fig. 4 as reproduced in
+  the first author's Interspeech 2025 tutorial deck, digitised by colour with
+  `scripts/digitise_fig4.py`; about ±0.005; `probe.PAPER_FIG4_WHISPER_BASE` says where every number
+  comes from). Its trained decoder's layers 4–6 are hidden under the other models' curves in the
+  figure (all near 0.99–1.00) and are left out. The paper probes the outputs of layers 1–6 on
+  1,000 Common Voice items; we draw layer $l$'s output at our depth $l/6$, the same state as ours.
 - **States probed.** The paper probes the outputs of layers 1..L (`probing/save_rep.py` keeps
   `hidden_states[1:]`); we add the input to layer 1, named `input (0)` (section 2 says what it is).
 - **Probe details.** The paper fits `LogisticRegression(solver="liblinear")` on the raw features;
@@ -236,7 +240,8 @@ print(f"MFCC of the target: {mt['accuracy']:.2f} vs chance {mt['chance']:.2f} "
       f"(noise ~{noise:.2f}, {int(mt['n'])} items) -> {verdict}")
 fig, ax = plt.subplots(figsize=(8, 4.5))
 probe.plot_probe(table, baselines, ax=ax)
-ax.set_title("Number probe on the target (Fig. 4 analogue; the paper's values are not drawn)")
+probe.plot_paper_fig4(ax)  # the paper's Whisper-base curves, read from its Fig. 4 (black, crosses)
+ax.set_title("Number probe on the target (Fig. 4 analogue; black: the paper's Whisper-base, read from its figure)")
 savefig(fig, "06_fig4_probe")
 plt.show()
 acc = table.pivot_table(index="layer", columns=["model_label", "component"], values="accuracy").round(2)

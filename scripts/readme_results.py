@@ -178,10 +178,10 @@ def block() -> str:
     out.append("Beside the paper (`study.paper_comparison`, computed from these numbers; Value Zeroing, decoder by "
                "the paper's definition):")
     out.append("")
-    out.append("| finding (paper) | here | verdict |")
-    out.append("|---|---|---|")
+    out.append("| finding | paper | here | verdict |")
+    out.append("|---|---|---|---|")
     for r in cmp.itertuples(index=False):
-        out.append(f"| {r.finding} | {r.ours} | {r.verdict} |")
+        out.append(f"| {r.finding} | {r.paper} | {r.ours} | {r.verdict} |")
     try:
         ex_list, aprov = shipped.load_attribution()
         out.append("")

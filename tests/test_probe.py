@@ -232,3 +232,29 @@ def test_cue_distances_and_probe_by_distance_degrade_gracefully(capsys):
     # no item at all in a group
     table, counts = probe.probe_by_distance(res, items, groups={"far (>=9)": lambda x: x >= 9})
     assert table.empty and counts["n"].tolist() == [0]
+
+
+def test_the_papers_fig4_values_are_drawn_at_our_depth_of_the_same_layer():
+    """probe.PAPER_FIG4_WHISPER_BASE (read from the paper's figure): layer outputs 1..6, accuracies
+    in [0.5, 1], the trained encoder rising from ~0.70 to its peak ~0.87 at layer 5 (as in Fig. 4),
+    random below trained; drawn at depth l / 6, i.e. on our state l."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ctxmix_lite.probe import PAPER_FIG4_WHISPER_BASE as P
+    from ctxmix_lite.probe import plot_paper_fig4
+
+    assert set(P) == {(c, i) for c in ("encoder", "decoder") for i in ("trained", "random")}
+    for vals in P.values():
+        assert len(vals) == 6 and all(0.5 <= v <= 1 for v in vals if v == v)
+    enc = P[("encoder", "trained")]
+    assert enc[0] < 0.72 and max(enc) == enc[4] and 0.85 <= max(enc) <= 0.89
+    assert all(r < t for r, t in zip(P[("encoder", "random")], enc))
+    fig, ax = plt.subplots()
+    plot_paper_fig4(ax)
+    lines = [l for l in ax.get_lines() if "paper Fig. 4" in l.get_label()]
+    assert len(lines) == 4
+    assert np.allclose(lines[0].get_xdata(), np.arange(1, 7) / 6)
+    plt.close(fig)
