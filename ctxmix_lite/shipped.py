@@ -57,6 +57,7 @@ __all__ = [
     "recheck_study",
     "compare_study",
     "recheck_probe",
+    "LOOSE",
     "save_attribution",
     "load_attribution",
     "recheck_attribution",
@@ -68,6 +69,10 @@ FORMAT = "ctxmix-shipped/1"
 STUDY_BUNDLE = "homophony-study-offline"
 #: the bundle notebook 07 loads (its attribution examples at the default parameters)
 ATTRIBUTION_BUNDLE = "attribution-offline"
+#: how far a live re-check may differ from the shipped rows on *other* hardware or library
+#: versions and still be accepted, with a printed note (float32 sums run in another order there);
+#: the same machine and versions reproduce them exactly (tests/test_shipped.py)
+LOOSE = {"study": 1e-3, "attribution": 1e-3, "probe": 0.02}
 
 
 class ShippedResultsError(RuntimeError):
@@ -403,8 +408,9 @@ def describe(res_or_prov) -> None:
         print(f"  model weights {prov['model'].get('weights_fingerprint')}")
 
 
-def _compare_frames(live, shipped, keys, value: str, what: str, atol: float):
-    """Rows of ``live`` must all be in ``shipped`` (same keys) with ``value`` equal within ``atol``."""
+def _compare_frames(live, shipped, keys, value: str, what: str):
+    """``(rows, largest |difference| of value)``: every row of ``live`` must be in ``shipped``
+    (same keys), else :class:`ShippedResultsMismatch`."""
     if not len(live):
         raise ShippedResultsMismatch(f"{what}: the live recomputation produced no rows")
     m = live.merge(shipped, on=list(keys), how="left", suffixes=("_live", "_shipped"), indicator=True)
@@ -417,7 +423,8 @@ def _compare_frames(live, shipped, keys, value: str, what: str, atol: float):
 
 
 def recheck_study(shipped, items, n_items: int = 2, loaded: Optional[dict] = None, atol: float = 1e-6,
-                  runs=None, threads: Optional[int] = None, verbose: bool = True):
+                  runs=None, threads: Optional[int] = None, verbose: bool = True,
+                  loose: Optional[float] = LOOSE["study"]):
     """Recompute the first ``n_items`` analysed items of ``items`` live (every model, component,
     measure and layer of the shipped runs, no cache) and check that they equal the shipped rows
     (:func:`compare_study`): the main table, every decoder definition, the prompt mass and the
@@ -432,38 +439,41 @@ def recheck_study(shipped, items, n_items: int = 2, loaded: Optional[dict] = Non
     if not chosen:
         raise ShippedResultsMismatch("none of the given items is an analysed item of the shipped study")
     runs = list(runs) if runs is not None else shipped.runs
+    from .capture import model_device
+
+    # the shipped rows were computed on the CPU: models on another device are re-loaded there
+    on_cpu = {r: mp for r, mp in (loaded or {}).items() if model_device(mp[0]).type == "cpu"}
+    if verbose and len(on_cpu) < len(loaded or {}):
+        print("(the re-check runs on the CPU, where the shipped results were computed: loading CPU copies)")
     t = time.perf_counter()
     live = run_study(chosen, runs, exclude_misrecognised=settings.get("exclude_misrecognised", True), cache=False,
-                     progress=False, threads=threads, loaded=loaded, options=shipped.options,
+                     progress=False, threads=threads, loaded=on_cpu, options=shipped.options,
                      teacher_forcing=settings.get("teacher_forcing", "transcription"))
-    rep = compare_study(live, shipped, atol=atol)
-    if verbose:
-        print(f"live re-check of {len(chosen)} item(s) against the shipped results "
-              f"({time.perf_counter() - t:.0f} s, tolerance {atol:g}):")
-        print(rep.to_string(index=False))
-    return rep
+    return compare_study(live, shipped, atol=atol, loose=loose, verbose=verbose,
+                         title=f"live re-check of {len(chosen)} item(s) against the shipped results "
+                               f"({time.perf_counter() - t:.0f} s, tolerance {atol:g}):")
 
 
-def compare_study(live, shipped, atol: float = 1e-6):
+def compare_study(live, shipped, atol: float = 1e-6, loose: Optional[float] = None, verbose: bool = False,
+                  title: str = "live re-check against the shipped results:"):
     """Every row of the study result ``live`` must be in ``shipped`` (matched by item content key,
     use, model, component, measure, layer) with the same value within ``atol``: cue contributions
     (all components), every decoder definition, the prompt mass, the probe features (relative to
     their largest magnitude). Returns ``part, rows, max_abs_diff, ok``; raises
-    :class:`ShippedResultsMismatch` on a missing row or a larger difference."""
-    import pandas as pd
-
+    :class:`ShippedResultsMismatch` on a missing row or a larger difference -- unless ``loose`` is
+    given and no difference exceeds it (see :func:`_verdict`: accepted with a printed note)."""
     keys = ["key", "use", "model_label", "component", "measure", "layer"]
     report = []
-    n, d = _compare_frames(live.all_table, shipped.all_table, keys, "score", "cue contribution", atol)
+    n, d = _compare_frames(live.all_table, shipped.all_table, keys, "score", "cue contribution")
     report.append(("cue contribution (all components, measures, layers)", n, d))
     if live.variants is not None and len(live.variants):
-        n, d = _compare_frames(live.variants, shipped.variants, keys + ["definition"], "score", "decoder definitions", atol)
+        n, d = _compare_frames(live.variants, shipped.variants, keys + ["definition"], "score", "decoder definitions")
         report.append(("decoder, every definition", n, d))
     if live.decoder_mass is not None and len(live.decoder_mass):
         lm = live.decoder_mass.merge(live.items[["item", "key"]], on="item")
         sm = shipped.decoder_mass.merge(shipped.items[["item", "key"]], on="item")
         n, d = _compare_frames(lm, sm, ["key", "use", "model_label", "measure", "layer", "position"], "mass",
-                               "prompt mass", atol)
+                               "prompt mass")
         report.append(("decoder prompt mass", n, d))
     key_of = dict(zip(shipped.items["item"], shipped.items["key"]))
     live_key_of = dict(zip(live.items["item"], live.items["key"]))
@@ -485,33 +495,44 @@ def compare_study(live, shipped, atol: float = 1e-6):
             nprobe += 1
     if nprobe:
         report.append(("probe features (relative to the largest |feature|)", nprobe, dprobe))
-    rep = pd.DataFrame(report, columns=["part", "rows", "max_abs_diff"])
-    rep["ok"] = rep["max_abs_diff"] <= atol
-    if not rep["ok"].all():
-        bad = rep[~rep["ok"]]
-        raise ShippedResultsMismatch("the live recomputation differs from the shipped results: "
-                                     + "; ".join(f"{p}: {d:.2e}" for p, d in zip(bad["part"], bad["max_abs_diff"]))
-                                     + ". Regenerate them (`python -m ctxmix_lite.shipped`) or set PRECOMPUTED = False")
-    return rep
+    return _verdict(report, ["part", "rows", "max_abs_diff"], atol, title,
+                    "the live recomputation differs from the shipped results", verbose, loose)
 
 
-def _verdict(rows, columns, atol: float, title: str, failure: str, verbose: bool):
-    """A comparison table (``columns`` + ``ok`` = ``max_abs_diff <= atol``), printed under ``title``
-    when ``verbose``; raises :class:`ShippedResultsMismatch` with ``failure`` and the failing rows."""
+def _verdict(rows, columns, atol: float, title: str, failure: str, verbose: bool, loose: Optional[float] = None):
+    """A comparison table (``columns`` + ``ok``), printed under ``title`` when ``verbose``.
+
+    Every ``max_abs_diff <= atol``: equal (``ok`` = True). Otherwise, with ``loose`` given and no
+    difference above it: accepted with a printed note saying that bitwise agreement holds only on
+    the hardware and versions that computed the shipped rows (``ok`` = "close"). Anything larger
+    (or above ``atol`` with ``loose=None``) raises :class:`ShippedResultsMismatch` with ``failure``
+    and the failing rows."""
     import pandas as pd
 
     rep = pd.DataFrame(rows, columns=columns)
-    rep["ok"] = rep["max_abs_diff"] <= atol
+    equal = rep["max_abs_diff"] <= atol
+    close = rep["max_abs_diff"] <= (loose if loose is not None else atol)
+    rep["ok"] = [True if e else ("close" if c else False) for e, c in zip(equal, close)]
     if verbose:
         print(title)
         print(rep.to_string(index=False))
-    if not rep["ok"].all():
-        raise ShippedResultsMismatch(f"{failure}:\n" + rep[~rep["ok"]].to_string(index=False))
+    if not close.all():
+        raise ShippedResultsMismatch(
+            f"{failure}:\n" + rep[~close].to_string(index=False)
+            + "\nRegenerate them (`python -m ctxmix_lite.shipped`) or set PRECOMPUTED = False to recompute.")
+    if not equal.all():
+        import torch
+
+        print(f"note: the live values differ from the shipped ones by up to {rep['max_abs_diff'].max():.1e} "
+              f"(above {atol:g}, within {loose:g}). The shipped rows were computed on a CPU with the library "
+              f"versions in their provenance; this runtime (torch {torch.__version__}) sums float32 numbers in "
+              "another order, which moves the last digits. They are used as shipped; PRECOMPUTED = False "
+              "recomputes everything here.")
     return rep
 
 
 def recheck_probe(shipped, label: Optional[str] = None, component: str = "encoder", seed: int = 0,
-                  atol: float = 1e-6, verbose: bool = True):
+                  atol: float = 1e-6, verbose: bool = True, loose: Optional[float] = LOOSE["probe"]):
     """Re-fit the probe of one (model, component) of the shipped study on its shipped features
     (:func:`ctxmix_lite.probe.probe_layers`, the notebook's settings) and check accuracy and
     macro-F1 of every layer against the shipped ``probe_scores`` (default: the trained Whisper's
@@ -536,7 +557,7 @@ def recheck_probe(shipped, label: Optional[str] = None, component: str = "encode
              float((m[f"{c}_live"] - m[f"{c}_shipped"]).abs().max())) for c in ("accuracy", "macro_f1")]
     return _verdict(rows, ["part", "layers", "max_abs_diff"], atol,
                     f"live re-fit of the probe ({time.perf_counter() - t:.0f} s, tolerance {atol:g}):",
-                    "the re-fitted probe differs from the shipped scores", verbose)
+                    "the re-fitted probe differs from the shipped scores", verbose, loose)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -614,7 +635,8 @@ def load_attribution(name_or_path=ATTRIBUTION_BUNDLE, items=None):
     return out, prov
 
 
-def recheck_attribution(example: dict, live: dict, atol: float = 1e-6, verbose: bool = True):
+def recheck_attribution(example: dict, live: dict, atol: float = 1e-6, verbose: bool = True,
+                        loose: Optional[float] = LOOSE["attribution"]):
     """Compare one shipped example with its live recomputation: the target's probability and the
     gradient x input scores (relative to their largest magnitude), the blank-out drops. ``live``
     holds whichever of ``gxi`` (Attribution), ``deletion`` (DataFrame) was recomputed."""
@@ -633,7 +655,7 @@ def recheck_attribution(example: dict, live: dict, atol: float = 1e-6, verbose: 
         rows.append(("p(target) with each word blanked", a.size, float(np.abs(a - b).max())))
     return _verdict(rows, ["part", "values", "max_abs_diff"], atol,
                     f"live re-check of the shipped example (tolerance {atol:g}):",
-                    "the live recomputation differs from the shipped example", verbose)
+                    "the live recomputation differs from the shipped example", verbose, loose)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -148,8 +148,9 @@ if PRECOMPUTED:
         results.append(dict(e, item=it, use=study.item_uses(it)[0], audio=study.audio_of(it)))
     r0 = results[0]
     t = time.perf_counter()
-    live = AE.analyse_example(model, proc, r0["item"], r0["k"], r0["key"], r0["transcript_ids"], methods=("gxi",),
-                              with_interventions=False)
+    cpu_model, cpu_proc = (model, proc) if DEVICE == "cpu" else run.load()  # shipped on the CPU: re-check there
+    live = AE.analyse_example(cpu_model, cpu_proc, r0["item"], r0["k"], r0["key"], r0["transcript_ids"],
+                              methods=("gxi",), with_interventions=False)
     shipped.recheck_attribution(r0, live)
     print(f"({time.perf_counter() - t:.0f} s)")
 else:

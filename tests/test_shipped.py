@@ -182,6 +182,11 @@ def test_the_shipped_probe_scores_equal_a_refit(study_bundle):
     s.loc[s.index[(s["model_label"] == "whisper-base (trained)") & (s["component"] == "encoder")][3], "accuracy"] += 0.01
     bad.shipped_frames = dict(study_bundle.shipped_frames, probe_scores=s)
     with pytest.raises(shipped.ShippedResultsMismatch, match="probe"):
+        shipped.recheck_probe(bad, verbose=False, loose=None)
+    # on other hardware a flipped borderline prediction is accepted with a note, a real change is not
+    assert (shipped.recheck_probe(bad, verbose=False)["ok"] == "close").any()
+    s.loc[s.index[(s["model_label"] == "whisper-base (trained)") & (s["component"] == "encoder")][3], "accuracy"] += 0.05
+    with pytest.raises(shipped.ShippedResultsMismatch, match="probe"):
         shipped.recheck_probe(bad, verbose=False)
 
 
@@ -214,6 +219,12 @@ def test_the_shipped_study_equals_a_live_recomputation(study_bundle, default_ite
     bad.all_table.loc[row, "score"] += 1e-5
     with pytest.raises(shipped.ShippedResultsMismatch, match="cue contribution"):
         shipped.compare_study(live, bad)
+    # what the notebooks use: above 1e-6 but within LOOSE (other hardware / versions) -> a note
+    rep = shipped.compare_study(live, bad, loose=shipped.LOOSE["study"])
+    assert rep.set_index("part").loc["cue contribution (all components, measures, layers)", "ok"] == "close"
+    bad.all_table.loc[row, "score"] += 1e-2
+    with pytest.raises(shipped.ShippedResultsMismatch, match="cue contribution"):
+        shipped.compare_study(live, bad, loose=shipped.LOOSE["study"])
     bad = copy.copy(res)
     bad.all_table = res.all_table[res.all_table["key"] != item_key(item)]
     with pytest.raises(shipped.ShippedResultsMismatch, match="no shipped row"):
@@ -238,6 +249,10 @@ def test_the_shipped_attribution_equals_a_live_recomputation(default_items):
     rep = shipped.recheck_attribution(e, live, verbose=False)
     assert rep["ok"].all()
     bad = dict(e, deletion=e["deletion"].assign(p_blanked=e["deletion"]["p_blanked"] + 1e-5))
+    with pytest.raises(shipped.ShippedResultsMismatch):
+        shipped.recheck_attribution(bad, live, verbose=False, loose=None)
+    assert (shipped.recheck_attribution(bad, live, verbose=False)["ok"] == "close").any()
+    bad = dict(e, deletion=e["deletion"].assign(p_blanked=e["deletion"]["p_blanked"] + 1e-2))
     with pytest.raises(shipped.ShippedResultsMismatch):
         shipped.recheck_attribution(bad, live, verbose=False)
 
