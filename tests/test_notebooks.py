@@ -399,7 +399,7 @@ def test_lint_rejects_an_expanded_solution_in_any_notebook():
 
 
 def test_exercise_form_applies_to_the_listed_notebooks():
-    """The rule is on for every listed notebook that exists (it must become all of them)."""
+    """The rule is on for every notebook (and fires on a listed stem only)."""
     stems = {p.name[:2] for p in NOTEBOOKS}
     assert EXERCISE_FORM_NOTEBOOKS <= stems
     nb = _good_exercise_notebook()
