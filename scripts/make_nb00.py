@@ -68,9 +68,10 @@ make lab    # JupyterLab on these notebooks
 ```
 
 **On Colab**: open a notebook from its badge in the README. The first cell of every notebook (the
-*set-up cell*) clones the course, installs it with `pip` — Colab's own torch, transformers and
-ipywidgets are kept — and installs the French voices with `apt`. On your machine the same cell
-only makes `ctxmix_lite` importable.
+*set-up cell*) fetches the course at the ref the badges open, installs it with `pip` — Colab's
+own torch, transformers and ipywidgets are kept — installs the French voices with `apt` and puts
+every cache in one folder, printing each step `[1/4]` … `[4/4]` with its time. On your machine the
+same cell only makes `ctxmix_lite` importable.
 
 **Offline, and where that differs from the paper.** Nothing here downloads a model or a data set:
 
