@@ -17,7 +17,7 @@ Functions here are plain numpy / scikit-learn; the features come from the study 
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 

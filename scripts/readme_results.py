@@ -31,8 +31,6 @@ def _short(label: str) -> str:
 
 
 def block() -> str:
-    import numpy as np
-
     from ctxmix_lite import probe, shipped, study
 
     res = shipped.load_study()

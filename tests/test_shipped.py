@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import gzip
 import json
 from pathlib import Path
 

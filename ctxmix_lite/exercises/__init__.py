@@ -36,7 +36,6 @@ where both are NaN.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import traceback
 import types

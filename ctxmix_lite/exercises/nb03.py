@@ -19,7 +19,6 @@ head attends), compares within float32 tolerance and names classic mistakes.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 
