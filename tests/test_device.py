@@ -36,6 +36,18 @@ def _spy(seen: dict, name: str, stop: bool = True):
     return hook
 
 
+def _devices_seen(module, run, name: str = "module") -> set:
+    """The device types of what ``module`` receives when ``run()`` executes (stopped right there)."""
+    seen = {}
+    h = module.register_forward_pre_hook(_spy(seen, name), with_kwargs=True)
+    try:
+        with pytest.raises(_Stop):
+            run()
+    finally:
+        h.remove()
+    return seen[name]
+
+
 def _noise(seconds=1.0, seed=0):
     return (np.random.default_rng(seed).standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
 
@@ -106,14 +118,7 @@ def test_whisper_paths_feed_the_encoder_on_the_model_device(whisper_meta, path):
                                                                batch_size=1),
     }[path]
     encoder, _ = C.whisper_parts(m)
-    seen = {}
-    h = encoder.register_forward_pre_hook(_spy(seen, "encoder"), with_kwargs=True)
-    try:
-        with pytest.raises(_Stop):
-            run()
-    finally:
-        h.remove()
-    assert seen["encoder"] == {"meta"}
+    assert _devices_seen(encoder, run) == {"meta"}
 
 
 def test_nb01_layer_io_feeds_features_and_token_ids_on_the_model_device(whisper_meta):
@@ -121,14 +126,7 @@ def test_nb01_layer_io_feeds_features_and_token_ids_on_the_model_device(whisper_
     from ctxmix_lite.exercises import nb01
 
     m, p = whisper_meta
-    seen = {}
-    h = m.register_forward_pre_hook(_spy(seen, "model"), with_kwargs=True)
-    try:
-        with pytest.raises(_Stop):
-            nb01.whisper_layer_io(m, p, _noise(), "bonjour")
-    finally:
-        h.remove()
-    assert seen["model"] == {"meta"}
+    assert _devices_seen(m, lambda: nb01.whisper_layer_io(m, p, _noise(), "bonjour")) == {"meta"}
 
 
 @pytest.mark.parametrize("path", ["capture", "rows_capture", "target_log_prob"])
@@ -143,14 +141,7 @@ def test_whisper_paths_feed_the_decoder_on_the_model_device(whisper_meta, path):
         "target_log_prob": lambda: A.target_log_prob(m, torch.zeros(1, 80, 3000), [1, 2, 3], [2]),
     }[path]
     _, decoder = C.whisper_parts(m)
-    seen = {}
-    h = decoder.register_forward_pre_hook(_spy(seen, "decoder"), with_kwargs=True)
-    try:
-        with pytest.raises(_Stop):
-            run()
-    finally:
-        h.remove()
-    assert seen["decoder"] == {"meta"}
+    assert _devices_seen(decoder, run) == {"meta"}
 
 
 @pytest.mark.parametrize("path", ["capture", "ctc_transcribe", "nb01_layer_io"])
@@ -162,14 +153,7 @@ def test_wav2vec2_paths_feed_the_model_on_its_device(wav2vec2_meta, path):
     run = {"capture": lambda: C.capture(m, p, audio, sampling_rate=16000),
            "ctc_transcribe": lambda: S._ctc_transcribe(m, p, audio),
            "nb01_layer_io": lambda: nb01.wav2vec2_layer_io(m, audio)}[path]
-    seen = {}
-    h = m.register_forward_pre_hook(_spy(seen, "model"), with_kwargs=True)
-    try:
-        with pytest.raises(_Stop):
-            run()
-    finally:
-        h.remove()
-    assert seen["model"] == {"meta"}
+    assert _devices_seen(m, run) == {"meta"}
 
 
 def test_compare_with_transformers_runs_each_layer_where_its_module_is(monkeypatch):
