@@ -69,6 +69,7 @@ import contextlib
 import dataclasses
 import difflib
 import hashlib
+import math
 import json
 import re
 import time
@@ -1769,11 +1770,10 @@ def paper_comparison(summary, runs: Sequence[ModelRun], probe_results=None, deco
                 if "whisper-base" in l:  # the paper's own Whisper-base curve, read from its Fig. 4
                     from .probe import PAPER_FIG4_WHISPER_BASE
 
-                    pv = [v for v in PAPER_FIG4_WHISPER_BASE[(comp, "trained")] if v == v]
-                    paper += f" (Whisper-base, read from Fig. 4: best {max(pv):.2f}" + (
-                        f", last layer {PAPER_FIG4_WHISPER_BASE[(comp, 'trained')][-1]:.2f})"
-                        if PAPER_FIG4_WHISPER_BASE[(comp, "trained")][-1] == PAPER_FIG4_WHISPER_BASE[(comp, "trained")][-1]
-                        else ", layers 4-6 hidden in the figure)")
+                    curve = PAPER_FIG4_WHISPER_BASE[(comp, "trained")]
+                    read = [v for v in curve if not math.isnan(v)]
+                    tail = "layers 4-6 hidden in the figure" if math.isnan(curve[-1]) else f"last layer {curve[-1]:.2f}"
+                    paper += f" (Whisper-base, read from Fig. 4: best {max(read):.2f}, {tail})"
                 ok = best > 0.9 if comp == "decoder" else last > 0.65
                 rows.append(dict(finding=f"probe, {l} {comp}", paper=paper, ours=f"best {best:.2f}, last layer {last:.2f}",
                                  verdict="agree" if ok else "differ", why=why_synth))
