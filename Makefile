@@ -1,7 +1,7 @@
 # Context-Mixing in Speech Transformers -- the two commands a newcomer needs:
 #
 #   make run    build the offline data, execute every notebook (outputs/notebooks/, outputs/figures/)
-#   make test   the full test suite (what CI runs through .ci/run)
+#   make test   build the offline data, then the full test suite (what CI runs through .ci/run)
 #
 # Both create or reuse .venv (Python 3.10+; Debian/Ubuntu need python3-venv), install torch
 # without CUDA when no GPU is present, install the course package with its extras, register the
