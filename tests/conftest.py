@@ -60,6 +60,34 @@ def whisper_base():
     return load_model("openai/whisper-base")
 
 
+_WATCHED_ENV = ("CTXMIX_CACHE", "CTXMIX_DATA", "CTXMIX_OUTPUTS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_process_state():
+    """A test that changes the environment variables that locate caches and data, or the working
+    directory, and does not undo it, changes every later test on its worker (a CI failure once:
+    a leaked ``CTXMIX_CACHE`` sent another file's fixtures to an empty temporary cache). Such a
+    test fails here, by name, and the state is put back."""
+    env = {k: os.environ.get(k) for k in _WATCHED_ENV}
+    cwd = os.getcwd()
+    yield
+    leaked = {k: (v, os.environ.get(k)) for k, v in env.items() if os.environ.get(k) != v}
+    for k, (before, _) in leaked.items():
+        if before is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = before
+    moved = os.getcwd() != cwd
+    if moved:
+        os.chdir(cwd)
+    if leaked or moved:
+        what = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in leaked.items()]
+        if moved:
+            what.append("working directory changed")
+        pytest.fail("this test left process state changed (restored now): " + "; ".join(what))
+
+
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(0)

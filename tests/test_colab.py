@@ -89,8 +89,11 @@ def test_colab_setup_steps_then_warm_rerun(tmp_path, monkeypatch):
     repo = tmp_path / "ctxmix"
     (repo / "notebooks").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CTXMIX_CACHE", raising=False)
-    monkeypatch.delenv("CTXMIX_DATA", raising=False)
+    for var in ("CTXMIX_CACHE", "CTXMIX_DATA"):
+        # setenv first: delenv of an unset variable records nothing, so the values colab_setup
+        # sets would outlive this test (they did, in CI, where CTXMIX_CACHE is unset)
+        monkeypatch.setenv(var, "unset-by-this-test")
+        monkeypatch.delenv(var)
     monkeypatch.setattr(colab, "COLAB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(colab, "_installed_versions",
                         lambda names=colab.KEEP_PACKAGES: {k: v for k, v in
