@@ -1,64 +1,131 @@
 """ctxmix_lite -- support package of the course *Context-Mixing in Speech Transformers*.
 
-The package is laid out as the course is: one module per concept, in the order the notebooks
-meet them. Importing ``ctxmix_lite`` is cheap: no submodule (and so neither torch nor
-transformers) is imported until you touch it (``ctxmix_lite.audio`` or
-``from ctxmix_lite import audio`` loads it on first use).
+The tree reads as the course: one subpackage per role, one module per concept. Importing
+``ctxmix_lite`` is cheap: no submodule (and so neither torch nor transformers) is imported until
+you touch it (``ctxmix_lite.measures`` or ``from ctxmix_lite.corpus import audio`` loads it on
+first use).
 
-Course outline (package tree)::
+Course map (package tree; ``tests/test_package_structure.py`` checks it against the files)::
 
     ctxmix_lite/
-      paths.py           where data, caches, outputs and figures live; savefig()       (all notebooks)
-      colab.py           the Colab set-up cell, system packages (espeak-ng, MBROLA)    (all notebooks)
-      plotting.py        waveform / spectrogram with words, labelled heatmaps         (00 ->)
-      widgets.py         small ipywidgets 7/8 viewers, audio player                   (00 ->)
-      exercises/         check_function(): learner code vs reference; nbXX solutions   (00 ->)
-      audio.py           load audio, time <-> frame maps, word spans -> frame spans    (00 welcome)
-      capture_types.py   LayerCapture / Capture: what one attention block exposes      (01 ->)
-      layer.py           a Transformer layer written from its equations                (01 transformer layer)
-      models.py          load_model(): Whisper / wav2vec2, trained or random init      (01 ->)
-      whisper_offline.py the packaged Whisper-base weights -> transformers             (01 ->)
-      capture.py         capture(): every layer's weights, values, residuals           (02)
-      patterns.py        diagonality, locality, head diversity of attention maps       (02)
-      attention_norm.py  ||sum_h alpha_ij^h v_j^h W_O^h||  (Kobayashi et al. 2020)     (03 attention norm)
-      value_zeroing.py   zero v_j, rerun the layer, cosine distance (Mohebbi 2023)     (04 value zeroing)
-      rollout.py, decomposition.py  rollout, GlobEnc / ALTI-style decompositions       (04)
-      measure_utils.py   row / span / causal helpers shared by the measures            (03 ->)
-      measures.py        one dispatch over the measures, per layer and component       (05 ->)
-      pooling.py         frames -> words (mean / max, renormalised)                    (05)
-      synth.py, lexicon.py, homophony.py, commonvoice.py
-                         the French homophony data: offline synthetic, or CV11         (05 homophony cue)
-      study.py           cue -> target contribution over layers, trained vs random     (05)
-      study_cache.py     the study's per-item shards, validated on read                (05 ->)
-      shipped.py         the committed results in data/results/, loaded and re-checked (05 -> 07)
-      explorer.py        the interactive item x model x layer x measure explorer       (05)
-      probe.py           number probe per layer (logistic regression, 3-fold CV)       (06 number probe)
-      attribution.py     gradient attribution to compare with context mixing          (07 mixing vs attribution)
-      attribution_examples.py  notebook 07's per-item analysis (notebook + shipped results) (07)
+      course/            running the course
+        paths.py             where data, caches, outputs and figures live; savefig()        (all)
+        colab.py             the Colab set-up cell, system packages (espeak-ng, MBROLA)     (all)
+        exercises/           check_function(); per-notebook checks and references nb00..nb07 (all)
+      corpus/            speech and its words
+        audio.py             load audio, time <-> frame maps, word spans -> frame spans     (00 ->)
+        synth.py             French speech with exact word/phone times (libespeak-ng)       (05 data)
+        synth_guard.py       the synthesiser's mbrola child keeps no descriptor of ours     (05 data)
+        lexicon.py           Lexique 3.82 pronunciations, the homophony check              (05 data)
+        homophony.py         the homophony items: schema, word lists, offline build, hub     (05 ->)
+        commonvoice.py       Common Voice French -> the homophony schema                    (05 ->)
+      models/            real speech Transformers
+        loading.py           load_model(): Whisper / wav2vec2, trained or random; eager      (01 ->)
+        architectures.py     one adapter table per architecture: where its parts are         (01 ->)
+        whisper_offline.py   the packaged Whisper-base weights -> transformers               (01 ->)
+      internals/         what a layer computes, read from a real model
+        capture_types.py     LayerCapture / Capture: what one attention block exposes       (01 ->)
+        layer.py             a Transformer layer written from its equations                 (01)
+        capture.py           capture(): every layer's weights, values, residuals            (02 ->)
+      measures/          context mixing, one registry and one signature
+        registry.py          Measure, register(), layer_measure(), component_measure()      (03 ->)
+        attention.py         raw attention weights (mean over heads, or per head)           (02)
+        attention_norm.py    ||sum_h alpha_ij^h v_j^h W_O^h||  (Kobayashi et al. 2020)      (03)
+        value_zeroing.py     zero v_j, rerun the layer, cosine distance (Mohebbi 2023)      (04)
+        decomposition.py     ALTI (Ferrando et al. 2022)                                    (04)
+        rollout.py           rollout through the layers (Abnar & Zuidema; the authors' VZ)  (04, 07)
+        utils.py             rows, spans and causal masks shared by the measures            (03 ->)
+        pooling.py           frames -> words (mean / max, renormalised)                     (02, 05)
+        patterns.py          diagonality, locality, CAD, head diversity                     (02)
+      study/             the homophony study (Mohebbi et al., EMNLP 2023)
+        core.py              runs, items, decoder scoring, run_study(), figures             (05)
+        cache.py             the study's per-item shards, validated on read                 (05 ->)
+        shipped.py           the committed results in data/results/, loaded and re-checked  (05 -> 07)
+        explorer.py          the item x model x layer x measure explorer                    (05)
+        probe.py             number probe per layer (logistic regression, 3-fold CV)        (06)
+        attribution.py       gradient attribution vs context mixing                         (07)
+        attribution_examples.py  notebook 07's per-item analysis                           (07)
+      viz/               what a learner sees
+        plotting.py          waveforms with words, labelled heatmaps, layer names           (00 ->)
+        widgets.py           small ipywidgets 7/8 viewers, audio player                     (00 ->)
+
+The flat names of the first releases (``ctxmix_lite.audio``, ``ctxmix_lite.capture``, ...) stay
+importable: :data:`ALIASES` maps each one to its module (the same module object, not a copy).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import sys
 import types
 
 __version__ = "0.1.0"
 
-# Submodules loaded lazily on attribute access (PEP 562), so that `import ctxmix_lite` stays
-# light (the Colab set-up cell and the paths helpers must not import torch).
-_SUBMODULES = (
-    "paths", "colab", "plotting", "widgets", "exercises", "audio", "capture_types", "layer",
-    "models", "whisper_offline", "capture", "patterns", "attention_norm", "value_zeroing",
-    "rollout", "decomposition", "measures", "pooling", "synth", "lexicon", "homophony",
-    "commonvoice", "measure_utils", "study", "study_cache", "shipped", "explorer", "probe", "attribution",
-    "attribution_examples",
-)
+#: The subpackages, in the order the course meets them.
+SUBPACKAGES = ("course", "corpus", "models", "internals", "measures", "study", "viz")
 
-__all__ = ["__version__", *_SUBMODULES]
+#: Earlier flat module names -> where the module lives now (one table; README "Repository layout").
+ALIASES = {
+    "paths": "course.paths", "colab": "course.colab", "exercises": "course.exercises",
+    "audio": "corpus.audio", "synth": "corpus.synth", "synth_guard": "corpus.synth_guard",
+    "lexicon": "corpus.lexicon", "homophony": "corpus.homophony", "commonvoice": "corpus.commonvoice",
+    "whisper_offline": "models.whisper_offline",
+    "capture_types": "internals.capture_types", "capture": "internals.capture", "layer": "internals.layer",
+    "attention_norm": "measures.attention_norm", "value_zeroing": "measures.value_zeroing",
+    "decomposition": "measures.decomposition", "rollout": "measures.rollout", "measure_utils": "measures.utils",
+    "pooling": "measures.pooling", "patterns": "measures.patterns",
+    "study_cache": "study.cache", "shipped": "study.shipped", "probe": "study.probe",
+    "attribution": "study.attribution", "attribution_examples": "study.attribution_examples",
+    "explorer": "study.explorer",
+    "plotting": "viz.plotting", "widgets": "viz.widgets",
+}
+
+__all__ = ["__version__", "ALIASES", *SUBPACKAGES, *ALIASES]
+
+
+class _AliasLoader(importlib.abc.Loader):
+    """Binds an old flat name to the module that now holds it (``import ctxmix_lite.audio`` gives
+    ``ctxmix_lite.corpus.audio`` itself), and lets ``python -m`` run it under its old name."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def create_module(self, spec):
+        return importlib.import_module(self.target)
+
+    def exec_module(self, module):
+        # the import system set __spec__ to the alias's spec; the module keeps its own identity
+        module.__spec__ = importlib.util.find_spec(self.target)
+
+    def get_code(self, fullname):  # python -m ctxmix_lite.<old name>
+        spec = importlib.util.find_spec(self.target)
+        return spec.loader.get_code(self.target)
+
+    def is_package(self, fullname):
+        spec = importlib.util.find_spec(self.target)
+        return spec.submodule_search_locations is not None
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        prefix = __name__ + "."
+        if not fullname.startswith(prefix):
+            return None
+        head, _, rest = fullname[len(prefix):].partition(".")
+        if head not in ALIASES:
+            return None
+        real = f"{__name__}.{ALIASES[head]}" + (f".{rest}" if rest else "")
+        return importlib.machinery.ModuleSpec(fullname, _AliasLoader(real))
+
+
+if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AliasFinder())
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
+    if name in SUBPACKAGES or name in ALIASES:
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
@@ -66,20 +133,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_SUBMODULES))
-
-
-class _Package(types.ModuleType):
-    """This package's module type: when the import system binds ``ctxmix_lite.synth`` (by any
-    route, process-pool workers included), the synthesiser's descriptor guard is installed
-    (:mod:`ctxmix_lite.synth_guard`; kept out of ``synth.py``, whose bytes key the built data)."""
-
-    def __setattr__(self, name, value):
-        if name == "synth" and isinstance(value, types.ModuleType):
-            from .synth_guard import install
-
-            install(value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+    return sorted(set(globals()) | set(SUBPACKAGES) | set(ALIASES))

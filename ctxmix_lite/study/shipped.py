@@ -1,0 +1,715 @@
+"""Shipped results: the full offline study, computed once and committed under ``data/results/``.
+
+A tutorial or a Colab classroom has no time to recompute the homophony study (tens of minutes on
+two CPU cores, and Colab opens every notebook in a fresh runtime). Notebooks 05-07 therefore load
+these results by default (their ``PRECOMPUTED`` parameter), **recompute a few items live and check
+that they equal the shipped rows** (:func:`recheck_study`, :func:`recheck_attribution`), and say so.
+``PRECOMPUTED = False`` recomputes everything as before.
+
+A bundle is a folder::
+
+    data/results/<name>/
+        provenance.json      what, how, from what: data build key and dataset fingerprint, model
+                             runs and their weight fingerprints, code version, settings, command,
+                             timings, and the SHA-256 of every file below
+        <frame>.csv.gz       tidy tables (pandas CSV; floats written at full precision)
+        arrays.npz           arrays (probe features, attribution scores)
+
+:func:`read_bundle` checks every file's size and SHA-256 against ``provenance.json`` before use and
+names the file that does not match (:class:`ShippedResultsError`); :func:`load_study` also checks
+that the bundle was computed from the same items (dataset fingerprint) and with the same study
+definitions (:data:`ctxmix_lite.study.SCORING_SCHEMA`) as the code that reads it.
+
+Regenerate (after the data, the models or the study's definitions change)::
+
+    python -m ctxmix_lite.shipped            # ~30-60 min on 2 CPU cores (resumes from the study cache)
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "STUDY_BUNDLE",
+    "ATTRIBUTION_BUNDLE",
+    "ShippedResultsError",
+    "ShippedResultsMismatch",
+    "results_dir",
+    "write_bundle",
+    "read_bundle",
+    "weights_fingerprint",
+    "code_version",
+    "save_study",
+    "load_study",
+    "usable",
+    "describe",
+    "recheck_study",
+    "compare_study",
+    "recheck_probe",
+    "LOOSE",
+    "save_attribution",
+    "load_attribution",
+    "recheck_attribution",
+    "main",
+]
+
+FORMAT = "ctxmix-shipped/1"
+#: the bundle notebooks 05 and 06 load (the study at the notebooks' default parameters)
+STUDY_BUNDLE = "homophony-study-offline"
+#: the bundle notebook 07 loads (its attribution examples at the default parameters)
+ATTRIBUTION_BUNDLE = "attribution-offline"
+#: how far a live re-check may differ from the shipped rows on *other* hardware or library
+#: versions and still be accepted, with a printed note (float32 sums run in another order there);
+#: the same machine and versions reproduce them exactly (tests/test_shipped.py)
+LOOSE = {"study": 1e-3, "attribution": 1e-3, "probe": 0.02}
+
+
+class ShippedResultsError(RuntimeError):
+    """A shipped bundle is missing, corrupt (size / SHA-256 differs from its provenance) or was
+    computed from other items or other definitions than the code that reads it."""
+
+
+class ShippedResultsMismatch(AssertionError):
+    """A live recomputation does not equal the shipped rows."""
+
+
+def results_dir() -> Path:
+    """``data/results`` of the checkout (``$CTXMIX_RESULTS`` overrides)."""
+    env = os.environ.get("CTXMIX_RESULTS")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[2] / "data" / "results"
+
+
+def _bundle_path(name_or_path) -> Path:
+    p = Path(name_or_path)
+    return p if (p.is_absolute() or p.exists() or len(p.parts) > 1) else results_dir() / p
+
+
+# ------------------------------------------------------------------------------------------------
+# bundles: tables + arrays + provenance, checked on read
+# ------------------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype)
+
+
+def write_bundle(directory, frames: dict, arrays: dict, provenance: dict) -> Path:
+    """Write ``frames`` (name -> DataFrame) as ``name.csv.gz``, ``arrays`` (name -> ndarray) into
+    ``arrays.npz`` and ``provenance`` (plus each frame's dtypes and every file's size and SHA-256)
+    as ``provenance.json``. Written to a temporary folder first, then moved into place."""
+    import shutil
+
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    files, dtypes = {}, {}
+    for name, df in frames.items():
+        fn = f"{name}.csv.gz"
+        df.to_csv(tmp / fn, index=False, compression={"method": "gzip", "mtime": 0})
+        dtypes[name] = {str(c): _dtype_name(t) for c, t in df.dtypes.items()}
+    if arrays:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        (tmp / "arrays.npz").write_bytes(buf.getvalue())
+    for p in sorted(tmp.iterdir()):
+        files[p.name] = dict(bytes=p.stat().st_size, sha256=_sha256(p))
+    prov = dict(provenance)
+    prov.update(format=FORMAT, dtypes=dtypes, files=files)
+    (tmp / "provenance.json").write_text(json.dumps(prov, indent=1, sort_keys=True, default=str) + "\n")
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+    return directory
+
+
+def read_bundle(name_or_path, kind: Optional[str] = None):
+    """``(frames, arrays, provenance)`` of a bundle, after checking every file against
+    ``provenance.json`` (presence, size, SHA-256) -- a mismatch raises :class:`ShippedResultsError`
+    naming the file."""
+    import pandas as pd
+
+    d = _bundle_path(name_or_path)
+    pj = d / "provenance.json"
+    if not pj.is_file():
+        raise ShippedResultsError(f"no shipped results at {d} (missing {pj.name}); regenerate them with "
+                                  "`python -m ctxmix_lite.shipped` or run the notebook with PRECOMPUTED = False")
+    try:
+        prov = json.loads(pj.read_text())
+    except (OSError, ValueError) as err:
+        raise ShippedResultsError(f"{pj} is not readable JSON ({err}); restore it from git "
+                                  "(git checkout -- data/results) or regenerate the bundle") from err
+    if prov.get("format") != FORMAT:
+        raise ShippedResultsError(f"{pj}: format {prov.get('format')!r}, this code reads {FORMAT!r}")
+    if kind is not None and prov.get("kind") != kind:
+        raise ShippedResultsError(f"{pj}: a {prov.get('kind')!r} bundle, expected {kind!r}")
+    for fn, meta in sorted(prov.get("files", {}).items()):
+        p = d / fn
+        if not p.is_file():
+            raise ShippedResultsError(f"{p} is missing (listed in {pj.name})")
+        if p.stat().st_size != meta["bytes"] or _sha256(p) != meta["sha256"]:
+            raise ShippedResultsError(
+                f"{p} does not match its provenance ({p.stat().st_size} bytes, expected {meta['bytes']}; "
+                "SHA-256 differs): the file is corrupt or was edited. Restore it (git checkout -- "
+                f"{p}) or regenerate the bundle with `python -m ctxmix_lite.shipped`")
+    frames = {}
+    for name, dts in prov.get("dtypes", {}).items():
+        p = d / f"{name}.csv.gz"
+        text_cols = {c: str for c, dt in dts.items() if dt == "object" or dt.startswith("str")}
+        try:  # text columns stay text ("0007" is not 7); an empty cell reads back as None
+            df = pd.read_csv(p, keep_default_na=True, dtype=text_cols)
+        except (OSError, ValueError, EOFError) as err:
+            raise ShippedResultsError(f"{p} could not be read ({type(err).__name__}: {err})") from err
+        for col, dt in dts.items():
+            if col not in df.columns:
+                raise ShippedResultsError(f"{p}: column {col!r} listed in the provenance is missing")
+            if dt == "object" or dt.startswith("str"):
+                df[col] = df[col].astype(object).where(df[col].notna(), None)
+            elif dt == "bool":
+                df[col] = df[col].astype(bool)
+            else:
+                df[col] = df[col].astype(dt)
+        frames[name] = df
+    arrays = {}
+    if (d / "arrays.npz").is_file():
+        with np.load(d / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    return frames, arrays, prov
+
+
+# ------------------------------------------------------------------------------------------------
+# provenance
+# ------------------------------------------------------------------------------------------------
+def weights_fingerprint(model) -> str:
+    """SHA-256 (first 16 hex) of a model's parameters and buffers, by name, as float32 bytes."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        a = t.detach().to("cpu")
+        if a.is_floating_point():
+            a = a.to(torch.float32)
+        h.update(a.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def code_version() -> dict:
+    """The package version, the git commit of the checkout (and whether it had local changes),
+    the study's scoring schema and the library versions that compute the numbers."""
+    import torch
+    import transformers
+
+    from ctxmix_lite import __version__
+    from .core import SCORING_SCHEMA
+
+    root = Path(__file__).resolve().parents[2]
+    commit, dirty = None, None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "ctxmix_lite"],
+                            cwd=root, capture_output=True, text=True, timeout=10).stdout
+        dirty = bool(st.strip()) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return dict(ctxmix_lite=__version__, git_commit=commit, package_modified=dirty,
+                scoring_schema=SCORING_SCHEMA, torch=torch.__version__, transformers=transformers.__version__,
+                numpy=np.__version__)
+
+
+def _data_provenance(items, data: str) -> dict:
+    from .core import dataset_fingerprint, item_key
+
+    keys = [item_key(dict(it)) for it in items]
+    d = dict(source=data, dataset_fingerprint=dataset_fingerprint(keys), n_items=len(keys))
+    rep = getattr(items, "_ctxmix_report", None)
+    build = getattr(items, "_ctxmix_build_dir", None)
+    if isinstance(rep, dict) and rep.get("key"):
+        d["build_key"] = rep.get("key")
+    elif build:  # an offline build: its folder is named by its key, its report.json holds it
+        try:
+            d["build_key"] = json.loads((Path(build) / "report.json").read_text()).get("key") or Path(build).name
+        except (OSError, ValueError):
+            d["build_key"] = Path(build).name
+    return d
+
+
+def _run_record(run, model=None) -> dict:
+    d = asdict(run)
+    d["config_overrides"] = [list(kv) for kv in run.config_overrides]
+    d["label"] = run.label
+    if model is not None:
+        d["weights_fingerprint"] = weights_fingerprint(model)
+    return d
+
+
+def _run_from_record(d: dict):
+    from .core import ModelRun
+
+    return ModelRun(d["name"], d["init"], int(d["seed"]), tuple(tuple(kv) for kv in d.get("config_overrides", [])))
+
+
+# ------------------------------------------------------------------------------------------------
+# the study (notebooks 05 and 06)
+# ------------------------------------------------------------------------------------------------
+_STUDY_FRAMES = ("all_table", "exclusions", "items", "variants", "decoder_mass")
+
+
+def save_study(res, items, directory=None, *, data: str = "offline", settings: Optional[dict] = None,
+               loaded: Optional[dict] = None, command: str = "", extra_frames: Optional[dict] = None) -> Path:
+    """Write a :class:`~ctxmix_lite.study.StudyResult` as a bundle (``directory`` default:
+    ``data/results/homophony-study-offline``). ``settings``: how the items were chosen and the study
+    run (n_items, checked_only, seed, exclude_misrecognised, teacher_forcing...); ``loaded``:
+    ``{ModelRun: (model, processor)}`` to record each model's weight fingerprint."""
+    import pandas as pd
+
+    directory = Path(directory) if directory is not None else results_dir() / STUDY_BUNDLE
+    frames = {name: getattr(res, name) for name in _STUDY_FRAMES if getattr(res, name) is not None}
+    arrays, probe_meta, probe_items = {}, [], []
+    for i, ((label, comp), d) in enumerate(sorted(res.probe.items())):
+        arrays[f"probe{i}_X"] = np.asarray(d["X"], dtype=np.float32)
+        meta = d["items"].copy()
+        meta.insert(0, "probe", i)
+        probe_items.append(meta)
+        probe_meta.append(dict(index=i, model_label=label, component=comp, shape=list(np.shape(d["X"]))))
+    if probe_items:
+        frames["probe_items"] = pd.concat(probe_items, ignore_index=True)
+    for name, df in (extra_frames or {}).items():  # e.g. the probe's scores (notebook 06)
+        if name in frames:
+            raise ValueError(f"extra frame {name!r} clashes with the study's own")
+        frames[name] = df
+    loaded = loaded or {}
+    prov = dict(
+        kind="homophony-study",
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        command=command,
+        code=code_version(),
+        data=_data_provenance(items, data),
+        runs=[_run_record(r, loaded.get(r, (None,))[0]) for r in res.runs],
+        options=dict(decoder_scoring=res.options.decoder_scoring,
+                     skip_special_tokens=bool(res.options.skip_special_tokens)),
+        settings=dict(settings or {}),
+        fingerprint=res.fingerprint,
+        timings={k: round(float(v), 1) for k, v in res.timings.items()},
+        probe=probe_meta,
+    )
+    if prov["data"]["dataset_fingerprint"] != res.fingerprint:
+        raise ValueError("the items given are not the items of the result (dataset fingerprints differ)")
+    return write_bundle(directory, frames, arrays, prov)
+
+
+def load_study(name_or_path=STUDY_BUNDLE, items=None, options=None):
+    """The shipped :class:`~ctxmix_lite.study.StudyResult` (``table`` rebuilt from ``all_table`` by
+    the exclusions it was computed with). Checks the files (:func:`read_bundle`), that the study's
+    definitions are this code's (scoring schema) and, when ``items`` is given, that they are the
+    items the bundle was computed from (dataset fingerprint). ``options``: the decoder definition
+    of ``table`` (default: the one it was computed with; all are in ``variants``)."""
+    import pandas as pd
+
+    from .core import SCORING_SCHEMA, StudyOptions, StudyResult, dataset_fingerprint, item_key
+
+    frames, arrays, prov = read_bundle(name_or_path, kind="homophony-study")
+    where = _bundle_path(name_or_path)
+    if prov["code"].get("scoring_schema") != SCORING_SCHEMA:
+        raise ShippedResultsError(
+            f"{where} was computed with the study schema {prov['code'].get('scoring_schema')!r}, this code "
+            f"uses {SCORING_SCHEMA!r}: regenerate it (`python -m ctxmix_lite.shipped`) or set PRECOMPUTED = False")
+    if items is not None:
+        fp = dataset_fingerprint([item_key(dict(it)) for it in items])
+        if fp != prov["fingerprint"]:
+            raise ShippedResultsError(
+                f"{where} was computed from other items (dataset fingerprint {prov['fingerprint']}, these items "
+                f"{fp}; its settings: {prov.get('settings')}, data build {prov['data'].get('build_key')}). "
+                "Use the notebook's default item parameters, or PRECOMPUTED = False to recompute")
+    computed = StudyOptions(**prov["options"])
+    opts = StudyOptions.make(options) if options is not None else computed
+    all_table = frames["all_table"]
+    items_df = frames["items"]
+    excluded = set(map(tuple, items_df.loc[items_df["excluded"], ["base_item", "use"]].astype(str).to_numpy()))
+    keep = ~all_table[["base_item", "use"]].astype(str).apply(tuple, axis=1).isin(excluded) if len(all_table) else []
+    table = all_table[keep].reset_index(drop=True)
+    variants = frames.get("variants")
+    if opts.decoder_definition != computed.decoder_definition:
+        dec = variants[variants["definition"] == opts.decoder_definition].drop(columns=["definition"])
+        table = (pd.concat([table[table["component"] != "decoder"], dec], ignore_index=True)
+                 .sort_values(["model_label", "item", "component", "measure", "layer"], kind="stable")
+                 .reset_index(drop=True))
+    probe = {}
+    for meta in prov.get("probe", []):
+        i = meta["index"]
+        pi = frames["probe_items"]
+        m = pi[pi["probe"] == i].drop(columns=["probe"]).reset_index(drop=True)
+        probe[(meta["model_label"], meta["component"])] = dict(X=arrays[f"probe{i}_X"], y=m["label"].to_numpy(), items=m)
+    res = StudyResult(table=table, all_table=all_table, exclusions=frames["exclusions"], items=items_df,
+                      probe=probe, runs=[_run_from_record(r) for r in prov["runs"]], fingerprint=prov["fingerprint"],
+                      timings=dict(prov.get("timings", {})), options=opts, variants=variants,
+                      decoder_mass=frames.get("decoder_mass"))
+    res.provenance = prov  # type: ignore[attr-defined]
+    # the scores computed from the study and shipped with it (probe_scores, probe_by_distance)
+    res.shipped_frames = {k: v for k, v in frames.items()  # type: ignore[attr-defined]
+                          if k not in _STUDY_FRAMES and k != "probe_items"}
+    return res
+
+
+def usable(precomputed: bool, **params) -> tuple:
+    """``(use_shipped, message)``: the shipped results stand for a run only at the notebooks'
+    default parameters (:data:`ctxmix_lite.study.NOTEBOOK_DEFAULTS`, offline data, the paper's
+    exclusion rule, no hub model). ``params``: the notebook's values (``model, data, n_items,
+    checked_only, seed``, and optionally ``hub=False``, ``exclude_misrecognised=True``,
+    ``n_examples, ig_steps, vz_chunk``)."""
+    from .core import NOTEBOOK_DEFAULTS
+
+    if not precomputed:
+        return False, "PRECOMPUTED = False: everything is recomputed here."
+    expected = dict(NOTEBOOK_DEFAULTS, hub=False, exclude_misrecognised=True)
+    differ = {k: v for k, v in params.items() if k in expected and v != expected[k]}
+    if differ:
+        return False, ("PRECOMPUTED ignored: the shipped results are the run at "
+                       + ", ".join(f"{k}={expected[k]!r}" for k in differ) + "; this notebook asks for "
+                       + ", ".join(f"{k}={v!r}" for k, v in differ.items()) + ", so everything is recomputed.")
+    return True, ("PRECOMPUTED = True: the shipped results (data/results/) are loaded and a few items are "
+                  "recomputed live to check them.")
+
+
+def describe(res_or_prov) -> None:
+    """Print where shipped results come from (their provenance)."""
+    prov = getattr(res_or_prov, "provenance", res_or_prov)
+    code, data = prov.get("code", {}), prov.get("data", {})
+    print(f"shipped {prov.get('kind')} results, created {prov.get('created')} by `{prov.get('command')}`")
+    print(f"  code: ctxmix_lite {code.get('ctxmix_lite')} at commit {str(code.get('git_commit'))[:10]}"
+          f"{' (package modified)' if code.get('package_modified') else ''}; scoring schema {code.get('scoring_schema')}; "
+          f"torch {code.get('torch')}, transformers {code.get('transformers')}")
+    print(f"  data: {data.get('source')} build {data.get('build_key')}, {data.get('n_items')} items, "
+          f"dataset fingerprint {data.get('dataset_fingerprint')}; settings {prov.get('settings')}")
+    for r in prov.get("runs", []):
+        print(f"  model {r['label']}: weights {r.get('weights_fingerprint')}")
+    if prov.get("model"):
+        print(f"  model weights {prov['model'].get('weights_fingerprint')}")
+
+
+def _compare_frames(live, shipped, keys, value: str, what: str):
+    """``(rows, largest |difference| of value)``: every row of ``live`` must be in ``shipped``
+    (same keys), else :class:`ShippedResultsMismatch`."""
+    if not len(live):
+        raise ShippedResultsMismatch(f"{what}: the live recomputation produced no rows")
+    m = live.merge(shipped, on=list(keys), how="left", suffixes=("_live", "_shipped"), indicator=True)
+    missing = m[m["_merge"] != "both"]
+    if len(missing):
+        raise ShippedResultsMismatch(f"{what}: {len(missing)} live rows have no shipped row, e.g. "
+                                     f"{missing[list(keys)].head(3).to_dict('records')}")
+    diff = (m[f"{value}_live"].astype(float) - m[f"{value}_shipped"].astype(float)).abs()
+    return len(m), float(diff.max()) if len(diff) else 0.0
+
+
+def recheck_study(shipped, items, n_items: int = 2, loaded: Optional[dict] = None, atol: float = 1e-6,
+                  runs=None, threads: Optional[int] = None, verbose: bool = True,
+                  loose: Optional[float] = LOOSE["study"]):
+    """Recompute the first ``n_items`` analysed items of ``items`` live (every model, component,
+    measure and layer of the shipped runs, no cache) and check that they equal the shipped rows
+    (:func:`compare_study`): the main table, every decoder definition, the prompt mass and the
+    probe features. Returns the comparison table; raises :class:`ShippedResultsMismatch` when a
+    difference exceeds ``atol`` or a row is missing."""
+    from .core import item_key, run_study
+
+    prov = getattr(shipped, "provenance", {})
+    settings = prov.get("settings", {})
+    kept = set(shipped.items.loc[~shipped.items["excluded"].astype(bool), "key"])
+    chosen = [dict(it) for it in items if item_key(dict(it)) in kept][:n_items]
+    if not chosen:
+        raise ShippedResultsMismatch("none of the given items is an analysed item of the shipped study")
+    runs = list(runs) if runs is not None else shipped.runs
+    from ctxmix_lite.internals.capture import model_device
+
+    # the shipped rows were computed on the CPU: models on another device are re-loaded there
+    on_cpu = {r: mp for r, mp in (loaded or {}).items() if model_device(mp[0]).type == "cpu"}
+    if verbose and len(on_cpu) < len(loaded or {}):
+        print("(the re-check runs on the CPU, where the shipped results were computed: loading CPU copies)")
+    t = time.perf_counter()
+    live = run_study(chosen, runs, exclude_misrecognised=settings.get("exclude_misrecognised", True), cache=False,
+                     progress=False, threads=threads, loaded=on_cpu, options=shipped.options,
+                     teacher_forcing=settings.get("teacher_forcing", "transcription"))
+    return compare_study(live, shipped, atol=atol, loose=loose, verbose=verbose,
+                         title=f"live re-check of {len(chosen)} item(s) against the shipped results "
+                               f"({time.perf_counter() - t:.0f} s, tolerance {atol:g}):")
+
+
+def compare_study(live, shipped, atol: float = 1e-6, loose: Optional[float] = None, verbose: bool = False,
+                  title: str = "live re-check against the shipped results:"):
+    """Every row of the study result ``live`` must be in ``shipped`` (matched by item content key,
+    use, model, component, measure, layer) with the same value within ``atol``: cue contributions
+    (all components), every decoder definition, the prompt mass, the probe features (relative to
+    their largest magnitude). Returns ``part, rows, max_abs_diff, ok``; raises
+    :class:`ShippedResultsMismatch` on a missing row or a larger difference -- unless ``loose`` is
+    given and no difference exceeds it (see :func:`_verdict`: accepted with a printed note)."""
+    keys = ["key", "use", "model_label", "component", "measure", "layer"]
+    report = []
+    n, d = _compare_frames(live.all_table, shipped.all_table, keys, "score", "cue contribution")
+    report.append(("cue contribution (all components, measures, layers)", n, d))
+    if live.variants is not None and len(live.variants):
+        n, d = _compare_frames(live.variants, shipped.variants, keys + ["definition"], "score", "decoder definitions")
+        report.append(("decoder, every definition", n, d))
+    if live.decoder_mass is not None and len(live.decoder_mass):
+        lm = live.decoder_mass.merge(live.items[["item", "key"]], on="item")
+        sm = shipped.decoder_mass.merge(shipped.items[["item", "key"]], on="item")
+        n, d = _compare_frames(lm, sm, ["key", "use", "model_label", "measure", "layer", "position"], "mass",
+                               "prompt mass")
+        report.append(("decoder prompt mass", n, d))
+    key_of = dict(zip(shipped.items["item"], shipped.items["key"]))
+    live_key_of = dict(zip(live.items["item"], live.items["key"]))
+    nprobe, dprobe = 0, 0.0
+    for (label, comp), lp in live.probe.items():
+        sp = shipped.probe.get((label, comp))
+        if sp is None:
+            raise ShippedResultsMismatch(f"probe features of {label} / {comp}: not in the shipped results")
+        srow = {(key_of[i], u): j for j, (i, u) in enumerate(zip(sp["items"]["item"], sp["items"]["use"]))}
+        for j, (i, u) in enumerate(zip(lp["items"]["item"], lp["items"]["use"])):
+            k = (live_key_of[i], u)
+            if k not in srow:
+                raise ShippedResultsMismatch(f"probe features of {label} / {comp}: item {i} ({u}) not shipped")
+            a, b = np.asarray(lp["X"][:, j], np.float64), np.asarray(sp["X"][:, srow[k]], np.float64)
+            if a.shape != b.shape:
+                raise ShippedResultsMismatch(f"probe features of {label} / {comp}: shape {a.shape} live, {b.shape} shipped")
+            scale = max(1.0, float(np.abs(b).max()))
+            dprobe = max(dprobe, float(np.abs(a - b).max()) / scale)
+            nprobe += 1
+    if nprobe:
+        report.append(("probe features (relative to the largest |feature|)", nprobe, dprobe))
+    return _verdict(report, ["part", "rows", "max_abs_diff"], atol, title,
+                    "the live recomputation differs from the shipped results", verbose, loose)
+
+
+def _verdict(rows, columns, atol: float, title: str, failure: str, verbose: bool, loose: Optional[float] = None):
+    """A comparison table (``columns`` + ``ok``), printed under ``title`` when ``verbose``.
+
+    Every ``max_abs_diff <= atol``: equal (``ok`` = True). Otherwise, with ``loose`` given and no
+    difference above it: accepted with a printed note saying that bitwise agreement holds only on
+    the hardware and versions that computed the shipped rows (``ok`` = "close"). Anything larger
+    (or above ``atol`` with ``loose=None``) raises :class:`ShippedResultsMismatch` with ``failure``
+    and the failing rows."""
+    import pandas as pd
+
+    rep = pd.DataFrame(rows, columns=columns)
+    equal = rep["max_abs_diff"] <= atol
+    close = rep["max_abs_diff"] <= (loose if loose is not None else atol)
+    rep["ok"] = [True if e else ("close" if c else False) for e, c in zip(equal, close)]
+    if verbose:
+        print(title)
+        print(rep.to_string(index=False))
+    if not close.all():
+        raise ShippedResultsMismatch(
+            f"{failure}:\n" + rep[~close].to_string(index=False)
+            + "\nRegenerate them (`python -m ctxmix_lite.shipped`) or set PRECOMPUTED = False to recompute.")
+    if not equal.all():
+        import torch
+
+        print(f"note: the live values differ from the shipped ones by up to {rep['max_abs_diff'].max():.1e} "
+              f"(above {atol:g}, within {loose:g}). The shipped rows were computed on a CPU with the library "
+              f"versions in their provenance; this runtime (torch {torch.__version__}) sums float32 numbers in "
+              "another order, which moves the last digits. They are used as shipped; PRECOMPUTED = False "
+              "recomputes everything here.")
+    return rep
+
+
+def recheck_probe(shipped, label: Optional[str] = None, component: str = "encoder", seed: int = 0,
+                  atol: float = 1e-6, verbose: bool = True, loose: Optional[float] = LOOSE["probe"]):
+    """Re-fit the probe of one (model, component) of the shipped study on its shipped features
+    (:func:`ctxmix_lite.probe.probe_layers`, the notebook's settings) and check accuracy and
+    macro-F1 of every layer against the shipped ``probe_scores`` (default: the trained Whisper's
+    encoder). The features themselves are checked by :func:`recheck_study`."""
+    from .probe import probe_layers
+
+    scores = getattr(shipped, "shipped_frames", {}).get("probe_scores")
+    if scores is None:
+        raise ShippedResultsError("the shipped study holds no probe scores (probe_scores): regenerate it")
+    runs = {r.label: r for r in shipped.runs}
+    if label is None:
+        label = next(r.label for r in shipped.runs if r.init == "trained")
+    d = shipped.probe[(label, component)]
+    t = time.perf_counter()
+    live = probe_layers(d["X"], d["y"], seed=seed, progress=False, model_label=label, model=runs[label].name,
+                        init=runs[label].init, component=component)
+    ref = scores[(scores["model_label"] == label) & (scores["component"] == component)]
+    m = live.merge(ref, on=["model_label", "component", "layer"], suffixes=("_live", "_shipped"))
+    if len(m) != len(live) or not len(m):
+        raise ShippedResultsMismatch(f"probe of {label} / {component}: {len(live)} live layers, {len(m)} shipped")
+    rows = [(f"probe {label} / {component}: {c}", len(m),
+             float((m[f"{c}_live"] - m[f"{c}_shipped"]).abs().max())) for c in ("accuracy", "macro_f1")]
+    return _verdict(rows, ["part", "layers", "max_abs_diff"], atol,
+                    f"live re-fit of the probe ({time.perf_counter() - t:.0f} s, tolerance {atol:g}):",
+                    "the re-fitted probe differs from the shipped scores", verbose, loose)
+
+
+# ------------------------------------------------------------------------------------------------
+# attribution examples (notebook 07)
+# ------------------------------------------------------------------------------------------------
+_ATTR_KEYS = ("gxi", "ig", "vz")
+
+
+def save_attribution(examples: Sequence[dict], directory=None, *, items=None, data: str = "offline",
+                     settings: Optional[dict] = None, model=None, command: str = "") -> Path:
+    """Notebook 07's per-example results: ``examples`` = dicts with ``k`` (index in the item pool),
+    ``key`` (item content key), ``ids`` (teacher-forced decoder input), ``pos`` (target positions),
+    ``gxi`` / ``ig`` / ``vz`` (:class:`~ctxmix_lite.attribution.Attribution`), ``deletion``
+    (DataFrame) and ``interventions`` (dict)."""
+    import pandas as pd
+
+    directory = Path(directory) if directory is not None else results_dir() / ATTRIBUTION_BUNDLE
+    arrays, ex_meta, deletions, inter = {}, [], [], []
+    for e_i, e in enumerate(examples):
+        meta = dict(index=e_i, k=int(e["k"]), key=e["key"], item_id=e.get("item_id"), ids=[int(x) for x in e["ids"]],
+                    transcript_ids=[int(x) for x in e["transcript_ids"]],
+                    pos=[int(x) for x in e["pos"]], seconds=round(float(e.get("seconds", 0.0)), 1), methods={})
+        for m in _ATTR_KEYS:
+            a = e[m]
+            arrays[f"ex{e_i}_{m}_scores"] = np.asarray(a.scores, dtype=np.float64)
+            arrays[f"ex{e_i}_{m}_times"] = np.asarray(a.times, dtype=np.float64)
+            meta["methods"][m] = dict(method=a.method, step=float(a.step), value=float(a.value),
+                                      extra={k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
+                                             for k, v in a.extra.items()})
+        ex_meta.append(meta)
+        dl = e["deletion"].copy()
+        dl.insert(0, "example", e_i)
+        deletions.append(dl)
+        inter.append(dict(example=e_i, **e["interventions"]))
+    prov = dict(
+        kind="attribution",
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        command=command, code=code_version(),
+        data=_data_provenance(items, data) if items is not None else {},
+        model=dict(weights_fingerprint=weights_fingerprint(model)) if model is not None else {},
+        settings=dict(settings or {}), examples=ex_meta,
+    )
+    frames = {"deletion": pd.concat(deletions, ignore_index=True), "interventions": pd.DataFrame(inter)}
+    return write_bundle(directory, frames, arrays, prov)
+
+
+def load_attribution(name_or_path=ATTRIBUTION_BUNDLE, items=None):
+    """Notebook 07's shipped examples: a list of dicts as given to :func:`save_attribution` (the
+    attributions rebuilt as :class:`~ctxmix_lite.attribution.Attribution`) and the provenance."""
+    from .attribution import Attribution
+    from .core import dataset_fingerprint, item_key
+
+    frames, arrays, prov = read_bundle(name_or_path, kind="attribution")
+    if items is not None and prov.get("data"):
+        fp = dataset_fingerprint([item_key(dict(it)) for it in items])
+        if fp != prov["data"]["dataset_fingerprint"]:
+            raise ShippedResultsError(
+                f"{_bundle_path(name_or_path)} was computed from other items (dataset fingerprint "
+                f"{prov['data']['dataset_fingerprint']}, these items {fp}): use the notebook's default "
+                "item parameters, or PRECOMPUTED = False")
+    out = []
+    dele, inter = frames["deletion"], frames["interventions"]
+    for meta in prov["examples"]:
+        i = meta["index"]
+        e = dict(k=meta["k"], key=meta["key"], item_id=meta.get("item_id"), ids=meta["ids"], pos=meta["pos"],
+                 transcript_ids=meta["transcript_ids"],
+                 seconds=meta.get("seconds"))
+        for m in _ATTR_KEYS:
+            mm = meta["methods"][m]
+            e[m] = Attribution(mm["method"], arrays[f"ex{i}_{m}_scores"], arrays[f"ex{i}_{m}_times"], mm["step"],
+                               mm["value"], dict(mm["extra"]))
+        e["deletion"] = dele[dele["example"] == i].drop(columns=["example"]).reset_index(drop=True)
+        e["interventions"] = inter[inter["example"] == i].drop(columns=["example"]).iloc[0].to_dict()
+        out.append(e)
+    return out, prov
+
+
+def recheck_attribution(example: dict, live: dict, atol: float = 1e-6, verbose: bool = True,
+                        loose: Optional[float] = LOOSE["attribution"]):
+    """Compare one shipped example with its live recomputation: the target's probability and the
+    gradient x input scores (relative to their largest magnitude), the blank-out drops. ``live``
+    holds whichever of ``gxi`` (Attribution), ``deletion`` (DataFrame) was recomputed."""
+    rows = []
+    if "gxi" in live:
+        a, b = np.asarray(live["gxi"].scores, np.float64), np.asarray(example["gxi"].scores, np.float64)
+        if a.shape != b.shape:
+            raise ShippedResultsMismatch(f"gradient x input: shape {a.shape} live vs {b.shape} shipped")
+        rows.append(("p(target)", 1, abs(live["gxi"].value - example["gxi"].value)))
+        rows.append(("gradient x input (relative to max |score|)", a.size,
+                     float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))))
+    if "deletion" in live:
+        a, b = live["deletion"]["p_blanked"].to_numpy(float), example["deletion"]["p_blanked"].to_numpy(float)
+        if a.shape != b.shape:
+            raise ShippedResultsMismatch(f"word deletion: {a.shape} live vs {b.shape} shipped")
+        rows.append(("p(target) with each word blanked", a.size, float(np.abs(a - b).max())))
+    return _verdict(rows, ["part", "values", "max_abs_diff"], atol,
+                    f"live re-check of the shipped example (tolerance {atol:g}):",
+                    "the live recomputation differs from the shipped example", verbose, loose)
+
+
+# ------------------------------------------------------------------------------------------------
+# regeneration
+# ------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    """``python -m ctxmix_lite.shipped [--only study|attribution]`` -- recompute the shipped results
+    at the notebooks' default parameters (resuming from the study cache) and write them under
+    ``data/results/``."""
+    import argparse
+
+    from . import core as study
+    from .core import NOTEBOOK_DEFAULTS
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--only", choices=("study", "attribution"), default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="folder for the bundles (default data/results)")
+    args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else results_dir()
+    d = NOTEBOOK_DEFAULTS
+    items = study.course_items(d["data"], d["n_items"], seed=d["seed"], checked_only=d["checked_only"])
+    runs = study.default_model_runs()
+    cmd = "python -m ctxmix_lite.shipped" + (f" --only {args.only}" if args.only else "")
+    if args.only in (None, "study"):
+        loaded = {r: r.load() for r in runs}
+        t = time.perf_counter()
+        res = study.run_study(items, runs, exclude_misrecognised=True, threads=args.threads, loaded=dict(loaded),
+                              options=study.StudyOptions())
+        from . import probe
+
+        scores = probe.probe_study(res, seed=d["seed"], progress=False)  # notebook 06's probe, its seed
+        by_distance, _ = probe.probe_by_distance(res, items, seed=d["seed"], verbose=False)
+        p = save_study(res, items, out / STUDY_BUNDLE, data=d["data"], loaded=loaded, command=cmd,
+                       extra_frames=dict(probe_scores=scores, probe_by_distance=by_distance),
+                       settings=dict(n_items=d["n_items"], checked_only=d["checked_only"], seed=d["seed"],
+                                     exclude_misrecognised=True, teacher_forcing="transcription"))
+        print(f"study: {time.perf_counter() - t:.0f} s -> {p}")
+        del loaded
+    if args.only in (None, "attribution"):
+        from .attribution_examples import compute_examples
+
+        t = time.perf_counter()
+        model, proc = study.ModelRun(d["model"], "trained").load()
+        ex = compute_examples(items, model, proc, n_examples=d["n_examples"], ig_steps=d["ig_steps"],
+                              vz_chunk=d["vz_chunk"], progress=True)
+        p = save_attribution(ex, out / ATTRIBUTION_BUNDLE, items=items, data=d["data"], model=model, command=cmd,
+                             settings=dict(n_items=d["n_items"], checked_only=d["checked_only"], seed=d["seed"],
+                                           n_examples=d["n_examples"], ig_steps=d["ig_steps"], vz_chunk=d["vz_chunk"]))
+        print(f"attribution: {time.perf_counter() - t:.0f} s -> {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""What a learner sees: figures (:mod:`.plotting`) and ipywidgets 7/8 viewers (:mod:`.widgets`)."""
