@@ -75,11 +75,12 @@ def encoder_work(model, item, audio) -> str:
     """``R x W pairs / T frames``: the encoder's (target frame, word) pairs that value zeroing runs
     through the rest of each layer, against the frames one forward pass runs through it."""
     from ctxmix_lite import study
-    from ctxmix_lite.capture import encoder_frames
+    from ctxmix_lite.corpus.audio import words_to_frame_spans
+    from ctxmix_lite.internals.capture import encoder_frames
     from ctxmix_lite.models import model_family
 
     n_frames, window = (1500, 30.0) if model_family(model) == "whisper" else encoder_frames(model, audio)
-    spans = study._frame_spans(study.alignment_of(item), n_frames, window, len(audio) / 16000)
+    spans = words_to_frame_spans(study.alignment_of(item), n_frames, window, len(audio) / 16000)
     rows = {f for u in study.item_uses(item) for f in range(spans[u.target][0], spans[u.target][1] + 1)}
     return f"{len(rows)} x {len(spans)} = {len(rows) * len(spans)} pairs / {n_frames} frames"
 

@@ -93,11 +93,13 @@ class _AliasLoader(importlib.abc.Loader):
         self.target = target
 
     def create_module(self, spec):
-        return importlib.import_module(self.target)
+        module = importlib.import_module(self.target)
+        self._own_spec = module.__spec__
+        return module
 
     def exec_module(self, module):
         # the import system set __spec__ to the alias's spec; the module keeps its own identity
-        module.__spec__ = importlib.util.find_spec(self.target)
+        module.__spec__ = self._own_spec
 
     def get_code(self, fullname):  # python -m ctxmix_lite.<old name>
         spec = importlib.util.find_spec(self.target)

@@ -151,7 +151,7 @@ def test_wav2vec2_paths_feed_the_model_on_its_device(wav2vec2_meta, path):
     m, p = wav2vec2_meta
     audio = _noise()
     run = {"capture": lambda: C.capture(m, p, audio, sampling_rate=16000),
-           "ctc_transcribe": lambda: S._ctc_transcribe(m, p, audio),
+           "ctc_transcribe": lambda: S.core._ctc_transcribe(m, p, audio),
            "nb01_layer_io": lambda: nb01.wav2vec2_layer_io(m, audio)}[path]
     assert _devices_seen(m, run) == {"meta"}
 

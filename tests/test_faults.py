@@ -164,7 +164,7 @@ def test_bad_shard_is_reported_and_recomputed(corrupt, items, tiny, clean, tmp_p
     assert len([w for w in rec if issubclass(w.category, CacheWarning)]) == 1
     _assert_same_result(res, clean)
     # the shard was rewritten and now passes every check
-    study._load_shard(bad, key=study.item_key(items[0]), run=TINY.slug)
+    study.core._load_shard(bad, key=study.item_key(items[0]), run=TINY.slug)
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
         _assert_same_result(_run(items, tiny, root, monkeypatch), clean)
@@ -189,16 +189,16 @@ def test_shard_checks_name_what_is_wrong(items, clean, tmp_path):
     root = _copy_cache(clean, tmp_path)
     p, other = _shard_of(root, items, 0), _shard_of(root, items, 1)
     key = study.item_key(items[0])
-    res, meta = study._load_shard(p, key=key, run=TINY.slug)
+    res, meta = study.core._load_shard(p, key=key, run=TINY.slug)
     assert meta["key"] == key and meta["format"] == study_cache.SHARD_FORMAT
     with pytest.raises(study_cache.CacheEntryError, match="holds key"):
-        study._load_shard(other, key=key)
+        study.core._load_shard(other, key=key)
     with pytest.raises(study_cache.CacheEntryError, match="holds run"):
-        study._load_shard(p, key=key, run="someone_else")
+        study.core._load_shard(p, key=key, run="someone_else")
     with pytest.raises(study_cache.CacheEntryError, match=r"\[layers, 99\]"):
-        study._load_shard(p, expect=dict(n_words=99))
+        study.core._load_shard(p, expect=dict(n_words=99))
     with pytest.raises(study_cache.CacheEntryError, match="encoder rows missing"):
-        study._load_shard(p, expect=dict(uses=["noun", "verb"], measures=["nonexistent"], encoder=True))
+        study.core._load_shard(p, expect=dict(uses=["noun", "verb"], measures=["nonexistent"], encoder=True))
 
 
 def test_shards_and_transcripts_are_group_readable(clean):
@@ -483,7 +483,7 @@ def test_clip_shorter_than_the_receptive_field_is_refused_before_the_forward_pas
     with pytest.raises(AudioError, match=r"at least 400 samples = 0\.025 s"):
         capture(model, proc, short, sampling_rate=16000)
     with pytest.raises(AudioError, match=r"0\.025 s"):
-        study._ctc_transcribe(model, proc, short)
+        study.core._ctc_transcribe(model, proc, short)
 
 
 def test_clip_of_one_receptive_field_works(w2v):
@@ -584,8 +584,8 @@ def test_n_items_must_be_positive_or_all(value, capsys):
 
 
 def test_n_items_values():
-    assert study._n_items_arg("all") is None and study._n_items_arg("ALL") is None
-    assert study._n_items_arg("3") == 3
+    assert study.core._n_items_arg("all") is None and study.core._n_items_arg("ALL") is None
+    assert study.core._n_items_arg("3") == 3
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="n_items must be a whole number >= 1"):
             study.run_study([{}], n_items=bad)

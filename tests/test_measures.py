@@ -75,3 +75,73 @@ def test_real_whisper_components(french_clip):
             if comp == "decoder":
                 r = torch.tensor(rows)
                 assert torch.all(out[:, torch.arange(Tq)[None, :] > r[:, None]] == 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# the registry: one table, one signature
+# ----------------------------------------------------------------------------------------------
+def test_registry_lists_every_measure_with_its_rollout_form():
+    from ctxmix_lite.measures import REGISTRY
+    from ctxmix_lite.measures.rollout import rollout_form
+
+    assert set(MEASURES) <= set(REGISTRY) and "alti" in REGISTRY
+    for name, m in REGISTRY.items():
+        assert m.name == name and m.label
+        assert rollout_form(name) == m.rollout, name
+
+
+def test_registry_refuses_what_a_measure_cannot_do(tiny):
+    from ctxmix_lite.measures import get_measure
+
+    cap = tiny["whisper_encoder"]
+    with pytest.raises(ValueError, match="unknown measure 'attn'.*attention"):
+        layer_measure(cap, "attn")
+    with pytest.raises(ValueError, match="no spans"):
+        layer_measure(cap, "alti", spans=[(0, 2)])
+    with pytest.raises(ValueError, match="no option"):
+        layer_measure(cap, "attention_norm", method="fast")
+    with pytest.raises(ValueError, match="options"):
+        get_measure("value_zeroing")(cap, chunk=3)
+
+
+def test_alti_through_the_registry_equals_the_module(tiny):
+    from ctxmix_lite.measures.decomposition import alti
+
+    cap = tiny["whisper_encoder"]
+    assert torch.equal(layer_measure(cap, "alti", rows=[0, 2]), alti(cap, rows=[0, 2]))
+
+
+def test_adding_a_measure_is_one_module_and_one_entry(tiny):
+    """The README's worked example: a measure of the common signature plus one registry entry
+    works with layer_measure / component_measure, checked against an explicit loop."""
+    from ctxmix_lite.measures import REGISTRY, Measure, register
+    from ctxmix_lite.measures.utils import as_rows, as_spans, sum_over_spans
+
+    def weighted_value_norm(cap, rows=None, spans=None, per_head=False):
+        r = as_rows(rows, cap.weights.shape[1])
+        norms = cap.projected_values().norm(dim=-1)  # ||v_j^h W_O^h||, [H, T]
+        m = cap.weights[:, r, :] * norms[:, None, :]
+        m = m if per_head else m.sum(0)
+        return sum_over_spans(m, as_spans(spans, cap.weights.shape[-1])).float()
+
+    register(Measure("weighted_value_norm", "Weighted value norm", weighted_value_norm, per_head=True,
+                     spans=True, options=(), rollout="abnar_zuidema", reference="README example"))
+    try:
+        cap = tiny["whisper_encoder"]
+        got = layer_measure(cap, "weighted_value_norm", rows=[1, 3])
+        H, T = cap.num_heads, cap.weights.shape[-1]
+        W = cap.W_O.reshape(cap.W_O.shape[0], H, -1)
+        want = torch.zeros(2, T)
+        for a, i in enumerate([1, 3]):
+            for j in range(T):
+                for h in range(H):
+                    want[a, j] += cap.weights[h, i, j] * (W[:, h, :] @ cap.values[h, j]).norm()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        two = Capture("tiny", "whisper", {"encoder": [cap, cap]}, n_frames=T, frame_duration=0.02, window=0.6,
+                      audio_duration=0.6)
+        stack = component_measure(two, "encoder", "weighted_value_norm")
+        assert stack.shape == (2, T, T)
+        with pytest.raises(ValueError, match="already registered"):
+            register(REGISTRY["weighted_value_norm"])
+    finally:
+        REGISTRY.pop("weighted_value_norm", None)

@@ -327,7 +327,7 @@ def test_run_study_end_to_end_and_cache(items, tmp_path, monkeypatch, whisper_ba
     # the paper's decoder rows sum to at most 1 (the rest is on the prompt and punctuation)
     shards = list((tmp_path / "cache").rglob("*.npz"))
     assert len(shards) == 2 * len(data)
-    d, _ = study._load_shard(shards[0])
+    d, _ = study.core._load_shard(shards[0])
     for (u, c, m), v in d["dist"].items():
         if c in ("encoder", "cross", "decoder[word_pooled]"):
             np.testing.assert_allclose(v.sum(-1), 1.0, atol=1e-5)
@@ -352,8 +352,8 @@ def test_run_study_end_to_end_and_cache(items, tmp_path, monkeypatch, whisper_ba
 def test_teacher_forcing_option_is_checked_and_keys_its_shards():
     """The smoke runs' ``teacher_forcing="reference"`` never shares shards with the paper's setting,
     whose shard key is unchanged; a misspelt value is refused before any work."""
-    paper = study._settings_tag(None, study.MEASURES, "fr")
-    assert study._settings_tag(None, study.MEASURES, "fr", "transcription") == paper
-    assert study._settings_tag(None, study.MEASURES, "fr", "reference") != paper
+    paper = study.core._settings_tag(None, study.MEASURES, "fr")
+    assert study.core._settings_tag(None, study.MEASURES, "fr", "transcription") == paper
+    assert study.core._settings_tag(None, study.MEASURES, "fr", "reference") != paper
     with pytest.raises(ValueError, match="teacher_forcing"):
         study.run_study([{"audio": None}], [], teacher_forcing="references")

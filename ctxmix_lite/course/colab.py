@@ -95,7 +95,7 @@ if IN_COLAB:
         print(f"      done in {{time.time() - T0:.0f}} s", flush=True)
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
-    from ctxmix_lite.course.colab import colab_setup
+    from ctxmix_lite.colab import colab_setup
     colab_setup(REPO_DIR, REF, T0)  # [2/{SETUP_STEPS}] pip  [3/{SETUP_STEPS}] voices (apt)  [4/{SETUP_STEPS}] caches; prints what it does
 else:
     try:

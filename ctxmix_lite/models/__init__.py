@@ -3,14 +3,12 @@ architecture keeps its parts (:mod:`.architectures`, one adapter table), and the
 Whisper-base weights (:mod:`.whisper_offline`).
 
 A new model family is one entry in :data:`.architectures.ARCHITECTURES` (and, for random
-baselines, a config in :mod:`.loading`).
+baselines, a config in :mod:`.loading`). Every public name of :mod:`.loading` (``load_model``,
+``resolve_device``, ``prepare_model``, ``KNOWN_MODELS``, ...) is importable from here.
 """
-from .loading import (ALIASES, AttentionImplementationError, HubUnavailableError, ModelNotSupportedError,
-                      ModelSpec, UnknownModelError, attn_implementation, build_config, check_analysis_state,
-                      check_config_overrides, config_keys, ensure_eager, hub_offline, load_model, model_family,
-                      model_summary, prepare_model, resolve_device, resolve_name, set_eager)
+from . import loading
 
-__all__ = ["ALIASES", "AttentionImplementationError", "HubUnavailableError", "ModelNotSupportedError", "ModelSpec",
-           "UnknownModelError", "attn_implementation", "build_config", "check_analysis_state",
-           "check_config_overrides", "config_keys", "ensure_eager", "hub_offline", "load_model", "model_family",
-           "model_summary", "prepare_model", "resolve_device", "resolve_name", "set_eager"]
+#: the public names of :mod:`.loading`: its functions, classes and constants (not the modules it imports)
+__all__ = [k for k, v in vars(loading).items()
+           if not k.startswith("_") and (k.isupper() or getattr(v, "__module__", None) == loading.__name__)]
+globals().update({k: getattr(loading, k) for k in __all__})

@@ -3,11 +3,13 @@
 (:mod:`.probe`), context mixing vs attribution (:mod:`.attribution`, :mod:`.attribution_examples`)
 and the interactive explorer (:mod:`.explorer`).
 
-``python -m ctxmix_lite.study --help`` runs it from the command line.
+``python -m ctxmix_lite.study --help`` runs it from the command line. Every public name of
+:mod:`.core` (``run_study``, ``StudyOptions``, ``ModelRun``, ``summarize``, ...) is importable from
+here.
 """
-from .core import *  # noqa: F401,F403  (the study's public names, core.__all__)
-from .core import __all__ as _core_all
-from .core import __doc__ as _core_doc
+from . import core
 
-__all__ = list(_core_all)
-__doc__ = (__doc__ or "") + "\n" + (_core_doc or "")
+#: the public names of :mod:`.core`: its functions, classes and constants (not the modules it imports)
+__all__ = [k for k, v in vars(core).items()
+           if not k.startswith("_") and (k.isupper() or getattr(v, "__module__", None) == core.__name__)]
+globals().update({k: getattr(core, k) for k in __all__})

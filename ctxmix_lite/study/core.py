@@ -82,6 +82,7 @@ import numpy as np
 import torch
 
 from ctxmix_lite.internals.capture_types import LayerCapture
+from ctxmix_lite.measures.registry import MEASURE_LABELS, MEASURES, layer_measure
 
 __all__ = [
     "STUDY_VERSION",
@@ -134,8 +135,7 @@ NOTEBOOK_DEFAULTS = dict(model="openai/whisper-base", data="offline", n_items=20
 
 #: bump when the scores a cached shard holds would change
 STUDY_VERSION = 1
-MEASURES = ("attention", "attention_norm", "value_zeroing")
-MEASURE_LABELS = {"attention": "Attention", "attention_norm": "Attention-Norm", "value_zeroing": "Value Zeroing"}
+# MEASURES, MEASURE_LABELS: the registry's (ctxmix_lite.measures.registry), imported above
 COMPONENT_LABELS = {"encoder": "encoder", "decoder": "decoder", "cross": "cross-attention"}
 INITS = ("trained", "random")
 
@@ -867,22 +867,28 @@ def _encoder_rows(lc: LayerCapture, rows, groups, spans, measure: str) -> list:
         attention_norm:  S[w]   = mean_{i in target} mean_{j in w} AN_ij,      normalised
         value_zeroing:   S[w]   = mean_{i in target} VZ_i(w zeroed at once),   normalised
     """
-    from ctxmix_lite.measures.attention_norm import attention_norm
-    from ctxmix_lite.measures.value_zeroing import value_zeroing
-
     Tk = lc.weights.shape[-1]
     r = torch.as_tensor(rows, dtype=torch.long)
     if measure == "attention":
         a = (lc.weights[:, r, :] @ _span_mean_matrix(spans, Tk)).double().numpy()  # [H, R, W]
         return [sum_normalize(a[:, g].mean(1)).mean(0) for g in groups]  # rows pooled, per-head norm, head mean
+    m = _raw_span_scores(lc, r, spans, measure)
+    return [sum_normalize(m[g].mean(0)) for g in groups]
+
+
+def _raw_span_scores(lc: LayerCapture, r: torch.Tensor, spans, measure: str) -> np.ndarray:
+    """``[R, W]`` raw scores of a registry measure over word spans: Attention-Norm as span *means*
+    (the registry's span sums / span length), value zeroing with the whole word zeroed at once."""
+    _check_study_measure(measure)
     if measure == "attention_norm":
         lens = torch.tensor([l - f + 1 for f, l in spans], dtype=torch.float32)
-        m = (attention_norm(lc, rows=r, spans=spans) / lens).double().numpy()  # span sums -> span means
-    elif measure == "value_zeroing":
-        m = value_zeroing(lc, rows=r, spans=spans, method="fast", normalize=False).double().numpy()  # word zeroed at once
-    else:
+        return (layer_measure(lc, measure, rows=r, spans=spans) / lens).double().numpy()  # span sums -> means
+    return layer_measure(lc, measure, rows=r, spans=spans, method="fast", normalize=False).double().numpy()
+
+
+def _check_study_measure(measure: str) -> None:
+    if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
-    return [sum_normalize(m[g].mean(0)) for g in groups]
 
 
 def _per_row_words(m: np.ndarray, word_cols) -> np.ndarray:
@@ -912,19 +918,15 @@ def _decoder_token_scores(lc: LayerCapture, rows, measure: str) -> np.ndarray:
     paper builds them: attention averaged over heads (softmax rows over all positions),
     Attention-Norm (``summedNorms``), value zeroing one token at a time (the paper fills only the
     columns ``j <= i``: ``vz_dec_matrix[l, t:, t]``; later columns are 0)."""
-    from ctxmix_lite.measures.attention_norm import attention_norm
-    from ctxmix_lite.measures.value_zeroing import value_zeroing
-
+    _check_study_measure(measure)
     r = torch.as_tensor(rows, dtype=torch.long)
     if measure == "attention":
         m = lc.weights[:, r, :].mean(0).double().numpy()
     elif measure == "attention_norm":
-        m = attention_norm(lc, rows=r).double().numpy()
-    elif measure == "value_zeroing":
-        m = value_zeroing(lc, rows=r, method="fast", normalize=False).double().numpy()
-        m = np.where(np.arange(m.shape[-1])[None, :] > r.numpy()[:, None], 0.0, m)  # causal, as the paper
+        m = layer_measure(lc, measure, rows=r).double().numpy()
     else:
-        raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
+        m = layer_measure(lc, measure, rows=r, method="fast", normalize=False).double().numpy()
+        m = np.where(np.arange(m.shape[-1])[None, :] > r.numpy()[:, None], 0.0, m)  # causal, as the paper
     return m
 
 
@@ -950,22 +952,12 @@ def paper_decoder_rows(m: np.ndarray, groups, word_tokens, skip_special_tokens: 
 def _cross_rows(lc: LayerCapture, rows, groups, spans, measure: str) -> list:
     """Cross-attention: decoder rows, aligned words' encoder frames as columns (mean over frames;
     value zeroing: the word zeroed at once), each row normalised, mean over a use's rows."""
-    from ctxmix_lite.measures.attention_norm import attention_norm
-    from ctxmix_lite.measures.value_zeroing import value_zeroing
-
     Tk = lc.weights.shape[-1]
     r = torch.as_tensor(rows, dtype=torch.long)
     if measure == "attention":
         a = sum_normalize((lc.weights[:, r, :] @ _span_mean_matrix(spans, Tk)).double().numpy())  # [H, R, W]
         return [a[:, g].mean(0).mean(0) for g in groups]
-    if measure == "attention_norm":
-        lens = torch.tensor([l - f + 1 for f, l in spans], dtype=torch.float32)
-        m = (attention_norm(lc, rows=r, spans=spans) / lens).double().numpy()
-    elif measure == "value_zeroing":
-        m = value_zeroing(lc, rows=r, spans=spans, method="fast", normalize=False).double().numpy()
-    else:
-        raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
-    m = sum_normalize(m)
+    m = sum_normalize(_raw_span_scores(lc, r, spans, measure))
     return [m[g].mean(0) for g in groups]
 
 
@@ -1845,7 +1837,7 @@ def main(argv=None) -> int:
 
     from ctxmix_lite.course.paths import outputs_dir
 
-    ap = argparse.ArgumentParser(description="The homophony study: cue contribution per layer (cached, resumable).")
+    ap = argparse.ArgumentParser(prog="python -m ctxmix_lite.study", description="The homophony study: cue contribution per layer (cached, resumable).")
     ap.add_argument("--data", default="offline", help="'offline' (synthetic), 'hub' or a local path")
     ap.add_argument("--n-items", default=200, type=_n_items_arg,
                     help="number of items (>= 1), or 'all' (1,000 offline)")

@@ -68,8 +68,7 @@ def _speech_frames(spans) -> int:
 
 def _raw(lc, measure, rows=None, spans=None, normalize=False):
     """Raw scores ``[R, C]`` of one measure (attention: head mean)."""
-    from ctxmix_lite.measures.attention_norm import attention_norm
-    from ctxmix_lite.measures.value_zeroing import value_zeroing
+    from ctxmix_lite.measures.registry import layer_measure
 
     r = None if rows is None else torch.as_tensor(list(rows))
     if measure == "attention":
@@ -78,9 +77,9 @@ def _raw(lc, measure, rows=None, spans=None, normalize=False):
             w = torch.stack([w[:, f : l + 1].sum(-1) for f, l in spans], -1)
         return w.double().numpy()
     if measure == "attention_norm":
-        return attention_norm(lc, rows=r, spans=spans).double().numpy()
+        return layer_measure(lc, measure, rows=r, spans=spans).double().numpy()
     if measure == "value_zeroing":
-        return value_zeroing(lc, rows=r, spans=spans, normalize=False).double().numpy()
+        return layer_measure(lc, measure, rows=r, spans=spans, normalize=False).double().numpy()
     raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
 
 

@@ -670,7 +670,7 @@ def main(argv=None) -> int:
     from . import core as study
     from .core import NOTEBOOK_DEFAULTS
 
-    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m ctxmix_lite.study.shipped", description=main.__doc__)
     ap.add_argument("--only", choices=("study", "attribution"), default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="folder for the bundles (default data/results)")
