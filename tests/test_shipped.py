@@ -200,25 +200,29 @@ def default_items():
 @pytest.mark.xdist_group("shipped_live")
 def test_the_shipped_study_equals_a_live_recomputation(study_bundle, default_items):
     """One item, every model (Whisper-base trained and random, XLSR-53 random), component, measure
-    and layer, recomputed without cache: equal to the shipped rows at 1e-6; a shipped copy with one
-    score moved by 1e-5 is refused."""
+    and layer, recomputed without cache: equal to the shipped rows at 1e-6 on the shipped run's
+    platform (2e-5 on another CPU or library versions); a shipped copy with one score moved by 1e-4
+    is refused."""
     from ctxmix_lite.study import item_key, run_study
 
     res = shipped.load_study(items=default_items)
     kept = set(res.items.loc[~res.items["excluded"], "key"])
     item = next(dict(it) for it in default_items if item_key(dict(it)) in kept)
     live = run_study([item], res.runs, cache=False, progress=False, options=res.options)
-    rep = shipped.compare_study(live, res)
+    # 1e-6 where the shipped run's CPU and library versions are this machine's; elsewhere float32
+    # summation order differs (OTHER_PLATFORM_ATOL), still far below any move the check must catch
+    atol = 1e-6 if shipped.same_platform(res.provenance["code"]) else shipped.OTHER_PLATFORM_ATOL
+    rep = shipped.compare_study(live, res, atol=atol)
     assert rep["ok"].all() and rep["rows"].min() > 0
     assert set(rep["part"]) >= {"cue contribution (all components, measures, layers)", "decoder, every definition",
                                 "decoder prompt mass"}
     bad = copy.copy(res)
     bad.all_table = res.all_table.copy()
     row = bad.all_table.index[(bad.all_table["key"] == item_key(item)) & (bad.all_table["component"] == "encoder")][0]
-    bad.all_table.loc[row, "score"] += 1e-5
+    bad.all_table.loc[row, "score"] += 1e-4
     with pytest.raises(shipped.ShippedResultsMismatch, match="cue contribution"):
-        shipped.compare_study(live, bad)
-    # what the notebooks use: above 1e-6 but within LOOSE (other hardware / versions) -> a note
+        shipped.compare_study(live, bad, atol=atol)
+    # what the notebooks use: above atol but within LOOSE (other hardware / versions) -> a note
     rep = shipped.compare_study(live, bad, loose=shipped.LOOSE["study"])
     assert rep.set_index("part").loc["cue contribution (all components, measures, layers)", "ok"] == "close"
     bad.all_table.loc[row, "score"] += 1e-2

@@ -235,7 +235,39 @@ def code_version() -> dict:
         pass
     return dict(ctxmix_lite=__version__, git_commit=commit, package_modified=dirty,
                 scoring_schema=SCORING_SCHEMA, torch=torch.__version__, transformers=transformers.__version__,
-                numpy=np.__version__)
+                numpy=np.__version__, cpu=cpu_id())
+
+
+def cpu_id() -> str:
+    """The CPU the numbers are computed on: torch's SIMD level and the processor's model name
+    (float32 sums are reduced in a different order on another CPU: differences of ~1e-6 to 1e-5)."""
+    import platform
+
+    import torch
+
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{torch.backends.cpu.get_cpu_capability()} {name or platform.processor() or platform.machine()}".strip()
+
+
+#: a live recomputation on a CPU or library versions other than the shipped results' agrees to
+#: this (float32 summation order; measured 5e-6 on an AMD EPYC against the shipped run)
+OTHER_PLATFORM_ATOL = 2e-5
+
+
+def same_platform(code: dict) -> bool:
+    """Whether this machine computes bit-for-bit like the one recorded in ``code`` (a provenance
+    ``code`` block): same torch, transformers, numpy and CPU. Results shipped before the CPU was
+    recorded count as another platform."""
+    import torch
+    import transformers
+
+    return (code.get("cpu") == cpu_id() and code.get("torch") == torch.__version__
+            and code.get("transformers") == transformers.__version__ and code.get("numpy") == np.__version__)
 
 
 def _data_provenance(items, data: str) -> dict:
