@@ -584,8 +584,8 @@ def test_n_items_must_be_positive_or_all(value, capsys):
 
 
 def test_n_items_values():
-    assert study.core._n_items_arg("all") is None and study.core._n_items_arg("ALL") is None
-    assert study.core._n_items_arg("3") == 3
+    assert study.runs.n_items_arg("all") is None and study.runs.n_items_arg("ALL") is None
+    assert study.runs.n_items_arg("3") == 3
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="n_items must be a whole number >= 1"):
             study.run_study([{}], n_items=bad)

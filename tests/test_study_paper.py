@@ -100,8 +100,8 @@ def test_word_pooled_variant_differs_from_the_paper_on_a_hand_matrix():
     m = _hand_matrix()
     rows, groups = [6, 7], [[0, 1]]
     lc = SimpleNamespace(weights=torch.tensor(m[None] / m.sum(-1, keepdims=True)[None], dtype=torch.float32))
-    raw = study.core._decoder_token_scores(lc, rows, "attention")  # head mean of softmax rows
-    pooled = study.core._decoder_rows(lc, rows, groups, WORD_TOKENS, "attention", m=raw)[0]
+    raw = study.scoring._decoder_token_scores(lc, rows, "attention")  # head mean of softmax rows
+    pooled = study.scoring._decoder_rows(lc, rows, groups, WORD_TOKENS, "attention", m=raw)[0]
     paper = study.paper_decoder_rows(raw, groups, WORD_TOKENS)[0][0]
     expected = paper_cue_alignment(_row_normalise(m), [6, 7], [4, 5], "decoder")
     assert float(paper[1]) == pytest.approx(expected, abs=1e-6)
@@ -136,9 +136,9 @@ def test_cue_distance_of_uses():
     assert study.use_cue_distance(dict(it, cue_distance=2), noun) == 2
     with pytest.raises(ValueError, match="disagrees"):
         study.use_cue_distance(dict(it, cue_distance=1), noun)
-    assert study.core._token_distance([[4], [5], [6], [7]], noun) == 2  # "le petit chat": 2 tokens on
-    assert study.core._token_distance([[4], [5, 6], [7], [8]], verb) == 1  # the noun's last token predicts the verb
-    assert study.core._token_distance(None, noun) is None
+    assert study.runs.use_token_distance([[4], [5], [6], [7]], noun) == 2  # "le petit chat": 2 tokens on
+    assert study.runs.use_token_distance([[4], [5, 6], [7], [8]], verb) == 1  # the noun's last token predicts the verb
+    assert study.runs.use_token_distance(None, noun) is None
 
 
 # ---------------------------------------------------------------------------------------------

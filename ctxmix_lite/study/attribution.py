@@ -96,7 +96,7 @@ def target_positions(processor, decoder_ids: Sequence[int], alignment: Sequence[
                      prefix_length: int = 4) -> list:
     """Decoder *input* positions of the target word's tokens in ``decoder_ids`` (prefix + transcript).
     Raises ValueError when the transcript lacks the word."""
-    from .core import decoder_positions
+    from .transcripts import decoder_positions
 
     pos = decoder_positions(alignment, list(decoder_ids)[prefix_length:], processor.tokenizer, prefix_length)
     if pos[target_index] is None:
@@ -129,7 +129,7 @@ def target_log_prob(model, input_features: torch.Tensor, decoder_ids: Sequence[i
 
 def target_probability(model, processor, audio, decoder_ids, positions) -> float:
     """``p(target)`` for one waveform (no gradient, fastest attention kernel)."""
-    from .core import attention_implementation
+    from ctxmix_lite.internals.rows_capture import attention_implementation
 
     _require_whisper(model)
     with torch.no_grad(), attention_implementation(model, "sdpa"):
@@ -145,7 +145,7 @@ def _mel_times(n: int) -> np.ndarray:
 
 def gradient_x_input(model, processor, audio, decoder_ids, positions) -> Attribution:
     """Gradient x input of ``p(target)`` w.r.t. the log-mel features, summed over mel bins."""
-    from .core import attention_implementation
+    from ctxmix_lite.internals.rows_capture import attention_implementation
 
     _require_whisper(model)
     x = _features(processor, audio).clone().requires_grad_(True)
@@ -164,7 +164,7 @@ def integrated_gradients(model, processor, audio, decoder_ids, positions, steps:
     baseline: ``"silence"`` (features of zeros of the clip's length: what the model sees for
     silence) or ``"zeros"`` (all-zero features). ``extra["completeness_gap"]`` = ``sum a - (f(x) -
     f(x'))``: small when ``steps`` is enough."""
-    from .core import attention_implementation
+    from ctxmix_lite.internals.rows_capture import attention_implementation
 
     _require_whisper(model)
     if steps < 1 or batch_size < 1:
@@ -211,7 +211,7 @@ def vz_rollout(model, processor, audio, decoder_ids, positions, chunk_frames: in
     Cost: ``(n_chunks)^2`` position-wise layer evaluations per encoder layer."""
     from ctxmix_lite.internals.capture import capture
     from ctxmix_lite.measures.rollout import rollout
-    from .core import keys_upto
+    from .scoring import keys_upto
     from ctxmix_lite.measures.value_zeroing import value_zeroing
 
     _require_whisper(model)
@@ -315,7 +315,7 @@ def flip_number(word: str, partner: Optional[str] = None) -> str:
     """The other number's form of a cue word (``les`` -> ``le``, ``elle`` -> ``elles``), keeping an
     initial capital. ``partner``: the cue of the item's minimal pair, used when given (gender of
     ``les`` -> ``le``/``la`` cannot be guessed)."""
-    from .core import normalize_word
+    from .transcripts import normalize_word
 
     w = normalize_word(word)
     if partner:
@@ -332,7 +332,7 @@ def flip_number(word: str, partner: Optional[str] = None) -> str:
 def replace_decoder_word(processor, decoder_ids, alignment, word_index: int, replacement: str, prefix_length: int = 4):
     """Teacher-forced input with one transcript word replaced: returns ``(new_ids, new_positions)``
     where ``new_positions[w]`` are the decoder positions of aligned word ``w`` in the new input."""
-    from .core import decoder_positions, transcript_words
+    from .transcripts import decoder_positions, transcript_words
 
     tok = processor.tokenizer
     text_ids = list(decoder_ids)[prefix_length:]

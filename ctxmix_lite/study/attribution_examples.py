@@ -23,7 +23,8 @@ __all__ = ["choose_examples", "analyse_example", "interventions", "compute_examp
 def choose_examples(items, transcripts: dict, keys: Sequence[str], tokenizer, n: int) -> list:
     """Indices of up to ``n`` items whose cue and target are in the transcription (first use),
     taking the templates in turn so that the examples mix them."""
-    from .core import check_use, decoder_positions, item_uses
+    from .transcripts import check_use, decoder_positions
+    from .runs import item_uses
 
     ok: dict = {}
     for k, it in enumerate(items):
@@ -38,7 +39,7 @@ def choose_examples(items, transcripts: dict, keys: Sequence[str], tokenizer, n:
 def interventions(model, proc, item, audio, ids, pos) -> dict:
     """``p(target)`` with the cue's audio silenced, the cue token replaced by the other number's
     form (audio untouched), and both."""
-    from .core import item_uses
+    from .runs import item_uses
 
     u = item_uses(item)[0]
     al = item["alignment"]
@@ -56,7 +57,7 @@ def analyse_example(model, proc, item, k: int, key: str, transcript_ids: Sequenc
                     vz_chunk: int = 2, methods: Sequence[str] = ("gxi", "ig", "vz"),
                     with_deletion: bool = True, with_interventions: bool = True) -> dict:
     """Everything notebook 07 shows for one item (see the module docstring)."""
-    from .core import audio_of, item_uses
+    from .runs import audio_of, item_uses
 
     u = item_uses(item)[0]
     al, wav = item["alignment"], audio_of(item)
@@ -84,7 +85,8 @@ def compute_examples(items, model, proc, n_examples: int = 3, ig_steps: int = 16
                      model_name: str = "openai/whisper-base") -> list:
     """Choose the examples (:func:`choose_examples`, on the trained model's transcriptions, cached)
     and analyse each (:func:`analyse_example`)."""
-    from .core import ModelRun, get_transcriptions, item_key
+    from .runs import ModelRun, item_key
+    from .core import get_transcriptions
 
     items = [dict(it) for it in items]
     keys = [item_key(it) for it in items]

@@ -232,7 +232,8 @@ def read_shard(path: Path, key: Optional[str] = None, run: Optional[str] = None,
 
 
 def _check_expected(dist: dict, probe: dict, expect: dict) -> None:
-    from .core import N_PROMPT, PROMPT_MASS  # the study's shard layout (imported late: study imports this module)
+    from .runs import N_PROMPT
+    from .core import PROMPT_MASS  # the study's shard layout (imported late: study imports this module)
 
     uses = list(expect.get("uses") or [])
     n_words = expect.get("n_words")

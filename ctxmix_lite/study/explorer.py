@@ -31,17 +31,12 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .core import (
-    MEASURE_LABELS,
-    MEASURES,
-    alignment_of,
-    audio_of,
-    sum_normalize,
-    decoder_positions,
-    item_uses,
-    keys_upto,
-    whisper_rows_capture,
-)
+from ctxmix_lite.internals.rows_capture import whisper_rows_capture
+from ctxmix_lite.measures.registry import MEASURE_LABELS, MEASURES
+
+from .runs import alignment_of, audio_of, item_uses
+from .scoring import keys_upto, sum_normalize
+from .transcripts import decoder_positions
 
 __all__ = ["LayerView", "layer_view", "Explorer"]
 
@@ -242,7 +237,7 @@ class Explorer:
 
     def decoder_ids(self, model_label: str, index: int) -> list:
         from ctxmix_lite.internals.capture import transcribe, whisper_prefix_ids
-        from .core import attention_implementation
+        from ctxmix_lite.internals.rows_capture import attention_implementation
 
         mt = self.transcripts.setdefault(model_label, {})
         if index in mt:

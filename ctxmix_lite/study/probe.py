@@ -292,7 +292,7 @@ def acoustic_features(items, analyses, span: str = "target", n_mfcc: int = 13):
     """MFCC features of each analysed (item, use): ``span="target"`` (the target word's own audio),
     ``"cue"`` (the cue word(s)) or ``"clip"`` (the whole clip). ``analyses``: rows with ``base_item``
     and ``use`` (e.g. ``result.probe[...]["items"]``). Returns ``X [N, 2 n_mfcc]``."""
-    from .core import alignment_of, audio_of, item_id_of, item_uses
+    from .runs import alignment_of, audio_of, item_id_of, item_uses
 
     by_id = {}
     for k, it in enumerate(items):
@@ -338,7 +338,7 @@ def cue_distances(items, analyses) -> np.ndarray:
     cue's last word (the nearest to the target) when the cue has several (Det_Noun_Verb's second
     use: cue = det + noun). 1 = the cue is right before the target. ``analyses``: rows with
     ``base_item`` and ``use`` (``result.probe[...]["items"]``)."""
-    from .core import item_id_of, item_uses
+    from .runs import item_id_of, item_uses
 
     by_id = {item_id_of(it, k): it for k, it in enumerate(items)}
     out = []
@@ -415,7 +415,7 @@ def minimal_pair_distances(items, n_mfcc: int = 13):
     Returns a ``pandas.DataFrame``: ``pair_id, template, target_ratio, cue_ratio``."""
     import pandas as pd
 
-    from .core import alignment_of, audio_of, item_uses
+    from .runs import alignment_of, audio_of, item_uses
 
     feats = {}
     for it in items:

@@ -221,7 +221,7 @@ def code_version() -> dict:
     import transformers
 
     from ctxmix_lite import __version__
-    from .core import SCORING_SCHEMA
+    from .runs import SCORING_SCHEMA
 
     root = Path(__file__).resolve().parents[2]
     commit, dirty = None, None
@@ -271,7 +271,7 @@ def same_platform(code: dict) -> bool:
 
 
 def _data_provenance(items, data: str) -> dict:
-    from .core import dataset_fingerprint, item_key
+    from .runs import dataset_fingerprint, item_key
 
     keys = [item_key(dict(it)) for it in items]
     d = dict(source=data, dataset_fingerprint=dataset_fingerprint(keys), n_items=len(keys))
@@ -297,7 +297,7 @@ def _run_record(run, model=None) -> dict:
 
 
 def _run_from_record(d: dict):
-    from .core import ModelRun
+    from .runs import ModelRun
 
     return ModelRun(d["name"], d["init"], int(d["seed"]), tuple(tuple(kv) for kv in d.get("config_overrides", [])))
 
@@ -359,7 +359,9 @@ def load_study(name_or_path=STUDY_BUNDLE, items=None, options=None):
     of ``table`` (default: the one it was computed with; all are in ``variants``)."""
     import pandas as pd
 
-    from .core import SCORING_SCHEMA, StudyOptions, StudyResult, dataset_fingerprint, item_key
+    from .runs import SCORING_SCHEMA, StudyOptions, dataset_fingerprint, item_key
+
+    from .core import StudyResult
 
     frames, arrays, prov = read_bundle(name_or_path, kind="homophony-study")
     where = _bundle_path(name_or_path)
@@ -410,7 +412,7 @@ def usable(precomputed: bool, **params) -> tuple:
     exclusion rule, no hub model). ``params``: the notebook's values (``model, data, n_items,
     checked_only, seed``, and optionally ``hub=False``, ``exclude_misrecognised=True``,
     ``n_examples, ig_steps, vz_chunk``)."""
-    from .core import NOTEBOOK_DEFAULTS
+    from .runs import NOTEBOOK_DEFAULTS
 
     if not precomputed:
         return False, "PRECOMPUTED = False: everything is recomputed here."
@@ -462,7 +464,8 @@ def recheck_study(shipped, items, n_items: int = 2, loaded: Optional[dict] = Non
     (:func:`compare_study`): the main table, every decoder definition, the prompt mass and the
     probe features. Returns the comparison table; raises :class:`ShippedResultsMismatch` when a
     difference exceeds ``atol`` or a row is missing."""
-    from .core import item_key, run_study
+    from .runs import item_key
+    from .core import run_study
 
     prov = getattr(shipped, "provenance", {})
     settings = prov.get("settings", {})
@@ -640,7 +643,7 @@ def load_attribution(name_or_path=ATTRIBUTION_BUNDLE, items=None):
     """Notebook 07's shipped examples: a list of dicts as given to :func:`save_attribution` (the
     attributions rebuilt as :class:`~ctxmix_lite.attribution.Attribution`) and the provenance."""
     from .attribution import Attribution
-    from .core import dataset_fingerprint, item_key
+    from .runs import dataset_fingerprint, item_key
 
     frames, arrays, prov = read_bundle(name_or_path, kind="attribution")
     if items is not None and prov.get("data"):
@@ -700,7 +703,7 @@ def main(argv=None) -> int:
     import argparse
 
     from . import core as study
-    from .core import NOTEBOOK_DEFAULTS
+    from .runs import NOTEBOOK_DEFAULTS
 
     ap = argparse.ArgumentParser(prog="python -m ctxmix_lite.study.shipped", description=main.__doc__)
     ap.add_argument("--only", choices=("study", "attribution"), default=None)

@@ -1,0 +1,262 @@
+"""The rows-only Whisper capture of the study: one forward pass with the model's own kernel, the rows the study reads recomputed with the eager formula and verified.
+
+Part of the homophony study (:mod:`ctxmix_lite.study`)."""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ctxmix_lite.internals.capture_types import LayerCapture
+
+
+# ================================================================================================
+# attention implementation switch and the rows-only Whisper capture
+# ================================================================================================
+@contextlib.contextmanager
+def attention_implementation(model, impl: str):
+    """Temporarily run ``model`` with another attention kernel (e.g. ``"sdpa"`` for a plain forward
+    or generation, where no weights are read), restoring the previous one afterwards."""
+    old = getattr(model.config, "_attn_implementation", None) or "eager"
+    if old == impl:
+        yield model
+        return
+    model.set_attn_implementation(impl)
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(old)
+
+
+def _heads(x: torch.Tensor, H: int) -> torch.Tensor:
+    """``[T, H*dh]`` -> ``[H, T, dh]``."""
+    T, D = x.shape
+    return x.reshape(T, H, D // H).permute(1, 0, 2).contiguous()
+
+
+def _no_rerun(positions):
+    raise NotImplementedError(
+        "a rows-only capture has no reference re-run; use ctxmix_lite.capture.capture() for "
+        "method='reference'"
+    )
+
+
+def _eager_rows(q_rows: torch.Tensor, k: torch.Tensor, scaling: float, H: int, query_pos=None) -> torch.Tensor:
+    """Eager attention weights of some query rows: ``softmax((q_i * s) K^T)`` per head ``[H, R, Tk]``
+    (Whisper scales the query projection before the product, as transformers does). ``query_pos``:
+    the rows' positions for a causal mask (keys after the query get probability 0)."""
+    q = _heads(q_rows * scaling, H)
+    kk = _heads(k, H)
+    scores = torch.matmul(q, kk.transpose(1, 2))  # [H, R, Tk]
+    if query_pos is not None:
+        qp = torch.as_tensor(query_pos)[:, None]
+        future = torch.arange(k.shape[0])[None, :] > qp  # j > i
+        scores = scores.masked_fill(future[None], float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
+def _decoder_self_post(layer, k_enc: torch.Tensor, v_enc: torch.Tensor, final_norm):
+    """The position-wise rest of a Whisper decoder layer after its self-attention, for fixed
+    encoder states: ``h1 = x + SelfAttn``; ``h2 = h1 + CrossAttn(LN2(h1))``; ``out = h2 + FFN(LN3(h2))``
+    (+ final norm). The cross-attention reuses the keys / values recorded in the forward pass
+    (``k_enc``, ``v_enc`` ``[Tk, D]``) instead of projecting 1,500 encoder states again per call;
+    same numbers as :func:`ctxmix_lite.capture._post_whisper_decoder_self` (tested)."""
+    ca = layer.encoder_attn
+    H = ca.num_heads
+    kh, vh = _heads(k_enc, H), _heads(v_enc, H)  # [H, Tk, dh]
+
+    def post(resid, attn_out):
+        h = resid + attn_out  # [N, D]
+        N = h.shape[0]
+        q = _heads(ca.q_proj(layer.encoder_attn_layer_norm(h)) * ca.scaling, H)  # [H, N, dh]
+        a = torch.softmax(torch.matmul(q, kh.transpose(1, 2)), dim=-1)  # [H, N, Tk]
+        cross = ca.out_proj(torch.matmul(a, vh).permute(1, 0, 2).reshape(N, -1))
+        h = h + cross
+        out = h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
+        return out if final_norm is None else final_norm(out)
+
+    return post
+
+
+def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optional[Sequence[int]],
+                         encoder_rows: Sequence[int], attn_implementation: str = "sdpa"):
+    """One forward pass of a Whisper model (its default attention kernel) with hooks; returns
+    ``{"encoder": [LayerCapture], "decoder": [...], "cross": [...], "encoder_hidden": [L+1, R, D],
+    "decoder_hidden": [L+1, T, D]}``.
+
+    Encoder captures hold only the query rows ``encoder_rows`` (``weights [H, R, 1500]``, ``resid``,
+    ``attn_out``, ``out`` ``[R, D]``); values, ``W_O`` and ``post`` are those of the full layer, so
+    :func:`~ctxmix_lite.attention_norm.attention_norm` and the fast
+    :func:`~ctxmix_lite.value_zeroing.value_zeroing` give exactly the rows of the full matrices.
+    Decoder and cross-attention captures hold every decoder position (a few dozen). Weights are
+    recomputed from the recorded queries and keys with the eager formula; ``rerun`` is not
+    available (use :func:`ctxmix_lite.capture.capture` for the reference loop).
+
+    ``attn_implementation``: the kernel the forward pass runs with (default ``"sdpa"``, the
+    transformers default; no weights are read from it), restored afterwards. Every capture is
+    then verified (:func:`verify_recomputed_weights`): the weights recomputed from q and k must
+    rebuild the kernel's own attention output row by row, else a ``CaptureError`` is raised -- the
+    weights the measures read are provably the ones the forward pass applied.
+    """
+    from ctxmix_lite.internals.capture import (
+        post_whisper_cross,
+        post_whisper_encoder,
+        whisper_parts,
+        model_device,
+        on_device,
+        whisper_features,
+        whisper_ffn_parts,
+    )
+
+    from ctxmix_lite.models.loading import check_analysis_state
+
+    check_analysis_state(model)  # eval mode everywhere, float32
+    encoder, decoder = whisper_parts(model)
+    rows = torch.as_tensor(list(encoder_rows), dtype=torch.long)
+    if rows.numel() == 0:
+        raise ValueError("encoder_rows is empty")
+    dev = model_device(model)  # the model runs there; the captures are returned on the CPU
+    feats = whisper_features(processor, audio).to(dev)
+    store: dict = {}
+    handles = []
+
+    def put(key, name, value):
+        store.setdefault(key, {})[name] = value
+
+    def reg_layer(key, layer):
+        def pre(m, args, kwargs):
+            put(key, "in", (args[0] if args else kwargs["hidden_states"])[0].detach())
+
+        def post(m, args, kwargs, out):
+            put(key, "out", (out[0] if isinstance(out, tuple) else out)[0].detach())
+
+        handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(layer.register_forward_hook(post, with_kwargs=True))
+
+    def reg_attn(key, attn, q_rows=None):
+        def out_hook(m, args, kwargs, out):
+            put(key, "attn_out", (out[0] if isinstance(out, tuple) else out)[0].detach())
+
+        handles.append(attn.register_forward_hook(out_hook, with_kwargs=True))
+        handles.append(attn.q_proj.register_forward_hook(
+            lambda m, a, o: put(key, "q", (o[0] if q_rows is None else o[0, q_rows]).detach())))
+        handles.append(attn.k_proj.register_forward_hook(lambda m, a, o: put(key, "k", o[0].detach())))
+        handles.append(attn.v_proj.register_forward_hook(lambda m, a, o: put(key, "v", o[0].detach())))
+
+    for i, layer in enumerate(encoder.layers):
+        reg_layer(("encoder", i), layer)
+        reg_attn(("encoder", i), layer.self_attn, rows)
+    need_dec = decoder_ids is not None
+    if need_dec:
+        for i, layer in enumerate(decoder.layers):
+            reg_layer(("decoder", i), layer)
+            reg_attn(("decoder", i), layer.self_attn)
+            reg_attn(("cross", i), layer.encoder_attn)
+    try:
+        with torch.no_grad(), attention_implementation(model, attn_implementation):
+            enc = encoder(feats).last_hidden_state
+            if need_dec:
+                decoder(input_ids=torch.tensor([list(decoder_ids)], device=dev), encoder_hidden_states=enc, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    on_model = store  # as recorded, on the model's device (the cross-attention keys / values for post)
+    if dev.type != "cpu":
+        store = {k: {n: v.cpu() for n, v in d.items()} for k, d in store.items()}
+
+    out: dict = {}
+    n_enc, n_dec = len(encoder.layers), len(decoder.layers)
+    caps, hidden = [], []
+    with torch.no_grad():
+        for i, layer in enumerate(encoder.layers):
+            s = store[("encoder", i)]
+            attn = layer.self_attn
+            fn = encoder.layer_norm if i == n_enc - 1 else None
+            lo = s["out"][rows]
+            if fn is not None:
+                lo = on_device(fn, dev)(lo)
+            if i == 0:
+                hidden.append(s["in"][rows])
+            hidden.append(lo)
+            caps.append(LayerCapture(
+                component="encoder", layer=i,
+                weights=_eager_rows(s["q"], s["k"], attn.scaling, attn.num_heads),
+                values=_heads(s["v"], attn.num_heads),
+                W_O=attn.out_proj.weight.detach().cpu(),
+                b_O=None if attn.out_proj.bias is None else attn.out_proj.bias.detach().cpu(),
+                resid=s["in"][rows], attn_out=s["attn_out"][rows], out=lo,
+                post=on_device(post_whisper_encoder(layer, fn), dev), rerun=_no_rerun,
+                causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn) if dev.type == "cpu" else None,
+            ))
+        out["encoder"] = caps
+        out["encoder_hidden"] = torch.stack(hidden)
+        if need_dec:
+            dcaps, ccaps, dhidden = [], [], []
+            T = len(decoder_ids)
+            for i, layer in enumerate(decoder.layers):
+                sd, sc = store[("decoder", i)], store[("cross", i)]
+                fn = decoder.layer_norm if i == n_dec - 1 else None
+                lo = sd["out"] if fn is None else on_device(fn, dev)(sd["out"])
+                if i == 0:
+                    dhidden.append(sd["in"])
+                dhidden.append(lo)
+                sa, ca = layer.self_attn, layer.encoder_attn
+                dcaps.append(LayerCapture(
+                    component="decoder", layer=i,
+                    weights=_eager_rows(sd["q"], sd["k"], sa.scaling, sa.num_heads, query_pos=torch.arange(T)),
+                    values=_heads(sd["v"], sa.num_heads), W_O=sa.out_proj.weight.detach().cpu(),
+                    b_O=None if sa.out_proj.bias is None else sa.out_proj.bias.detach().cpu(),
+                    resid=sd["in"], attn_out=sd["attn_out"], out=lo,
+                    post=on_device(_decoder_self_post(layer, on_model[("cross", i)]["k"],
+                                                      on_model[("cross", i)]["v"], fn), dev), rerun=_no_rerun,
+                    causal=True, final_norm_applied=fn is not None,
+                ))
+                ccaps.append(LayerCapture(
+                    component="cross", layer=i,
+                    weights=_eager_rows(sc["q"], sc["k"], ca.scaling, ca.num_heads),
+                    values=_heads(sc["v"], ca.num_heads), W_O=ca.out_proj.weight.detach().cpu(),
+                    b_O=None if ca.out_proj.bias is None else ca.out_proj.bias.detach().cpu(),
+                    resid=sd["in"] + sd["attn_out"],  # x + SelfAttn(LN1(x)) enters the cross block
+                    attn_out=sc["attn_out"], out=lo,
+                    post=on_device(post_whisper_cross(layer, fn), dev), rerun=_no_rerun,
+                    causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn) if dev.type == "cpu" else None,
+                ))
+            out["decoder"], out["cross"] = dcaps, ccaps
+            out["decoder_hidden"] = torch.stack(dhidden)
+        for comp in ("encoder", "decoder", "cross"):
+            for lc in out.get(comp, []):
+                verify_recomputed_weights(lc, attn_implementation)
+    return out
+
+
+#: how far the attention output rebuilt from the recomputed weights may be from the kernel's own
+#: output, relative to that output's largest entry (float32 kernels differ by ~1e-6)
+RECOMPUTE_RTOL = 1e-4
+
+
+def verify_recomputed_weights(lc: LayerCapture, kernel: str = "sdpa") -> float:
+    """Check that the weights recomputed with the eager formula are the ones the attention kernel
+    applied: ``(sum_j alpha_ij^h v_j^h) W_O + b_O`` must give back the block output the forward
+    pass produced, for every captured row. Returns the relative error; raises
+    :class:`ctxmix_lite.capture.CaptureError` when it exceeds :data:`RECOMPUTE_RTOL` (a kernel that
+    masks, scales or mixes differently: run the reference :func:`ctxmix_lite.capture.capture`,
+    which reads the weights from the eager path)."""
+    from ctxmix_lite.internals.capture import CaptureError
+
+    from ctxmix_lite.internals.layer import merge_heads
+
+    rebuilt = merge_heads(torch.matmul(lc.weights, lc.values)) @ lc.W_O.T  # Concat_h(A^h V^h) W_O^T
+    if lc.b_O is not None:
+        rebuilt = rebuilt + lc.b_O
+    scale = float(lc.attn_out.abs().max().clamp_min(1e-12))
+    err = float((rebuilt - lc.attn_out).abs().max()) / scale
+    if not err <= RECOMPUTE_RTOL:
+        raise CaptureError(
+            f"{lc.component} layer {lc.layer}: the attention weights recomputed from q and k do not "
+            f"reproduce the {kernel} kernel's attention output (relative error {err:.1e} > "
+            f"{RECOMPUTE_RTOL:.0e}); use ctxmix_lite.capture.capture (eager attention) for this model")
+    return err
+
+
