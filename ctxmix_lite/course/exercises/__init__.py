@@ -1,6 +1,6 @@
 """The exercise framework: learner code checked against a reference, with a useful message.
 
-In a notebook (the ARENA form of ``scripts/nbgen.py``: a markdown cell with markers and a hint
+In a notebook (the ARENA form, README "Exercises", linted by tests/test_notebooks.py: a markdown cell with markers and a hint
 ladder, the learner's stub, a collapsed solution cell written from the equations, the check)::
 
     def frame_of(t, n_frames=1500, window=30.0):
