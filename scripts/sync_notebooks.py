@@ -219,7 +219,7 @@ def sync_pair(ipynb: Path, py: Path, prefer: str | None = None, config=None, log
         from_py = from_source(py.read_text(encoding="utf-8"), stem, config, notes)
         from_nb = normalise(read_ipynb(ipynb), stem, notes)
         if ipynb_text(from_py) == ipynb_text(from_nb):
-            winner = "py"  # same content: only the form may change
+            winner = "same"  # same content: only the form may change (outputs, ids, metadata...)
         else:
             newer = "py" if py.stat().st_mtime_ns > ipynb.stat().st_mtime_ns else "ipynb"
             if py.stat().st_mtime_ns == ipynb.stat().st_mtime_ns:
@@ -232,7 +232,7 @@ def sync_pair(ipynb: Path, py: Path, prefer: str | None = None, config=None, log
                     f"{stem[:2]} --from py` (or `--from ipynb`); the other side is overwritten.")
                 return "conflict"
             winner = newer
-    if winner == "py":
+    if winner in ("py", "same"):
         nb = from_source(py.read_text(encoding="utf-8"), stem, config, notes)
     else:
         nb = normalise(read_ipynb(ipynb), stem, notes)
@@ -246,7 +246,8 @@ def sync_pair(ipynb: Path, py: Path, prefer: str | None = None, config=None, log
             path.write_text(text, encoding="utf-8")
             wrote.append(_rel(path))
     if wrote:
-        log(f"{stem}: from the {'source' if winner == 'py' else 'notebook'} -> wrote {', '.join(wrote)}")
+        how = {"py": "from the source", "ipynb": "from the notebook", "same": "same cells, normal form"}[winner]
+        log(f"{stem}: {how} -> wrote {', '.join(wrote)}")
         return "wrote"
     return "ok"
 

@@ -716,6 +716,29 @@ def test_sync_from_a_notebook_saved_by_jupyter(tmp_path):
     assert sn.check_pair(ipynb, py) == []
 
 
+def test_jupyterlab_pairing_writes_the_source_as_make_notebooks_does(tmp_path):
+    """JupyterLab with jupytext (notebooks/jupytext.toml) saves the .py beside the .ipynb: the source
+    it writes is the one `make notebooks` writes, so saving in Jupyter then `make notebooks` leaves
+    the source as saved and only cleans the .ipynb."""
+    pytest.importorskip("jupyter_server")
+    from jupyter_server.services.contents.largefilemanager import LargeFileManager
+    from jupytext.sync_contentsmanager import build_sync_jupytext_contents_manager_class
+
+    ipynb, py = _pair_in(tmp_path, "04_value_zeroing")
+    cm = build_sync_jupytext_contents_manager_class(LargeFileManager)(root_dir=str(tmp_path))
+    nb = cm.get("notebooks/04_value_zeroing.ipynb")["content"]
+    nb.cells.insert(3, nbformat.v4.new_markdown_cell("Added in JupyterLab."))
+    nb.cells[5].outputs = [nbformat.v4.new_output("stream", name="stdout", text="out\n")]
+    cm.save(dict(type="notebook", content=nb), "notebooks/04_value_zeroing.ipynb")
+    saved = py.read_text()
+    assert "# %% [markdown]\n# Added in JupyterLab.\n" in saved
+    assert any("differs from its source" in p for p in sn.check_pair(ipynb, py))  # outputs, metadata
+    result, log = _sync(ipynb, py)
+    assert result == "wrote" and "04_value_zeroing.ipynb" in log and "src/" not in log, log
+    assert py.read_text() == saved
+    assert sn.check_pair(ipynb, py) == []
+
+
 def test_sync_refuses_when_both_sides_were_edited(tmp_path):
     """Both sides edited since the last commit and different: nothing is overwritten until
     --from says which edits to keep."""
