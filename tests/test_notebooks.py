@@ -720,16 +720,23 @@ def test_jupyterlab_pairing_writes_the_source_as_make_notebooks_does(tmp_path):
     """JupyterLab with jupytext (notebooks/jupytext.toml) saves the .py beside the .ipynb: the source
     it writes is the one `make notebooks` writes, so saving in Jupyter then `make notebooks` leaves
     the source as saved and only cleans the .ipynb."""
+    import asyncio
+
     pytest.importorskip("jupyter_server")
-    from jupyter_server.services.contents.largefilemanager import LargeFileManager
-    from jupytext.sync_contentsmanager import build_sync_jupytext_contents_manager_class
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+    from jupytext.async_contentsmanager import build_async_jupytext_contents_manager_class
 
     ipynb, py = _pair_in(tmp_path, "04_value_zeroing")
-    cm = build_sync_jupytext_contents_manager_class(LargeFileManager)(root_dir=str(tmp_path))
-    nb = cm.get("notebooks/04_value_zeroing.ipynb")["content"]
-    nb.cells.insert(3, nbformat.v4.new_markdown_cell("Added in JupyterLab."))
-    nb.cells[5].outputs = [nbformat.v4.new_output("stream", name="stdout", text="out\n")]
-    cm.save(dict(type="notebook", content=nb), "notebooks/04_value_zeroing.ipynb")
+    # what jupytext's server extension makes of jupyter_server's default contents manager
+    cm = build_async_jupytext_contents_manager_class(AsyncLargeFileManager)(root_dir=str(tmp_path))
+
+    async def edit_and_save():
+        nb = (await cm.get("notebooks/04_value_zeroing.ipynb"))["content"]
+        nb.cells.insert(3, nbformat.v4.new_markdown_cell("Added in JupyterLab."))
+        nb.cells[5].outputs = [nbformat.v4.new_output("stream", name="stdout", text="out\n")]
+        await cm.save(dict(type="notebook", content=nb), "notebooks/04_value_zeroing.ipynb")
+
+    asyncio.run(edit_and_save())
     saved = py.read_text()
     assert "# %% [markdown]\n# Added in JupyterLab.\n" in saved
     assert any("differs from its source" in p for p in sn.check_pair(ipynb, py))  # outputs, metadata
