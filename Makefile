@@ -180,6 +180,7 @@ $(COLAB_STAMP): $(COLAB_PINS) pyproject.toml
 	$(COLAB_PY) ci/check_colab_stack.py $(COLAB_PINS)
 	@echo "== the test runner only"
 	$(COLAB_PY) -m pip install --quiet "pytest>=8" "pytest-xdist>=3.5" "papermill>=2.5" "nbformat>=5.9" "ipykernel>=6.25" \
+	    "jupytext>=1.19,<2" "pyflakes>=3.2" \
 	    $$($(PYTHON) ci/extra.py browser)
 	$(COLAB_PY) ci/check_colab_stack.py $(COLAB_PINS)
 	$(COLAB_PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (ctxmix, Colab stack)"

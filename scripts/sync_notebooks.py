@@ -49,6 +49,12 @@ NOTEBOOK_METADATA = {
 # collapsed state in JupyterLab (jupyter.source_hidden) and on Colab (cellView "form").
 KEPT_CELL_METADATA = ("tags", "jupyter", "cellView")
 KEPT_JUPYTER_METADATA = ("source_hidden",)
+# Metadata that Jupyter front ends (and jupytext, Colab, papermill) write for their own state:
+# dropped without a note. Any other cell metadata is dropped with one.
+UI_CELL_METADATA = {"autoscroll", "collapsed", "scrolled", "trusted", "execution", "ExecuteTime",
+                    "editable", "deletable", "papermill", "jp-MarkdownHeadingCollapsed", "vscode",
+                    "id", "outputId", "executionInfo", "colab",
+                    "cell_marker", "lines_to_next_cell", "lines_to_end_of_cell_marker"}
 
 
 def _import_root():
@@ -120,7 +126,7 @@ def normalise(nb, stem: str, notes: list | None = None):
             elif key in KEPT_CELL_METADATA:
                 if meta[key] not in ([], {}, None, ""):
                     new.metadata[key] = copy.deepcopy(meta[key])
-            elif key not in _JUPYTER_UI_METADATA:
+            elif key not in UI_CELL_METADATA:
                 notes.append(f"{stem}: cell {i}: dropped the cell metadata {key!r} (kept: "
                              f"{', '.join(KEPT_CELL_METADATA)}; see scripts/sync_notebooks.py)")
         out.cells.append(new)
@@ -130,13 +136,6 @@ def normalise(nb, stem: str, notes: list | None = None):
         cell["id"] = f"nb{stem[:2]}-{i:02d}"
     out.nbformat, out.nbformat_minor = 4, 5
     return out
-
-
-# Metadata that Jupyter front ends write for their own state (dropped without a note).
-_JUPYTER_UI_METADATA = {"autoscroll", "collapsed", "scrolled", "trusted", "execution", "ExecuteTime",
-                        "editable", "deletable", "papermill", "jp-MarkdownHeadingCollapsed", "vscode",
-                        "id", "outputId", "executionInfo", "colab",
-                        "cell_marker", "lines_to_next_cell", "lines_to_end_of_cell_marker"}
 
 
 def from_source(text: str, stem: str, config, notes=None):

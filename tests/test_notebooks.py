@@ -697,6 +697,7 @@ def test_sync_from_a_notebook_saved_by_jupyter(tmp_path):
             c.outputs = [nbformat.v4.new_output("stream", name="stdout", text="out\n")]
             c.metadata["scrolled"] = True
             c.metadata.setdefault("jupyter", {})["outputs_hidden"] = False
+    nb.cells[2].metadata["slideshow"] = {"slide_type": "slide"}  # not part of the course's form: said
     new = nbformat.v4.new_markdown_cell("A note added in JupyterLab.")
     nb.cells.insert(5, new)
     nb.metadata["kernelspec"] = {"name": "ctxmix", "display_name": "Python (ctxmix)", "language": "python"}
@@ -705,6 +706,7 @@ def test_sync_from_a_notebook_saved_by_jupyter(tmp_path):
     _touch_later(ipynb, py)
     result, log = _sync(ipynb, py)
     assert result == "wrote" and "from the notebook" in log, log
+    assert "cell 2: dropped the cell metadata 'slideshow'" in log and "scrolled" not in log, log
     assert "# A note added in JupyterLab." in py.read_text()
     clean = nbformat.read(ipynb, as_version=4)
     assert lint_notebook(clean, ipynb.name) == []
