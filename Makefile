@@ -10,7 +10,8 @@
 # install a quick no-op until pyproject.toml changes.
 #
 # Also: make lab (JupyterLab on the notebooks), make notebooks (after editing a notebook or its
-#       source notebooks/src/NN_name.py: brings the other side up to date), make bench, make clean, make help;
+#       source notebooks/src/NN_name.py: brings the other side up to date), make bench,
+#       make clean, make help;
 #       make colab-stack (Colab's pinned versions + the ipywidgets-7 front end, in .venv-colab),
 #       make book (the static site of the executed course), make book-test, make ci-book.
 #
