@@ -62,16 +62,6 @@ def _import_root():
         sys.path.insert(0, str(ROOT))
 
 
-def source_path(ipynb: Path) -> Path:
-    """``notebooks/NN_name.ipynb`` -> ``notebooks/src/NN_name.py``."""
-    return ipynb.parent / SRC_DIR_NAME / (ipynb.stem + ".py")
-
-
-def notebook_path(py: Path) -> Path:
-    """``notebooks/src/NN_name.py`` -> ``notebooks/NN_name.ipynb``."""
-    return py.parent.parent / (py.stem + ".ipynb")
-
-
 def pairs(directory: Path = NOTEBOOKS_DIR, only=None) -> list:
     """``[(ipynb, py)]`` for every notebook or source under ``directory`` (either may not exist
     yet), in order, filtered by name prefixes ``only``."""
