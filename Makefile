@@ -9,7 +9,9 @@
 # run as root -- otherwise they print the exact apt commands and go on. A stamp file makes the
 # install a quick no-op until pyproject.toml changes.
 #
-# Also: make lab (JupyterLab on the notebooks), make bench, make clean, make help;
+# Also: make lab (JupyterLab on the notebooks), make notebooks (after editing a notebook or its
+#       source notebooks/src/NN_name.py: brings the other side up to date), make bench,
+#       make clean, make help;
 #       make colab-stack (Colab's pinned versions + the ipywidgets-7 front end, in .venv-colab),
 #       make book (the static site of the executed course), make book-test, make ci-book.
 #
@@ -21,6 +23,7 @@
 #   WORKERS          pytest-xdist workers                         (2)
 #   PYTEST_ARGS      more pytest arguments                        ()
 #   RUN_ARGS         more scripts/run_notebooks.py arguments      (e.g. "--only 03" or "--smoke")
+#   NOTEBOOKS_ARGS   more scripts/sync_notebooks.py arguments     (e.g. "--only 03 --from py", "--check")
 #   RECOMPUTE        1: notebooks 05-07 recompute the whole study instead of loading the shipped
 #                    results in data/results/ (PRECOMPUTED=False; tens of minutes on 2 cores)   ()
 #   LOCK             the exact versions to install (requirements/lock-pyXY.txt for the Python in
@@ -51,7 +54,7 @@ UV_SPEC ?= uv==0.13.9
 export TORCH_SPEC TORCH_INDEX_URL
 
 .DEFAULT_GOAL := help
-.PHONY: help install system data run test shipped lab bench clean clean-all lock test-latest test-browser browser-deps colab-stack colab-env book book-env book-test ci-book
+.PHONY: help install system data run test shipped lab notebooks bench clean clean-all lock test-latest test-browser browser-deps colab-stack colab-env book book-env book-test ci-book
 
 help:
 	@echo "make run    build the offline data and execute every notebook (outputs/notebooks, outputs/figures)"
@@ -61,6 +64,7 @@ help:
 	@echo "make test-latest  the test suite on the newest releases within pyproject's ranges (.venv-latest)"
 	@echo "make lock   re-write requirements/lock-pyXY.txt from the versions installed in the venv"
 	@echo "make lab    open JupyterLab on notebooks/"
+	@echo "make notebooks  after editing a notebook (.ipynb) or its source (notebooks/src/NN_name.py): sync the other side"
 	@echo "make bench  run the benchmarks in bench/"
 	@echo "make clean  remove outputs/, data/build/ and Python caches (keeps .venv; 'make clean-all' removes it too)"
 	@echo "make test-browser the widget browser tests (chromium + Playwright, JupyterLab 4)"
@@ -128,6 +132,15 @@ shipped: data
 lab: system
 	$(VENV)/bin/jupyter lab notebooks/
 
+# Each notebook NN_name.ipynb is written as the jupytext py:percent source notebooks/src/NN_name.py.
+# After an edit of either side (in Jupyter or an editor): the more recently modified side wins, the
+# other is rewritten, and the .ipynb is committed clean (no outputs, counts or widget state). Stops
+# without writing when both sides were edited since the last commit and disagree: add
+# NOTEBOOKS_ARGS="--from py" (or "--from ipynb"). `make test` fails while a pair is out of sync.
+NOTEBOOKS_ARGS ?=
+notebooks: install
+	$(PY) scripts/sync_notebooks.py $(NOTEBOOKS_ARGS)
+
 bench: install
 	@set -e; for f in bench/*.py; do [ -e "$$f" ] || { echo "no benchmarks in bench/"; break; }; echo "== $$f"; $(PY) "$$f"; done
 
@@ -168,6 +181,7 @@ $(COLAB_STAMP): $(COLAB_PINS) pyproject.toml
 	$(COLAB_PY) ci/check_colab_stack.py $(COLAB_PINS)
 	@echo "== the test runner only"
 	$(COLAB_PY) -m pip install --quiet "pytest>=8" "pytest-xdist>=3.5" "papermill>=2.5" "nbformat>=5.9" "ipykernel>=6.25" \
+	    "jupytext>=1.19,<2" "pyflakes>=3.2" \
 	    $$($(PYTHON) ci/extra.py browser)
 	$(COLAB_PY) ci/check_colab_stack.py $(COLAB_PINS)
 	$(COLAB_PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (ctxmix, Colab stack)"

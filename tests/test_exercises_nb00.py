@@ -43,7 +43,7 @@ def test_checks_catch_typical_mistakes(capsys, monkeypatch):
 def test_notebook_solutions_pass_the_checks():
     from _solutions import load_solutions, solution_sources
 
-    ns = load_solutions("00")
+    ns = load_solutions("00", {"math": math})  # the notebook imports math in its imports cell
     assert nb00.check_frame_of(ns["frame_of_solution"], strict=True)
     assert nb00.check_word_to_frames(ns["word_to_frames_solution"], strict=True)
     src = "\n".join(solution_sources("00"))

@@ -1,5 +1,10 @@
-"""Every notebook: lint (committed clean, course conventions) and a papermill run with smoke
-parameters (``SMOKE=True``, ``SOLUTIONS=True``, strict checks), one test per notebook.
+"""Every notebook: its source in sync, lint (committed clean, course conventions, pyflakes on the
+source) and a papermill run with smoke parameters (``SMOKE=True``, ``SOLUTIONS=True``, strict
+checks), one test per notebook.
+
+Sources (``scripts/sync_notebooks.py``, ``make notebooks``): each ``notebooks/NN_name.ipynb`` is
+exactly what its jupytext ``py:percent`` source ``notebooks/src/NN_name.py`` gives, and the source
+is in the form ``make notebooks`` writes; the source passes pyflakes (``pyflakes_problems``).
 
 Lint rules (``lint_notebook``), for ``notebooks/NN_name.ipynb``:
 
@@ -10,8 +15,8 @@ Lint rules (``lint_notebook``), for ``notebooks/NN_name.ipynb``:
 * committed clean: no outputs, no execution counts, no widget state, no papermill metadata;
 * no ipympl (``%matplotlib widget``/``ipympl``): Colab does not have it;
 * solution cells (tagged ``solution``) are committed collapsed (``metadata.jupyter.source_hidden``);
-* exercises in the ARENA form (``scripts/nbgen.py``; notebooks in ``EXERCISE_FORM_NOTEBOOKS``): a
-  markdown cell opening with ``### Exercise`` holds the markers line (``nbgen.MARKERS_RE``) and a
+* exercises in the ARENA form (the README's "Exercises"; notebooks in ``EXERCISE_FORM_NOTEBOOKS``):
+  a markdown cell opening with ``### Exercise`` holds the markers line (``MARKERS_RE``) and a
   hint ladder of at least two ``<summary>Hint`` rungs, and is followed by the learner's stub (a code
   cell with ``YOUR CODE HERE``), a collapsed code cell tagged ``solution``, and a cell calling
   ``use_solution(`` (then the check).
@@ -38,7 +43,7 @@ from ctxmix_lite.colab import COLAB_SETUP_CELL
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import run_notebooks as rn  # noqa: E402
-from nbgen import MARKERS_RE  # noqa: E402
+import sync_notebooks as sn  # noqa: E402
 
 NOTEBOOKS = rn.notebooks()
 NAME_RE = re.compile(r"^\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb$")
@@ -46,6 +51,11 @@ NAME_RE = re.compile(r"^\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb$")
 # solution, use_solution): every notebook.
 EXERCISE_FORM_NOTEBOOKS = {p.name[:2] for p in NOTEBOOKS}
 EXERCISE_HEADING_RE = re.compile(r"^### Exercise\b", re.MULTILINE)
+# The markers line of an exercise: difficulty and importance out of five (ARENA's red and blue
+# circles, white for the rest), then the expected time, e.g.
+#   > **Difficulty** 🔴🔴⚪⚪⚪ · **Importance** 🔵🔵🔵🔵⚪ · **Time** ~10 min
+MARKERS_RE = (r"\*\*Difficulty\*\* (?:\U0001F534)+(?:\u26AA)* · \*\*Importance\*\* (?:\U0001F535)+(?:\u26AA)* · "
+              r"\*\*Time\*\* ~\d+(?:[–-]\d+)? min")
 
 # Extra smoke parameters per notebook stem (beyond SMOKE=True, SOLUTIONS=True), if a notebook
 # needs them; notebooks should derive their small sizes from SMOKE themselves.
@@ -107,9 +117,9 @@ def lint_exercises(cells) -> list:
         title = text[heading.start():].splitlines()[0]
         where = f"cell {i} ({title!r})"
         if heading.start() != len(text) - len(text.lstrip()):
-            problems.append(f"{where}: an exercise heading must open its own markdown cell (nbgen.exercise)")
+            problems.append(f"{where}: an exercise heading must open its own markdown cell")
         if not re.search(MARKERS_RE, text):
-            problems.append(f"{where}: no difficulty / importance / time markers line (nbgen.markers)")
+            problems.append(f"{where}: no difficulty / importance / time markers line (see the README, Exercises)")
         rungs = len(re.findall(r"<summary>Hint", text))
         if rungs < 2:
             problems.append(f"{where}: a hint ladder needs >= 2 '<summary>Hint' rungs (a nudge, then the key "
@@ -119,7 +129,7 @@ def lint_exercises(cells) -> list:
         if len(nxt) < 1 or kinds[0][0] != "code" or "YOUR CODE HERE" not in kinds[0][1]:
             problems.append(f"{where}: not followed by the learner's stub (a code cell with '# YOUR CODE HERE')")
         if len(nxt) < 2 or kinds[1][0] != "code" or "solution" not in _tags(nxt[1]):
-            problems.append(f"{where}: the stub is not followed by a code cell tagged 'solution' (nbgen.solution)")
+            problems.append(f"{where}: the stub is not followed by a code cell tagged 'solution'")
         elif not _source_hidden(nxt[1]):
             problems.append(f"{where}: its solution cell is not collapsed (metadata.jupyter.source_hidden)")
         if len(nxt) < 3 or "use_solution(" not in kinds[2][1]:
@@ -210,7 +220,7 @@ def lint_notebook(nb, name: str = "NN_name.ipynb", exercise_form=None) -> list:
                 problems.append(f"cell {i} carries '{key}' metadata from an executed run")
         if "solution" in _tags(c) and not _source_hidden(c):
             problems.append(f"cell {i} is a solution committed expanded: set metadata.jupyter.source_hidden "
-                            f"(nbgen.solution)")
+                            f"(in the source: jupyter={{\"source_hidden\": true}} on its # %% line)")
     if exercise_form is None:
         exercise_form = name[:2] in EXERCISE_FORM_NOTEBOOKS
     if exercise_form:
@@ -320,16 +330,48 @@ def test_lint_accepts_a_clean_notebook():
 
 
 # ---- exercises in the ARENA form -------------------------------------------------------------
+# An exercise as a contributor writes it in a notebook's source (notebooks/src/NN_name.py).
+EXERCISE_SOURCE = '''# %% [markdown]
+# ### Exercise 9.1 — double it
+#
+# > **Difficulty** 🔴⚪⚪⚪⚪ · **Importance** 🔵🔵⚪⚪⚪ · **Time** ~3 min
+#
+# Write `double(x)`.
+#
+# <details><summary>Hint 1 — a nudge</summary>
+#
+# Multiply.
+#
+# </details>
+# <details><summary>Hint 2 — the key line</summary>
+#
+# `return 2 * x`
+#
+# </details>
+
+# %%
+def double(x):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
+# @title Solution — double (open it when you are stuck)
+def double_solution(x):
+    return 2 * x  # y = 2 x
+
+
+# %%
+double = use_solution(double, double_solution, SOLUTIONS)
+assert double(2) == 4
+'''
+
+
 def _good_exercise_notebook():
-    from nbgen import code, exercise, solution
+    import jupytext
 
     nb = _good_notebook()
-    nb.cells += [
-        exercise("9.1 — double it", 1, 2, 3, "Write `double(x)`.", ["Multiply.", "`return 2 * x`"]),
-        code("def double(x):\n    # YOUR CODE HERE\n    raise NotImplementedError"),
-        solution("def double_solution(x):\n    return 2 * x  # y = 2 x", "double"),
-        code("double = use_solution(double, double_solution, SOLUTIONS)\nassert double(2) == 4"),
-    ]
+    nb.cells += jupytext.reads(EXERCISE_SOURCE, fmt="py:percent").cells
     return nb
 
 
@@ -529,13 +571,257 @@ def test_smoke_parameters_name_real_notebooks():
     assert set(SMOKE_PARAMETERS) <= stems and set(EXPECTED_FIGURES) <= stems
 
 
-GENERATORS = sorted((ROOT / "scripts").glob("make_nb*.py"))
+# ----------------------------------------------------------------------------------------------
+# Sources: notebooks/src/NN_name.py (jupytext py:percent) <-> notebooks/NN_name.ipynb
+# ----------------------------------------------------------------------------------------------
+PAIRS = sn.pairs()
 
 
-@pytest.mark.parametrize("script", GENERATORS, ids=[p.stem for p in GENERATORS])
-def test_committed_notebook_matches_its_generator(script):
-    """Edit the generator, regenerate, commit both: the two never drift apart."""
+def test_every_notebook_has_a_source():
+    assert [nb.name for nb, _ in PAIRS] == [p.name for p in NOTEBOOKS]
+    assert all(py.exists() for _, py in PAIRS), [str(py) for _, py in PAIRS if not py.exists()]
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=[nb.stem for nb, _ in PAIRS])
+def test_committed_notebook_matches_its_source(pair):
+    """Edit either side, run `make notebooks`, commit both: the two never drift apart."""
+    problems = sn.check_pair(*pair)
+    assert not problems, "\n".join(problems)
+
+
+def _pair_in(tmp_path, stem="00_welcome"):
+    """A copy of the committed pair ``stem`` (and the jupytext configuration) under ``tmp_path``."""
+    import shutil
+
+    d = tmp_path / "notebooks"
+    (d / "src").mkdir(parents=True)
+    shutil.copy2(ROOT / "notebooks" / "jupytext.toml", d)
+    shutil.copy2(ROOT / "notebooks" / f"{stem}.ipynb", d)
+    shutil.copy2(ROOT / "notebooks" / "src" / f"{stem}.py", d / "src")
+    return d / f"{stem}.ipynb", d / "src" / f"{stem}.py"
+
+
+def _touch_later(path, than):
+    """Make ``path`` newer than ``than`` (mtimes decide which side of a pair wins)."""
+    t = than.stat().st_mtime_ns + 5_000_000_000
+    os.utime(path, ns=(t, t))
+
+
+def _parameters_cell(nb):
+    (cell,) = [c for c in nb.cells if "parameters" in _tags(c)]
+    return cell
+
+
+def _sync(ipynb, py, **kw):
+    lines = []
+    result = sn.sync_pair(ipynb, py, log=lines.append, **kw)
+    return result, "\n".join(lines)
+
+
+def test_the_check_catches_a_notebook_edited_without_its_source(tmp_path):
+    """The check fails on a modified copy, naming the notebook and the fix -- in both directions."""
+    ipynb, py = _pair_in(tmp_path)
+    assert sn.check_pair(ipynb, py) == []
+    original = ipynb.read_text()
+    nb = nbformat.read(ipynb, as_version=4)
+    nb.cells[1].source = nb.cells[1].source.replace("Welcome", "Hello")
+    nbformat.write(nb, ipynb)
+    problems = sn.check_pair(ipynb, py)
+    assert len(problems) == 1 and "00_welcome.ipynb differs from its source" in problems[0], problems
+    assert "src/00_welcome.py" in problems[0] and "make notebooks" in problems[0]
+    # executed (outputs, a count) but otherwise the same: also caught, the commit would carry outputs
+    ipynb.write_text(original)
+    nb = nbformat.read(ipynb, as_version=4)
+    nb.cells[4].execution_count = 1
+    nb.cells[4].outputs = [nbformat.v4.new_output("stream", name="stdout", text="hello\n")]
+    nbformat.write(nb, ipynb)
+    assert any("differs from its source" in p for p in sn.check_pair(ipynb, py))
+    # the source edited, the notebook not regenerated
+    ipynb.write_text(original)
+    py.write_text(py.read_text().replace("N_SENTENCES = 4", "N_SENTENCES = 5"))
+    problems = sn.check_pair(ipynb, py)
+    assert problems and "differs from its source" in problems[0], problems
+    # a source not in the written form (a marker without its space) is caught even when it parses
+    ipynb.write_text(original)
+    py.write_text(py.read_text().replace("N_SENTENCES = 5", "N_SENTENCES = 4").replace(
+        "# %% [markdown]", "#%% [markdown]", 1))
+    problems = sn.check_pair(ipynb, py)
+    assert problems and all("make notebooks" in p for p in problems), problems
+    py.unlink()
+    assert "has no source" in sn.check_pair(ipynb, py)[0]
+
+
+def test_the_check_script_exits_1_and_names_the_notebook(tmp_path):
+    """`python scripts/sync_notebooks.py --check` (what the README gives) on a modified copy."""
     import subprocess
 
-    res = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, cwd=ROOT)
+    ipynb, py = _pair_in(tmp_path)
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_notebooks.py"), "--check", "--dir",
+                          str(ipynb.parent)], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
+    py.write_text(py.read_text().replace("N_SENTENCES = 4", "N_SENTENCES = 5"))
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_notebooks.py"), "--check", "--dir",
+                          str(ipynb.parent)], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 1 and "00_welcome.ipynb differs from its source" in res.stdout, res.stdout
+
+
+def test_sync_from_an_edited_source(tmp_path):
+    """A contributor edits the .py: `make notebooks` rewrites the .ipynb from it."""
+    ipynb, py = _pair_in(tmp_path)
+    text = py.read_text().replace("N_SENTENCES = 4", "N_SENTENCES = 5")
+    text += '\n\n# %% [markdown]\n# ## A new section\n\n# %%\nprint("new")\n'
+    py.write_text(text)
+    _touch_later(py, ipynb)
+    result, log = _sync(ipynb, py)
+    assert result == "wrote" and "from the source" in log, log
+    nb = nbformat.read(ipynb, as_version=4)
+    assert "N_SENTENCES = 5" in _parameters_cell(nb).source
+    assert [c.source for c in nb.cells[-2:]] == ["## A new section", 'print("new")']
+    assert nb.cells[-1].id == f"nb00-{len(nb.cells) - 1:02d}"
+    assert sn.check_pair(ipynb, py) == []
+    assert lint_notebook(nb, ipynb.name) == []
+    assert _sync(ipynb, py)[0] == "ok"  # idempotent
+
+
+def test_sync_from_a_notebook_saved_by_jupyter(tmp_path):
+    """A contributor edits the .ipynb in Jupyter (runs it, adds a cell; Jupyter writes outputs, counts,
+    random ids, its own metadata, the kernel it ran): `make notebooks` writes the .py from it and
+    commits the .ipynb clean; tags, ids and the collapsed state of solutions survive."""
+    ipynb, py = _pair_in(tmp_path)
+    committed = nbformat.read(ipynb, as_version=4)
+    nb = nbformat.read(ipynb, as_version=4)
+    for i, c in enumerate(nb.cells):
+        c.id = f"{i:08x}-jupyter"
+        if c.cell_type == "code":
+            c.execution_count = i
+            c.outputs = [nbformat.v4.new_output("stream", name="stdout", text="out\n")]
+            c.metadata["scrolled"] = True
+            c.metadata.setdefault("jupyter", {})["outputs_hidden"] = False
+    nb.cells[2].metadata["slideshow"] = {"slide_type": "slide"}  # not part of the course's form: said
+    new = nbformat.v4.new_markdown_cell("A note added in JupyterLab.")
+    nb.cells.insert(5, new)
+    nb.metadata["kernelspec"] = {"name": "ctxmix", "display_name": "Python (ctxmix)", "language": "python"}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    nbformat.write(nb, ipynb)
+    _touch_later(ipynb, py)
+    result, log = _sync(ipynb, py)
+    assert result == "wrote" and "from the notebook" in log, log
+    assert "cell 2: dropped the cell metadata 'slideshow'" in log and "scrolled" not in log, log
+    assert "# A note added in JupyterLab." in py.read_text()
+    clean = nbformat.read(ipynb, as_version=4)
+    assert lint_notebook(clean, ipynb.name) == []
+    assert clean.metadata == committed.metadata
+    assert [c.id for c in clean.cells] == [f"nb00-{i:02d}" for i in range(len(committed.cells) + 1)]
+    del clean.cells[5]
+    assert [(c.cell_type, c.source, c.metadata) for c in clean.cells] == \
+        [(c.cell_type, c.source, c.metadata) for c in committed.cells]
+    assert sn.check_pair(ipynb, py) == []
+
+
+def test_jupyterlab_pairing_writes_the_source_as_make_notebooks_does(tmp_path):
+    """JupyterLab with jupytext (notebooks/jupytext.toml) saves the .py beside the .ipynb: the source
+    it writes is the one `make notebooks` writes, so saving in Jupyter then `make notebooks` leaves
+    the source as saved and only cleans the .ipynb."""
+    import asyncio
+
+    pytest.importorskip("jupyter_server")
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+    from jupytext.async_contentsmanager import build_async_jupytext_contents_manager_class
+
+    ipynb, py = _pair_in(tmp_path, "04_value_zeroing")
+    # what jupytext's server extension makes of jupyter_server's default contents manager
+    cm = build_async_jupytext_contents_manager_class(AsyncLargeFileManager)(root_dir=str(tmp_path))
+
+    async def edit_and_save():
+        nb = (await cm.get("notebooks/04_value_zeroing.ipynb"))["content"]
+        nb.cells.insert(3, nbformat.v4.new_markdown_cell("Added in JupyterLab."))
+        nb.cells[5].outputs = [nbformat.v4.new_output("stream", name="stdout", text="out\n")]
+        await cm.save(dict(type="notebook", content=nb), "notebooks/04_value_zeroing.ipynb")
+
+    asyncio.run(edit_and_save())
+    saved = py.read_text()
+    assert "# %% [markdown]\n# Added in JupyterLab.\n" in saved
+    assert any("differs from its source" in p for p in sn.check_pair(ipynb, py))  # outputs, metadata
+    result, log = _sync(ipynb, py)
+    assert result == "wrote" and "04_value_zeroing.ipynb" in log and "src/" not in log, log
+    assert py.read_text() == saved
+    assert sn.check_pair(ipynb, py) == []
+
+
+def test_sync_refuses_when_both_sides_were_edited(tmp_path):
+    """Both sides edited since the last commit and different: nothing is overwritten until
+    --from says which edits to keep."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    ipynb, py = _pair_in(tmp_path)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
+    subprocess.run(git + ["init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(git + ["add", "."], cwd=tmp_path, check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "pair"], cwd=tmp_path, check=True)
+    py.write_text(py.read_text().replace("N_SENTENCES = 4", "N_SENTENCES = 5"))
+    nb = nbformat.read(ipynb, as_version=4)
+    _parameters_cell(nb).source = _parameters_cell(nb).source.replace("N_SENTENCES = 4", "N_SENTENCES = 6")
+    nbformat.write(nb, ipynb)
+    _touch_later(ipynb, py)
+    before = (ipynb.read_text(), py.read_text())
+    result, log = _sync(ipynb, py)
+    assert result == "conflict" and "--from py" in log, log
+    assert (ipynb.read_text(), py.read_text()) == before
+    result, log = _sync(ipynb, py, prefer="py")
+    assert result == "wrote"
+    assert "N_SENTENCES = 5" in _parameters_cell(nbformat.read(ipynb, as_version=4)).source
+    assert sn.check_pair(ipynb, py) == []
+
+
+def test_sync_refreshes_the_set_up_cell(tmp_path, monkeypatch):
+    """The first cell is always the package's current COLAB_SETUP_CELL (as the generators wrote it)."""
+    import ctxmix_lite.colab
+
+    ipynb, py = _pair_in(tmp_path)
+    monkeypatch.setattr(ctxmix_lite.colab, "COLAB_SETUP_CELL", COLAB_SETUP_CELL + "\nprint('new set-up')\n")
+    assert any("differs from its source" in p for p in sn.check_pair(ipynb, py))
+    assert _sync(ipynb, py)[0] == "wrote"
+    assert "print('new set-up')" in py.read_text()
+    assert nbformat.read(ipynb, as_version=4).cells[0].source.endswith("print('new set-up')\n")
+
+
+# ---- pyflakes on the sources (as on the package) ---------------------------------------------
+def pyflakes_problems(text: str, filename: str) -> list:
+    """pyflakes' messages for a notebook source, as ``file:line: message``. The one exception: the
+    set-up cell's ``import ctxmix_lite`` (an availability test in ``COLAB_SETUP_CELL``, which the
+    lint checks verbatim) is not reported as unused."""
+    from pyflakes import checker, messages
+
+    try:
+        tree = ast.parse(text, filename)
+    except SyntaxError as err:
+        return [f"{filename}:{err.lineno}: syntax error: {err.msg}"]
+    setup_end = next((i for i, line in enumerate(text.splitlines(), 1) if i > 1 and line.startswith("# %%")),
+                     0)
+    out = []
+    for m in sorted(checker.Checker(tree, filename=filename).messages, key=lambda m: m.lineno):
+        if (isinstance(m, messages.UnusedImport) and m.lineno < setup_end
+                and m.message_args[0] == "ctxmix_lite"):
+            continue
+        out.append(f"{filename}:{m.lineno}: {m.message % m.message_args}")
+    return out
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=[nb.stem for nb, _ in PAIRS])
+def test_notebook_source_passes_pyflakes(pair):
+    _, py = pair
+    problems = pyflakes_problems(py.read_text(encoding="utf-8"), str(py.relative_to(ROOT)))
+    assert not problems, "\n".join(problems)
+
+
+def test_pyflakes_lint_can_fail():
+    src = "# %%\nimport os, sys\nimport ctxmix_lite\n\n# %%\nimport json\nprint(undefined_name, sys)\n"
+    problems = pyflakes_problems(src, "99_test.py")
+    assert any("'json' imported but unused" in p for p in problems), problems
+    assert any("'os' imported but unused" in p for p in problems), problems
+    assert any("undefined name 'undefined_name'" in p for p in problems), problems
+    assert not any("ctxmix_lite" in p for p in problems), problems
+    assert pyflakes_problems("x = (", "99_test.py")[0].startswith("99_test.py:1: syntax error")
