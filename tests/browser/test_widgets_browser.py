@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from .frontends import FAILURE_TEXT, FRONTENDS
-from .harness import (ROOT, frontend_of_env, launch_browser, prepare_notebook, require_browser,
+from .harness import (ROOT, launch_browser, prepare_notebook, require_browser, require_frontend,
                       save_failure_artifacts, start_server)
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -220,9 +220,7 @@ def _change_slider(page, viewer, ctrl, before, shots, tag, log):
 @pytest.mark.parametrize("stem", list(WIDGET_NOTEBOOKS))
 def test_widgets_in_browser(stem, tmp_path, request):
     exe = require_browser()
-    kind, desc = frontend_of_env()
-    if kind is None:
-        pytest.skip(f"no widget front end in this environment: {desc}")
+    kind, desc = require_frontend()
     from playwright.sync_api import sync_playwright
 
     spec = WIDGET_NOTEBOOKS[stem]
@@ -329,9 +327,7 @@ draw()
 @pytest.mark.xdist_group("browser")
 def test_plain_viewer_in_browser(tmp_path, request):
     exe = require_browser()
-    kind, desc = frontend_of_env()
-    if kind is None:
-        pytest.skip(f"no widget front end in this environment: {desc}")
+    kind, desc = require_frontend()
     import nbformat
     from playwright.sync_api import sync_playwright
 
