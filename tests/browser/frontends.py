@@ -59,7 +59,7 @@ class Frontend:
     def wait_all_executed(self, timeout: float, poll: float = 2.0, stalled: float = 90):
         """Until every code cell shows an execution number (none queued '[*]' or never run '[ ]').
         Fails early when a cell shows an error (Run All stops there), and when for ``stalled``
-        seconds no cell is running or queued while some have not run."""
+        seconds no cell is running or queued and the kernel is idle while some have not run."""
         t0 = time.time()
         prompts, idle_since = [], None
         while time.time() - t0 < timeout:
@@ -69,7 +69,7 @@ class Frontend:
             errors = self.cell_errors()
             if errors:
                 raise AssertionError("a cell failed during Run All:\n" + "\n---\n".join(errors))
-            if any("*" in p for p in prompts):
+            if any("*" in p for p in prompts) or not self.kernel_idle():
                 idle_since = None
             elif idle_since is None:
                 idle_since = time.time()
