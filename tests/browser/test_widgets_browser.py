@@ -92,12 +92,22 @@ def _output_state(viewer) -> dict:
 
 def _decode_images(viewer):
     """Wait until the browser has decoded the output's images and painted two frames (else a
-    screenshot can catch a large PNG half painted)."""
-    ok = viewer.locator(OUT_CHILD).first.evaluate("""async (o) => {
-        const r = await Promise.all(Array.from(o.querySelectorAll('img')).map(i => i.decode().then(() => true, () => false)));
+    screenshot can catch a large PNG half painted); fail when one is blank (< 1 % non-white
+    pixels: notebook 05's explorer has drawn such a figure on JupyterLab, see the README)."""
+    inked = viewer.locator(OUT_CHILD).first.evaluate("""async (o) => {
+        const imgs = Array.from(o.querySelectorAll('img'));
+        const r = await Promise.all(imgs.map(i => i.decode().then(() => true, () => false)));
         await new Promise(res => requestAnimationFrame(() => requestAnimationFrame(res)));
-        return r.every(x => x); }""")
-    assert ok, "an image of the viewer's output could not be decoded"
+        if (!r.every(x => x)) return null;
+        // the share of pixels that are not (near) white: a blank figure has ~0
+        return imgs.map(i => { const c = document.createElement('canvas');
+            c.width = i.naturalWidth; c.height = i.naturalHeight;
+            const g = c.getContext('2d'); g.drawImage(i, 0, 0);
+            const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
+            for (let k = 0; k < d.length; k += 4) if (d[k + 3] > 0 && (d[k] < 235 || d[k + 1] < 235 || d[k + 2] < 235)) n++;
+            return n / (c.width * c.height); }); }""")
+    assert inked is not None, "an image of the viewer's output could not be decoded"
+    assert min(inked) >= 0.01, f"the viewer drew a blank figure (share of non-white pixels: {inked})"
 
 
 def _image_signature(viewer) -> tuple:
