@@ -68,8 +68,10 @@ def _rewrite_line(line: str, src_rel: Path, in_site: set, repo_url: str) -> str:
             if external:  # an image the site does not hold: keep its words, drop the picture
                 return label or target
             return m.group(0)
-        if external or target.startswith("#"):
+        if external:
             return f"[{label}]({target}{title})"
+        if target.startswith("#"):
+            return f"[{label}](#{site_anchor(src_rel.as_posix(), target[1:])}{title})"
         path, _, anchor = target.partition("#")
         resolved = (src_rel.parent / path)
         parts = []
@@ -81,12 +83,44 @@ def _rewrite_line(line: str, src_rel: Path, in_site: set, repo_url: str) -> str:
                 parts.append(p)
         rel = "/".join(parts)
         if rel in in_site:
-            return f"[{label}]({target}{title})"
+            return f"[{label}]({path}{'#' + site_anchor(rel, anchor) if anchor else ''}{title})"
         kind = "tree" if (ROOT / rel).is_dir() or path.endswith("/") else "blob"
         url = f"{repo_url}/{kind}/main/{rel}" + (f"#{anchor}" if anchor else "")
         return f"[{label}]({url}{title})"
 
     return LINK.sub(fix, line)
+
+
+# Heading anchors: the sources link to headings by GitHub's slugs ("Shipped results
+# (`data/results/`)" -> #shipped-results-dataresults, "Slides → notebook sections" ->
+# #slides--notebook-sections); Sphinx gives the same headings docutils ids
+# (shipped-results-data-results, slides-notebook-sections). {page: {GitHub slug: docutils id}}.
+_ANCHORS: dict = {}
+
+
+def github_slug(heading: str) -> str:
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def heading_anchors(text: str) -> dict:
+    """{GitHub slug: docutils id} of the markdown headings of ``text`` (fenced code skipped)."""
+    from docutils.nodes import make_id
+
+    out, fenced = {}, False
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        m = None if fenced else re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            shown = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", m.group(1)).replace("`", "").replace("*", "")
+            out.setdefault(github_slug(m.group(1).replace("`", "").replace("*", "")), make_id(shown))
+    return out
+
+
+def site_anchor(page: str, anchor: str) -> str:
+    """The id the site gives to ``page#anchor`` (a GitHub heading slug becomes the docutils id)."""
+    return _ANCHORS.get(page, {}).get(anchor, anchor)
 
 
 # ---- notebooks --------------------------------------------------------------------------------
@@ -201,6 +235,8 @@ def stage(notebooks: Path, figures: Path, src_dir: Path, repo_url: str = REPO_UR
         if page.exists():
             pages[f"notebooks/{name}.md"] = page
     _IN_SITE = set(pages) | {f"notebooks/{p.name}" for p in nbs} | {"FIGURES.md"}
+    _ANCHORS.clear()
+    _ANCHORS.update({rel: heading_anchors(path.read_text()) for rel, path in pages.items()})
     for rel, path in pages.items():
         dest = src_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -37,27 +37,45 @@ class Frontend:
             while time.time() - t0 < 30:
                 if any(re.search(r"\[(\*|\d+)\]", p) for p in self.prompts()):
                     return
+                dialog = self.dialog_text()
+                if dialog:
+                    raise AssertionError(f"Run All Cells opened a dialog instead of running:\n{dialog}")
                 time.sleep(1)
         raise AssertionError(f"Run All Cells started no cell ({tries} tries)")
 
     def _click_run_all(self):
         raise NotImplementedError
 
-    def prompts(self) -> list:
-        return [t.strip() for t in self.page.locator(self.code_prompt).all_inner_texts()]
+    def dialog_text(self) -> str:
+        """The text of a modal dialog the front end shows, '' when none."""
+        return ""
 
-    def wait_all_executed(self, timeout: float, poll: float = 2.0):
+    def prompts(self) -> list:
+        return [t.strip() for t in self.page.locator(self.code_prompt).all_text_contents()]
+
+    def kernel_idle(self) -> bool:
+        raise NotImplementedError
+
+    def wait_all_executed(self, timeout: float, poll: float = 2.0, stalled: float = 90):
         """Until every code cell shows an execution number (none queued '[*]' or never run '[ ]').
-        Fails early when a cell shows an error (Run All stops there)."""
+        Fails early when a cell shows an error (Run All stops there), and when for ``stalled``
+        seconds no cell is running or queued and the kernel is idle while some have not run."""
         t0 = time.time()
-        prompts = []
+        prompts, idle_since = [], None
         while time.time() - t0 < timeout:
             prompts = self.prompts()
-            if prompts and all(re.search(r"\[\d+\]", p) for p in prompts):
+            if prompts and all(re.search(r"\[\d+\]", p) for p in prompts) and self.kernel_idle():
                 return time.time() - t0
             errors = self.cell_errors()
             if errors:
                 raise AssertionError("a cell failed during Run All:\n" + "\n---\n".join(errors))
+            if any("*" in p for p in prompts) or not self.kernel_idle():
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.time()
+            elif time.time() - idle_since > stalled:
+                raise AssertionError(f"Run All stopped: no cell running or queued for {stalled:.0f} s, "
+                                     f"but not every cell has run; prompts: {prompts}")
             time.sleep(poll)
         raise AssertionError(f"Run All did not finish within {timeout:.0f} s; prompts: {prompts}")
 
@@ -72,7 +90,10 @@ class Frontend:
 class Lab(Frontend):
     """JupyterLab 4 (ipywidgets 8)."""
     kind = "lab"
-    code_prompt = ".jp-CodeCell .jp-InputPrompt"
+    # Only the prompts of cells whose input is shown: a collapsed input (the solution cells,
+    # hidden in JupyterLab) is replaced by a placeholder whose prompt stays empty. Run All runs
+    # them in order, so with every shown prompt numbered and the kernel idle, all have run.
+    code_prompt = ".jp-CodeCell .jp-InputArea > .jp-InputPrompt"
     error_output = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
     output_selector = ".jp-OutputArea-output"
 
@@ -80,15 +101,34 @@ class Lab(Frontend):
         page = self.page
         page.goto(f"{self.server.base}/lab/tree/{name}?reset&token={self.server.token}", wait_until="domcontentloaded")
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=timeout * 1000)
-        # the kernel is up when the status indicator says idle
+        # The kernel is up when the toolbar names a kernel and the status indicator says idle: the
+        # indicator also says 'idle' for a second or two before the session has a kernel ('No
+        # Kernel'), and Run All Cells then opens the "Select Kernel" dialog instead of running.
         page.wait_for_function(
             "() => { const e = document.querySelector('.jp-Notebook-ExecutionIndicator');"
-            " return e && e.getAttribute('data-status') === 'idle'; }", timeout=timeout * 1000)
+            " const k = document.querySelector('.jp-Toolbar-kernelName');"
+            " const name = k ? k.innerText.trim() : '';"
+            " return e && e.getAttribute('data-status') === 'idle' && name && name !== 'No Kernel'; }",
+            timeout=timeout * 1000)
+        t0 = time.time()
+        while not any(s.get("kernel") and s["kernel"].get("connections", 0) >= 1
+                      and s["kernel"].get("execution_state") == "idle" for s in self.server.api("/api/sessions")):
+            if time.time() - t0 > timeout:
+                raise AssertionError(f"no idle kernel connected to {name} within {timeout:.0f} s")
+            time.sleep(0.5)
 
     def _click_run_all(self):
         page = self.page
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+    def kernel_idle(self) -> bool:
+        return self.page.evaluate("() => { const e = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+                                  " return !!e && e.getAttribute('data-status') === 'idle'; }")
+
+    def dialog_text(self) -> str:
+        d = self.page.locator(".jp-Dialog")
+        return d.first.inner_text() if d.count() else ""
 
 
 class Classic(Frontend):
@@ -105,6 +145,9 @@ class Classic(Frontend):
             "() => window.Jupyter && Jupyter.notebook && Jupyter.notebook.kernel"
             " && Jupyter.notebook.kernel.is_connected() && !Jupyter.notebook.kernel_busy"
             " && document.querySelector('#kernel_indicator_icon.kernel_idle_icon')", timeout=timeout * 1000)
+
+    def kernel_idle(self) -> bool:
+        return self.page.evaluate("() => !!(window.Jupyter && Jupyter.notebook && !Jupyter.notebook.kernel_busy)")
 
     def _click_run_all(self):
         page = self.page

@@ -48,11 +48,29 @@ def require_browser():
     if exe is None:
         problems.append("no chromium executable (apt-get install -y chromium, or set CTXMIX_CHROMIUM)")
     if problems:
-        msg = "browser tests need: " + "; ".join(problems)
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail(msg + " -- in CI (CI=true) this is a failure, not a skip", pytrace=False)
-        pytest.skip(msg)
+        skip_or_fail("browser tests need: " + "; ".join(problems))
     return exe
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def skip_or_fail(msg: str):
+    """Skip with ``msg``; in CI (``CI=true``) fail instead: CI must never pass a browser test it
+    did not run."""
+    if in_ci():
+        pytest.fail(msg + " -- in CI (CI=true) this is a failure, not a skip", pytrace=False)
+    pytest.skip(msg)
+
+
+def require_frontend():
+    """(kind, description) of this environment's widget front end (see :func:`frontend_of_env`);
+    skips without one, fails in CI."""
+    kind, desc = frontend_of_env()
+    if kind is None:
+        skip_or_fail(f"no widget front end in this environment: {desc}")
+    return kind, desc
 
 
 def launch_browser(pw, exe):

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from .frontends import FAILURE_TEXT, FRONTENDS
-from .harness import (ROOT, frontend_of_env, launch_browser, prepare_notebook, require_browser,
+from .harness import (ROOT, launch_browser, prepare_notebook, require_browser, require_frontend,
                       save_failure_artifacts, start_server)
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -36,11 +36,15 @@ import run_notebooks as rn  # noqa: E402
 #   after: test-only cells inserted after the cell containing the key (see prepare_notebook)
 WIDGET_NOTEBOOKS = {
     "00_welcome": dict(viewers=1, viewer_audio=False, min_audio=1),
-    "02_attention_in_speech": dict(viewers=1, viewer_audio=False, min_audio=0),
+    "02_attention_in_speech": dict(
+        viewers=1, viewer_audio=False, min_audio=0,
+        # the smoke run loads 1 clip; 2 let the clip slider move (load_clips(2)[0] is the same clip)
+        after={"n_clips = 1 if SMOKE else N_CLIPS":
+               "clips = nb02.load_clips(2, seed=SEED)  # browser test: the clip slider needs 2 clips"}),
     "05_homophony_cue_contribution": dict(
         viewers=1, viewer_audio=True, min_audio=2,
         # the smoke run shows 1 item in the explorer; 2 let the item dropdown change
-        after={"N_ITEMS, EXPLORER_ITEMS = 6, 1": "EXPLORER_ITEMS = 2  # browser test: the item dropdown needs 2 items"}),
+        after={"EXPLORER_ITEMS, RECHECK_ITEMS = 1, 1": "EXPLORER_ITEMS = 2  # browser test: the item dropdown needs 2 items"}),
 }
 RUN_ALL_TIMEOUT = 1500   # s, on a loaded 2-core machine
 REDRAW_TIMEOUT = 180     # s for one redraw (notebook 05 computes value zeroing for a new item)
@@ -77,27 +81,65 @@ def _viewers(page):
         has=page.locator(":scope > .widget-hbox"))
 
 
+def _output_state(viewer) -> dict:
+    """What the viewer's output shows now: its images (src, loaded) and its text."""
+    return viewer.locator(OUT_CHILD).first.evaluate("""(o) => ({
+        imgs: Array.from(o.querySelectorAll('img')).map(i => ({
+            src: i.getAttribute('src') || '', loaded: i.complete && i.naturalWidth > 0})),
+        audios: o.querySelectorAll('audio').length,
+        text: o.innerText})""")
+
+
+def _decode_images(viewer):
+    """Wait until the browser has decoded the output's images and painted two frames (else a
+    screenshot can catch a large PNG half painted); fail when one is blank (< 1 % non-white
+    pixels: notebook 05's explorer has drawn such a figure on JupyterLab, see the README)."""
+    inked = viewer.locator(OUT_CHILD).first.evaluate("""async (o) => {
+        const imgs = Array.from(o.querySelectorAll('img'));
+        const r = await Promise.all(imgs.map(i => i.decode().then(() => true, () => false)));
+        await new Promise(res => requestAnimationFrame(() => requestAnimationFrame(res)));
+        if (!r.every(x => x)) return null;
+        // the share of pixels that are not (near) white: a blank figure has ~0
+        return imgs.map(i => { const c = document.createElement('canvas');
+            c.width = i.naturalWidth; c.height = i.naturalHeight;
+            const g = c.getContext('2d'); g.drawImage(i, 0, 0);
+            const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
+            for (let k = 0; k < d.length; k += 4) if (d[k + 3] > 0 && (d[k] < 235 || d[k + 1] < 235 || d[k + 2] < 235)) n++;
+            return n / (c.width * c.height); }); }""")
+    assert inked is not None, "an image of the viewer's output could not be decoded"
+    assert min(inked) >= 0.01, f"the viewer drew a blank figure (share of non-white pixels: {inked})"
+
+
 def _image_signature(viewer) -> tuple:
-    imgs = viewer.locator(OUT_CHILD).first.locator("img")
-    return tuple(img.get_attribute("src") or "" for img in imgs.all())
+    return tuple(i["src"] for i in _output_state(viewer)["imgs"])
 
 
-def _wait_new_image(viewer, before: tuple, timeout: float) -> tuple:
-    """The output's images once they differ from ``before`` and stay the same for 1 s."""
+def _wait_new_image(viewer, before: tuple, timeout: float, timeline: list = None) -> tuple:
+    """The output's images once they differ from ``before``, have all loaded (decoded by the
+    browser) and stay the same for 1 s; else what the output shows at ``timeout``. ``timeline``
+    collects what the output showed meanwhile (for the failure message)."""
     t0, last = time.time(), None
+    sig = ()
     while time.time() - t0 < timeout:
-        sig = _image_signature(viewer)
-        if sig and all(s.startswith("data:image/") for s in sig) and sig != before:
+        st = _output_state(viewer)
+        sig = tuple(i["src"] for i in st["imgs"])
+        if timeline is not None:
+            entry = (f"{time.time() - t0:.0f}s: {len(sig)} image(s) "
+                     f"{[(len(i['src']), i['loaded']) for i in st['imgs']]}, {st['audios']} audio, "
+                     f"same as before: {sig == before}, text {st['text'][-200:]!r}")
+            if not timeline or timeline[-1].split(": ", 1)[1] != entry.split(": ", 1)[1]:
+                timeline.append(entry)
+        if FAILURE_TEXT.search(st["text"]):
+            raise AssertionError(f"the viewer's output shows an error:\n{st['text'][-3000:]}")
+        if sig and all(i["src"].startswith("data:image/") and i["loaded"] for i in st["imgs"]) and sig != before:
             if sig == last:
+                _decode_images(viewer)
                 return sig
             last = sig
         else:
             last = None
-        errors = viewer.locator(OUT_CHILD).first.inner_text()
-        if FAILURE_TEXT.search(errors):
-            raise AssertionError(f"the viewer's output shows an error:\n{errors[-3000:]}")
         time.sleep(1.0)
-    return _image_signature(viewer)
+    return sig
 
 
 def _check_audio(page, audio, play: bool) -> dict:
@@ -145,13 +187,16 @@ def _change_dropdown(viewer, ctrl, before, shots, tag, log):
     current = sel.evaluate("s => s.selectedIndex")
     for k in [i for i in range(n) if i != current][:3]:
         sel.select_option(index=k)
-        after = _wait_new_image(viewer, before, REDRAW_TIMEOUT)
+        timeline = []
+        t0 = time.time()
+        after = _wait_new_image(viewer, before, REDRAW_TIMEOUT, timeline)
         viewer.screenshot(path=str(shots / f"{tag}-{label}-{k}.png"))
         chosen = sel.evaluate("s => s.options[s.selectedIndex].text")
         if after and after != before:
-            log.append(f"{tag} dropdown {label!r} -> {chosen!r}: image changed")
+            log.append(f"{tag} dropdown {label!r} -> {chosen!r}: image changed ({time.time() - t0:.0f} s)")
             return after, True
-        log.append(f"{tag} dropdown {label!r} -> {chosen!r}: image unchanged")
+        log.append(f"{tag} dropdown {label!r} -> {chosen!r}: image unchanged; the output meanwhile:\n  "
+                   + "\n  ".join(timeline))
     raise AssertionError(f"dropdown {label!r}: no other option changed the drawn image\n" + "\n".join(log))
 
 
@@ -185,9 +230,7 @@ def _change_slider(page, viewer, ctrl, before, shots, tag, log):
 @pytest.mark.parametrize("stem", list(WIDGET_NOTEBOOKS))
 def test_widgets_in_browser(stem, tmp_path, request):
     exe = require_browser()
-    kind, desc = frontend_of_env()
-    if kind is None:
-        pytest.skip(f"no widget front end in this environment: {desc}")
+    kind, desc = require_frontend()
     from playwright.sync_api import sync_playwright
 
     spec = WIDGET_NOTEBOOKS[stem]
@@ -294,9 +337,7 @@ draw()
 @pytest.mark.xdist_group("browser")
 def test_plain_viewer_in_browser(tmp_path, request):
     exe = require_browser()
-    kind, desc = frontend_of_env()
-    if kind is None:
-        pytest.skip(f"no widget front end in this environment: {desc}")
+    kind, desc = require_frontend()
     import nbformat
     from playwright.sync_api import sync_playwright
 
