@@ -233,6 +233,13 @@ def test_widgets_in_browser(stem, tmp_path, request):
     kind, desc = require_frontend()
     from playwright.sync_api import sync_playwright
 
+    if stem.startswith("05") and kind == "lab":
+        # OPEN FAULT (README "Browser tests"): on JupyterLab 4 + ipywidgets 8 the explorer of
+        # notebook 05 draws a blank figure after a control change in about half the runs (not on
+        # the classic front end, not in notebooks 00/02, never headless). Recorded as an expected
+        # failure until it is fixed: the test still runs every step and reports XPASS when it passes.
+        request.applymarker(pytest.mark.xfail(reason="open fault: notebook 05's explorer sometimes draws a "
+                                              "blank figure on JupyterLab 4 + ipywidgets 8", strict=False))
     spec = WIDGET_NOTEBOOKS[stem]
     src = _notebook(stem)
     params, _ = rn.parameters_for(src, smoke=True, solutions=True, extra={})
