@@ -177,7 +177,10 @@ def watched_kernel_manager_class(watch: "Watch", ipc: bool = True):
     cannot collide. (On Windows, where zmq has no ipc transport, TCP is kept.)"""
     from jupyter_client import AsyncKernelManager
     from jupyter_client.asynchronous import AsyncKernelClient
-    from jupyter_client.channels import AsyncZMQSocketChannel
+    try:  # jupyter_client >= 8: the asyncio channel has its own class
+        from jupyter_client.channels import AsyncZMQSocketChannel
+    except ImportError:  # jupyter_client 7 (Colab's stack): the one channel class is the asyncio one
+        from jupyter_client.channels import ZMQSocketChannel as AsyncZMQSocketChannel
     from traitlets import Type
 
     from queue import Empty
