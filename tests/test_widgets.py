@@ -69,6 +69,13 @@ def test_viewer_builds_controls_and_redraws():
     v.controls["item"].value = 1
     assert calls[-2:] == [(0, 2), (1, 2)]
     assert plt.get_fignums() == []  # every redraw closes its figures
+    # the figure is shown as PNG bytes in an Image widget of the viewer (not through the Output)
+    (image,) = v.figures.children
+    assert v.figures in v.widget.children and isinstance(image, W.Image)
+    assert image.format == "png" and bytes(image.value[:8]) == b"\x89PNG\r\n\x1a\n"
+    png = bytes(image.value)
+    v.controls["layer"].value = 3
+    assert bytes(v.figures.children[0].value) != png  # the redraw replaced the picture
     assert v.run_all() == 1 + 1 + 3
     assert v.run_all(mode="product") == 8
     assert calls[-1] == (1, 3)
@@ -127,7 +134,7 @@ def test_widget_classes_used_exist_in_ipywidgets_7():
     used = set(re.findall(r"\bW\.([A-Z]\w+)", SOURCE))
     in_7 = {"Dropdown", "IntSlider", "Output", "HBox", "VBox", "Layout", "Button", "Label",
             "FloatSlider", "Checkbox", "ToggleButtons", "SelectionSlider", "Text", "HTML",
-            "interactive_output"}
+            "Image", "interactive_output"}
     assert used and used <= in_7, used - in_7
 
 

@@ -1,8 +1,9 @@
 """Small interactive viewers that work on ipywidgets 7 (Colab) and 8 (JupyterLab 4).
 
-Only APIs present in both versions are used: ``Dropdown``, ``IntSlider``, ``Output``, ``HBox``,
-``VBox``, ``.observe(handler, names="value")`` and ``IPython.display.clear_output(wait=True)``;
-figures are drawn with the inline matplotlib backend (no ipympl, which Colab lacks).
+Only APIs present in both versions are used: ``Dropdown``, ``IntSlider``, ``Output``, ``Image``,
+``HBox``, ``VBox``, ``.observe(handler, names="value")`` and ``IPython.display.clear_output``;
+figures are drawn with matplotlib and shown as PNG bytes in ``Image`` widgets (no ipympl, which
+Colab lacks).
 
 A viewer is a plain *update function* plus controls::
 
@@ -98,11 +99,12 @@ class Viewer:
         self.update_fn = update_fn
         self.specs = dict(controls)
         self.controls = {name: make_control(name, spec) for name, spec in controls.items()}
-        self.output = W.Output()
+        self.output = W.Output()  # what update_fn displays besides figures (audio, text)
+        self.figures = W.VBox([])  # the figures, as PNG bytes in Image widgets (see refresh)
         self.static_html = None  # the first drawing as HTML: what static views of the notebook show
         for widget in self.controls.values():
             widget.observe(self._on_change, names="value")
-        self.widget = W.VBox([W.HBox(list(self.controls.values())), self.output])
+        self.widget = W.VBox([W.HBox(list(self.controls.values())), self.output, self.figures])
         if draw:
             self.refresh()
 
@@ -113,19 +115,53 @@ class Viewer:
         self.refresh()
 
     def refresh(self):
-        """Redraw with the current control values inside the output area."""
+        """Redraw with the current control values.
+
+        ``update_fn`` runs first, with its displays (audio, text) captured; then the output area
+        is cleared and those displays replayed in one go, and the open figures are rendered to PNG
+        bytes here and put into ``Image`` widgets (``self.figures``). Figures never travel as the
+        inline backend's display messages through the ``Output`` widget: on JupyterLab 4 +
+        ipywidgets 8 (ipykernel 7) that path showed blank or missing figures after a slow redraw.
+        """
         import matplotlib.pyplot as plt
         from IPython.display import clear_output
+        from IPython.utils.capture import capture_output
 
+        values = self.values()
+        pngs, error = [], None
+        try:
+            with capture_output() as shown:
+                self.update_fn(**values)
+            pngs = [_figure_png(plt.figure(num)) for num in plt.get_fignums()]
+            if self.static_html is None:
+                self.static_html = _static_html(values)
+        except Exception as err:  # shown in the output area below, as a cell's error would be
+            error = err
+        finally:
+            plt.close("all")
+        self._show_figures(pngs)
         with self.output:
-            clear_output(wait=True)
-            try:
-                self.update_fn(**self.values())
-                if self.static_html is None:
-                    self.static_html = _static_html(self.values())
-                plt.show()
-            finally:
-                plt.close("all")
+            clear_output(wait=error is None and bool(shown.outputs or shown.stdout or shown.stderr))
+            if error is not None:
+                raise error
+            if shown.stdout:
+                print(shown.stdout, end="")
+            if shown.stderr:
+                import sys
+
+                print(shown.stderr, end="", file=sys.stderr)
+            for out in shown.outputs:
+                out.display()
+
+    def _show_figures(self, pngs: list):
+        import ipywidgets as W
+
+        images = list(self.figures.children)
+        while len(images) < len(pngs):
+            images.append(W.Image(format="png"))
+        for image, png in zip(images, pngs):
+            image.value = png
+        self.figures.children = tuple(images[:len(pngs)])
 
     def run_all(self, mode: str = "each", max_calls: int = 200) -> int:
         """Call ``update_fn`` headlessly for every option; returns the number of calls.
@@ -148,6 +184,15 @@ class Viewer:
                  "text/html": self.static_html,
                  "application/vnd.jupyter.widget-view+json":
                      {"version_major": 2, "version_minor": 0, "model_id": model_id}}, raw=True)
+
+
+def _figure_png(fig) -> bytes:
+    """The figure as PNG bytes, as the inline backend renders it (tight bounding box)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
 
 
 def _static_html(values: dict) -> str:

@@ -4,7 +4,7 @@ For each notebook with a widget: a Jupyter server of its own (127.0.0.1, free po
 temporary root holding a copy of the notebook with the smoke parameters injected), Debian's
 chromium through Playwright, *Run All Cells* from the menu, then every control of every viewer is
 changed at least once (a dropdown picks another option, a slider moves with the keyboard) and the
-drawn image must really change (the PNG in the widget's output differs); no cell output may show
+drawn image must really change (the PNG bytes the viewer shows differ); no cell output may show
 an error, the browser console must stay free of errors, and every audio element must have a
 playable source (a data URI the browser can play, duration > 0) and play when its play button is
 pressed.
@@ -82,19 +82,32 @@ def _viewers(page):
 
 
 def _output_state(viewer) -> dict:
-    """What the viewer's output shows now: its images (src, loaded) and its text."""
-    return viewer.locator(OUT_CHILD).first.evaluate("""(o) => ({
-        imgs: Array.from(o.querySelectorAll('img')).map(i => ({
-            src: i.getAttribute('src') || '', loaded: i.complete && i.naturalWidth > 0})),
-        audios: o.querySelectorAll('audio').length,
-        text: o.innerText})""")
+    """What the viewer shows now: its images (a key of their content, loaded), the audio players
+    and the text of its output. The course's viewers show figures as PNG bytes in Image widgets
+    (blob: URLs, keyed by a hash of the bytes); a plain Output holds inline data-URI images."""
+    return viewer.evaluate("""async (v) => {
+        const key = async (i) => {
+            const src = i.getAttribute('src') || '';
+            if (!src.startsWith('blob:')) return src;
+            try {
+                const b = new Uint8Array(await (await fetch(src)).arrayBuffer());
+                let h = 0x811c9dc5;
+                for (let k = 0; k < b.length; k++) { h ^= b[k]; h = Math.imul(h, 0x01000193) >>> 0; }
+                return 'png-bytes:' + b.length + ':' + h.toString(16);
+            } catch (e) { return ''; } };
+        const imgs = Array.from(v.querySelectorAll('img'));
+        const o = v.querySelector(':scope > .widget-output, :scope > .jupyter-widgets-output-area');
+        return {imgs: await Promise.all(imgs.map(async i => ({
+                    src: await key(i), loaded: i.complete && i.naturalWidth > 0}))),
+                audios: o ? o.querySelectorAll('audio').length : 0,
+                text: o ? o.innerText : ''}; }""")
 
 
 def _decode_images(viewer):
-    """Wait until the browser has decoded the output's images and painted two frames (else a
+    """Wait until the browser has decoded the viewer's images and painted two frames (else a
     screenshot can catch a large PNG half painted); fail when one is blank (< 1 % non-white
     pixels: notebook 05's explorer has drawn such a figure on JupyterLab, see the README)."""
-    inked = viewer.locator(OUT_CHILD).first.evaluate("""async (o) => {
+    inked = viewer.evaluate("""async (o) => {
         const imgs = Array.from(o.querySelectorAll('img'));
         const r = await Promise.all(imgs.map(i => i.decode().then(() => true, () => false)));
         await new Promise(res => requestAnimationFrame(() => requestAnimationFrame(res)));
@@ -131,7 +144,8 @@ def _wait_new_image(viewer, before: tuple, timeout: float, timeline: list = None
                 timeline.append(entry)
         if FAILURE_TEXT.search(st["text"]):
             raise AssertionError(f"the viewer's output shows an error:\n{st['text'][-3000:]}")
-        if sig and all(i["src"].startswith("data:image/") and i["loaded"] for i in st["imgs"]) and sig != before:
+        if sig and all(i["src"].startswith(("data:image/", "png-bytes:")) and i["loaded"]
+                       for i in st["imgs"]) and sig != before:
             if sig == last:
                 _decode_images(viewer)
                 return sig
@@ -233,13 +247,6 @@ def test_widgets_in_browser(stem, tmp_path, request):
     kind, desc = require_frontend()
     from playwright.sync_api import sync_playwright
 
-    if stem.startswith("05") and kind == "lab":
-        # OPEN FAULT (README "Browser tests"): on JupyterLab 4 + ipywidgets 8 the explorer of
-        # notebook 05 draws a blank figure after a control change in about half the runs (not on
-        # the classic front end, not in notebooks 00/02, never headless). Recorded as an expected
-        # failure until it is fixed: the test still runs every step and reports XPASS when it passes.
-        request.applymarker(pytest.mark.xfail(reason="open fault: notebook 05's explorer sometimes draws a "
-                                              "blank figure on JupyterLab 4 + ipywidgets 8", strict=False))
     spec = WIDGET_NOTEBOOKS[stem]
     src = _notebook(stem)
     params, _ = rn.parameters_for(src, smoke=True, solutions=True, extra={})
