@@ -11,6 +11,7 @@ Course map (package tree; ``tests/test_package_structure.py`` checks it against 
       course/            running the course
         paths.py             where data, caches, outputs and figures live; savefig()        (all)
         colab.py             the Colab set-up cell, system packages (espeak-ng, MBROLA)     (all)
+        options.py           typed options objects: the rule for functions with many settings (all)
         exercises/           check_function(); per-notebook checks and references nb00..nb07 (all)
       corpus/            speech and its words
         audio.py             load audio, time <-> frame maps, word spans -> frame spans     (00 ->)
