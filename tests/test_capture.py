@@ -167,3 +167,32 @@ def test_wav2vec2_frames_follow_the_clip(random_capture, french_clip):
         pytest.skip("wav2vec2 only")
     assert cap.window == pytest.approx(len(french_clip) / 16000)
     assert cap.n_frames == cap["encoder"][0].weights.shape[-1]
+
+
+def test_capture_options_object_equals_keywords(french_clip):
+    """capture's settings (CaptureOptions) as an object, a dict or keywords: the same capture;
+    an unknown keyword is a TypeError naming capture(), and settings are keyword-only."""
+    from ctxmix_lite.capture import CaptureOptions
+
+    model, proc = load_model("openai/whisper-base", pretrained=False, seed=0,
+                             config_overrides={"encoder_layers": 1, "decoder_layers": 1})
+    ids = [50258, 50265, 50359, 50363, 1, 2, 3]
+    o = CaptureOptions(components=["encoder", "cross"], language="fr", sampling_rate=16000)
+    caps = [capture(model, proc, french_clip, decoder_input_ids=ids, options=o),
+            capture(model, proc, french_clip, decoder_input_ids=ids, options=dict(components=["encoder", "cross"],
+                                                                                 sampling_rate=16000)),
+            capture(model, proc, french_clip, decoder_input_ids=ids, components=["encoder", "cross"], language="fr",
+                    sampling_rate=16000)]
+    for cap in caps[1:]:
+        assert sorted(cap.components) == ["cross", "encoder"] and cap.decoder_tokens == caps[0].decoder_tokens
+        for comp in cap.components:
+            for a, b in zip(caps[0][comp], cap[comp]):
+                assert torch.equal(a.weights, b.weights) and torch.equal(a.out, b.out)
+    # keywords override the object's fields
+    enc = capture(model, proc, french_clip, options=o, components="encoder")
+    assert list(enc.components) == ["encoder"]
+    with pytest.raises(TypeError, match=r"capture\(\) got unexpected keyword.*'sample_rate'.*'sampling_rate'"):
+        capture(model, proc, french_clip, sample_rate=16000)
+    with pytest.raises(TypeError):
+        capture(model, proc, french_clip, None, ids, ["encoder"])  # a setting given by position
+    assert CaptureOptions() == CaptureOptions(components=None, language="fr", task="transcribe", sampling_rate=None)

@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from ctxmix_lite.corpus.audio import SAMPLE_RATE, check_duration, duration, load_audio, wav2vec2_num_frames
+from ctxmix_lite.course.options import Options
 from .capture_types import COMPONENTS, Capture, FeedForwardParts, LayerCapture
+from .layer import split_heads
 from ctxmix_lite.models.loading import check_analysis_state, ensure_eager, model_family
 
 WHISPER_MAX_SECONDS = 30.0
@@ -111,9 +114,8 @@ def _is_stable(encoder) -> bool:
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """``[1, T, H*dh]`` -> ``[H, T, dh]``."""
-    _, T, D = x.shape
-    return x[0].reshape(T, num_heads, D // num_heads).permute(1, 0, 2).contiguous()
+    """``[1, T, H*dh]`` -> ``[H, T, dh]`` (contiguous)."""
+    return split_heads(x[0], num_heads).contiguous()
 
 
 def _zero_hook(positions: Sequence[int]):
@@ -188,44 +190,45 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(0) if x.dim() == 2 else x
 
 
-def post_whisper_encoder(layer, final_norm):
-    @torch.no_grad()
-    def post(resid, attn_out):
-        h = _as_batch(resid + attn_out)  # h = x + Attn(LN1(x))
-        out = h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))  # + FFN(LN2(h))
-        if final_norm is not None:
-            out = final_norm(out)  # the encoder's last layer norm
-        return out[0]
-
-    return post
-
-
-def _whisper_ffn(layer, h):
+def whisper_ffn(layer, h: torch.Tensor) -> torch.Tensor:
+    """The feed-forward block of a Whisper layer (encoder, or decoder after its cross-attention),
+    pre-norm with its residual: ``h + fc2(act(fc1(final_layer_norm(h))))``."""
     return h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
 
 
-def _post_whisper_decoder_self(layer, enc_states, final_norm):
+def whisper_decoder_rest(layer, h: torch.Tensor, cross_attention: Callable, final_norm=None) -> torch.Tensor:
+    """The rest of a Whisper decoder layer after its self-attention, for fixed encoder states
+    (position-wise): ``h`` is ``h1 = x + SelfAttn(LN1(x))``; ``h2 = h1 + CrossAttn(LN2(h1))``;
+    ``out = h2 + FFN(LN3(h2))`` (+ ``final_norm``). ``cross_attention(LN2(h1))`` is the
+    cross-attention output: the model's own module on the encoder states (:func:`capture`) or the
+    rows capture's attention over the keys / values recorded in its forward pass. Any leading
+    shape (``[N, D]`` or ``[1, N, D]``)."""
+    h = h + cross_attention(layer.encoder_attn_layer_norm(h))
+    out = whisper_ffn(layer, h)
+    return out if final_norm is None else final_norm(out)
+
+
+def post_whisper_ffn(layer, final_norm):
+    """``post`` of a Whisper encoder layer, and of a decoder layer's cross-attention block (the same
+    computation): ``h = x + Attn(...)``; ``out = h + FFN(LN(h))`` (+ the stack's final norm on its
+    last layer), by the layer's own modules."""
     @torch.no_grad()
     def post(resid, attn_out):
-        h = _as_batch(resid + attn_out)  # h1 = x + SelfAttn(LN1(x))
-        cross, _ = layer.encoder_attn(
-            layer.encoder_attn_layer_norm(h), key_value_states=enc_states
-        )  # position-wise for fixed encoder states
-        out = _whisper_ffn(layer, h + cross)  # h2 = h1 + CrossAttn(LN2(h1)); out = h2 + FFN(LN3(h2))
+        out = whisper_ffn(layer, _as_batch(resid + attn_out))
         if final_norm is not None:
-            out = final_norm(out)
+            out = final_norm(out)  # the encoder's / decoder's last layer norm
         return out[0]
 
     return post
 
 
-def post_whisper_cross(layer, final_norm):
+def _post_whisper_decoder_self(layer, enc_states, final_norm):
+    def cross(x):  # the model's cross-attention module on the encoder states
+        return layer.encoder_attn(x, key_value_states=enc_states)[0]
+
     @torch.no_grad()
     def post(resid, attn_out):
-        out = _whisper_ffn(layer, _as_batch(resid + attn_out))
-        if final_norm is not None:
-            out = final_norm(out)
-        return out[0]
+        return whisper_decoder_rest(layer, _as_batch(resid + attn_out), cross, final_norm)[0]
 
     return post
 
@@ -449,7 +452,7 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
     if "encoder" in want:
         comps["encoder"] = [
             _build(("encoder", i), rec, "encoder", i, layer, layer.self_attn,
-                   post_whisper_encoder(layer, encoder.layer_norm if i == n_enc - 1 else None),
+                   post_whisper_ffn(layer, encoder.layer_norm if i == n_enc - 1 else None),
                    encoder.layer_norm if i == n_enc - 1 else None, False,
                    whisper_ffn_parts(layer, encoder.layer_norm if i == n_enc - 1 else None))
             for i, layer in enumerate(encoder.layers)
@@ -463,7 +466,7 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
             if comp == "decoder":
                 post, attn = _post_whisper_decoder_self(layer, enc, fn), layer.self_attn
             else:
-                post, attn = post_whisper_cross(layer, fn), layer.encoder_attn
+                post, attn = post_whisper_ffn(layer, fn), layer.encoder_attn
             ffn = whisper_ffn_parts(layer, fn) if comp == "cross" else None  # self: cross-attn follows
             caps.append(_build((comp, i), rec, comp, i, layer, attn, post, fn, comp == "decoder", ffn))
         comps[comp] = caps
@@ -530,33 +533,44 @@ def _capture_wav2vec2(model, processor, audio, components, name):
 
 
 # ----------------------------------------------------------------------------------------------
-def capture(
-    model,
-    processor,
-    audio,
-    transcription: str | None = None,
-    decoder_input_ids=None,
-    components=None,
-    language: str = "fr",
-    task: str = "transcribe",
-    sampling_rate: int | None = None,
-) -> Capture:
+@dataclass(frozen=True)
+class CaptureOptions(Options):
+    """The settings of :func:`capture` (its defaults live here only).
+
+    components: subset of ``("encoder", "decoder", "cross")`` (None: all the model has; one name
+        may be given as a string).
+    language, task: the Whisper decoder prefix ``<|startoftranscript|><|language|><|task|><|notimestamps|>``.
+    sampling_rate: the rate of an ``audio`` array (None for a path or a datasets audio dict);
+        resampled to 16 kHz mono.
+    """
+
+    components: Optional[Union[str, Sequence[str]]] = None
+    language: str = "fr"
+    task: str = "transcribe"
+    sampling_rate: Optional[int] = None
+
+
+def capture(model, processor, audio, transcription: str | None = None, decoder_input_ids=None, *,
+            options: Optional[CaptureOptions] = None, **settings) -> Capture:
     """One eager forward pass with hooks; every layer of every requested component.
 
     audio: path, array (+ ``sampling_rate``) or datasets audio dict; resampled to 16 kHz mono.
     transcription / decoder_input_ids: what the Whisper decoder is teacher-forced on (text tokens,
         with or without the prefix); both None -> the model's own greedy transcription.
-    components: subset of ``("encoder", "decoder", "cross")`` (default: all the model has).
+    settings: the fields of :class:`CaptureOptions` as keywords (``components``, ``language``,
+        ``task``, ``sampling_rate``), or ``options=CaptureOptions(...)``.
     """
+    o = CaptureOptions.resolve(options, settings, where="capture")
     family = model_family(model)
     ensure_eager(model)
     check_analysis_state(model)  # every submodule in eval mode, float32 weights
-    audio = load_audio(audio, sampling_rate)
+    audio = load_audio(audio, o.sampling_rate)
     name = getattr(model.config, "_name_or_path", "") or type(model).__name__
     if family == "whisper":
-        cap = _capture_whisper(model, processor, audio, transcription, decoder_input_ids, components, language, task, name)
+        cap = _capture_whisper(model, processor, audio, transcription, decoder_input_ids, o.components, o.language,
+                               o.task, name)
     else:
-        cap = _capture_wav2vec2(model, processor, audio, components, name)
+        cap = _capture_wav2vec2(model, processor, audio, o.components, name)
     for layers in cap.components.values():
         for lc in layers:
             _check(lc, name)

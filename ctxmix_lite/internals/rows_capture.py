@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ctxmix_lite.internals.capture_types import LayerCapture
+from ctxmix_lite.internals.layer import merge_heads, split_heads
 
 
 # ================================================================================================
@@ -31,9 +32,8 @@ def attention_implementation(model, impl: str):
 
 
 def _heads(x: torch.Tensor, H: int) -> torch.Tensor:
-    """``[T, H*dh]`` -> ``[H, T, dh]``."""
-    T, D = x.shape
-    return x.reshape(T, H, D // H).permute(1, 0, 2).contiguous()
+    """``[T, H*dh]`` -> ``[H, T, dh]`` (contiguous)."""
+    return split_heads(x, H).contiguous()
 
 
 def _no_rerun(positions):
@@ -43,39 +43,42 @@ def _no_rerun(positions):
     )
 
 
-def _eager_rows(q_rows: torch.Tensor, k: torch.Tensor, scaling: float, H: int, query_pos=None) -> torch.Tensor:
-    """Eager attention weights of some query rows: ``softmax((q_i * s) K^T)`` per head ``[H, R, Tk]``
-    (Whisper scales the query projection before the product, as transformers does). ``query_pos``:
-    the rows' positions for a causal mask (keys after the query get probability 0)."""
-    q = _heads(q_rows * scaling, H)
-    kk = _heads(k, H)
-    scores = torch.matmul(q, kk.transpose(1, 2))  # [H, R, Tk]
+def _softmax_scores(q: torch.Tensor, k: torch.Tensor, query_pos=None) -> torch.Tensor:
+    """``softmax(q_i k_j)`` per head ``[H, R, Tk]`` from scaled queries ``[H, R, dh]`` and keys
+    ``[H, Tk, dh]``. ``query_pos``: the rows' positions for a causal mask (keys after the query
+    get probability 0)."""
+    scores = torch.matmul(q, k.transpose(1, 2))  # [H, R, Tk]
     if query_pos is not None:
         qp = torch.as_tensor(query_pos)[:, None]
-        future = torch.arange(k.shape[0])[None, :] > qp  # j > i
+        future = torch.arange(k.shape[1])[None, :] > qp  # j > i
         scores = scores.masked_fill(future[None], float("-inf"))
     return torch.softmax(scores, dim=-1)
 
 
+def _eager_rows(q_rows: torch.Tensor, k: torch.Tensor, scaling: float, H: int, query_pos=None) -> torch.Tensor:
+    """Eager attention weights of some query rows: ``softmax((q_i * s) K^T)`` per head ``[H, R, Tk]``
+    (Whisper scales the query projection before the product, as transformers does)."""
+    return _softmax_scores(_heads(q_rows * scaling, H), _heads(k, H), query_pos)
+
+
 def _decoder_self_post(layer, k_enc: torch.Tensor, v_enc: torch.Tensor, final_norm):
-    """The position-wise rest of a Whisper decoder layer after its self-attention, for fixed
-    encoder states: ``h1 = x + SelfAttn``; ``h2 = h1 + CrossAttn(LN2(h1))``; ``out = h2 + FFN(LN3(h2))``
-    (+ final norm). The cross-attention reuses the keys / values recorded in the forward pass
-    (``k_enc``, ``v_enc`` ``[Tk, D]``) instead of projecting 1,500 encoder states again per call;
-    same numbers as :func:`ctxmix_lite.capture._post_whisper_decoder_self` (tested)."""
+    """``post`` of a Whisper decoder layer's self-attention block:
+    :func:`~ctxmix_lite.internals.capture.whisper_decoder_rest` (the one implementation of the
+    rest of the layer), its cross-attention over the keys / values recorded in the forward pass
+    (``k_enc``, ``v_enc`` ``[Tk, D]``) instead of projecting 1,500 encoder states again per call.
+    Same numbers as :func:`ctxmix_lite.capture.capture`'s ``post`` (tested)."""
+    from ctxmix_lite.internals.capture import whisper_decoder_rest
+
     ca = layer.encoder_attn
     H = ca.num_heads
     kh, vh = _heads(k_enc, H), _heads(v_enc, H)  # [H, Tk, dh]
 
+    def cross(x):  # x = LN2(h1) [N, D]
+        a = _softmax_scores(_heads(ca.q_proj(x) * ca.scaling, H), kh)  # [H, N, Tk]
+        return ca.out_proj(merge_heads(torch.matmul(a, vh)))
+
     def post(resid, attn_out):
-        h = resid + attn_out  # [N, D]
-        N = h.shape[0]
-        q = _heads(ca.q_proj(layer.encoder_attn_layer_norm(h)) * ca.scaling, H)  # [H, N, dh]
-        a = torch.softmax(torch.matmul(q, kh.transpose(1, 2)), dim=-1)  # [H, N, Tk]
-        cross = ca.out_proj(torch.matmul(a, vh).permute(1, 0, 2).reshape(N, -1))
-        h = h + cross
-        out = h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
-        return out if final_norm is None else final_norm(out)
+        return whisper_decoder_rest(layer, resid + attn_out, cross, final_norm)
 
     return post
 
@@ -101,8 +104,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
     weights the measures read are provably the ones the forward pass applied.
     """
     from ctxmix_lite.internals.capture import (
-        post_whisper_cross,
-        post_whisper_encoder,
+        post_whisper_ffn,
         whisper_parts,
         model_device,
         on_device,
@@ -187,7 +189,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
                 W_O=attn.out_proj.weight.detach().cpu(),
                 b_O=None if attn.out_proj.bias is None else attn.out_proj.bias.detach().cpu(),
                 resid=s["in"][rows], attn_out=s["attn_out"][rows], out=lo,
-                post=on_device(post_whisper_encoder(layer, fn), dev), rerun=_no_rerun,
+                post=on_device(post_whisper_ffn(layer, fn), dev), rerun=_no_rerun,
                 causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn) if dev.type == "cpu" else None,
             ))
         out["encoder"] = caps
@@ -220,7 +222,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
                     b_O=None if ca.out_proj.bias is None else ca.out_proj.bias.detach().cpu(),
                     resid=sd["in"] + sd["attn_out"],  # x + SelfAttn(LN1(x)) enters the cross block
                     attn_out=sc["attn_out"], out=lo,
-                    post=on_device(post_whisper_cross(layer, fn), dev), rerun=_no_rerun,
+                    post=on_device(post_whisper_ffn(layer, fn), dev), rerun=_no_rerun,
                     causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn) if dev.type == "cpu" else None,
                 ))
             out["decoder"], out["cross"] = dcaps, ccaps
@@ -244,8 +246,6 @@ def verify_recomputed_weights(lc: LayerCapture, kernel: str = "sdpa") -> float:
     masks, scales or mixes differently: run the reference :func:`ctxmix_lite.capture.capture`,
     which reads the weights from the eager path)."""
     from ctxmix_lite.internals.capture import CaptureError
-
-    from ctxmix_lite.internals.layer import merge_heads
 
     rebuilt = merge_heads(torch.matmul(lc.weights, lc.values)) @ lc.W_O.T  # Concat_h(A^h V^h) W_O^T
     if lc.b_O is not None:
