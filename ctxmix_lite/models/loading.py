@@ -20,7 +20,6 @@ random Whisper models reuse the offline tokenizer. wav2vec2-family models get a
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 
 import torch
