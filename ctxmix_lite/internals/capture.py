@@ -129,8 +129,11 @@ def _zero_hook(positions: Sequence[int]):
     return hook
 
 
-class _Recorder:
-    """Forward hooks that record, per attention block, what a LayerCapture needs."""
+class Recorder:
+    """Forward hooks that record, per attention block, what a LayerCapture needs: ``layer()`` the
+    layer's inputs (``args``, ``kwargs``) and output (``layer_out``), ``attention()`` the block's
+    output and weights and its ``q_proj`` / ``k_proj`` / ``v_proj`` outputs (used by :func:`capture`
+    and the study's rows capture)."""
 
     def __init__(self):
         self.handles = []
@@ -176,7 +179,8 @@ class _Recorder:
 
 
 @contextlib.contextmanager
-def _hooked(recorder: _Recorder):
+def hooked(recorder: Recorder):
+    """``with hooked(rec):`` the recorder's hooks are removed on the way out, whatever happens."""
     try:
         yield recorder
     finally:
@@ -429,9 +433,9 @@ def _capture_whisper(model, processor, audio, transcription, decoder_input_ids, 
         max_len = model.config.max_target_positions
         if len(prefix) + len(text_ids) > max_len:
             raise ValueError(f"the transcription has {len(text_ids)} tokens; Whisper takes at most {max_len - len(prefix)}")
-    rec = _Recorder()
+    rec = Recorder()
     n_enc, n_dec = len(encoder.layers), len(decoder.layers)
-    with _hooked(rec):
+    with hooked(rec):
         for i, layer in enumerate(encoder.layers):
             rec.layer(("encoder", i), layer)
             rec.attention(("encoder", i), layer.self_attn)
@@ -499,8 +503,8 @@ def _capture_wav2vec2(model, processor, audio, components, name):
     encoder = _wav2vec2_encoder(model)
     stable = _is_stable(encoder)
     n = len(encoder.layers)
-    rec = _Recorder()
-    with _hooked(rec):
+    rec = Recorder()
+    with hooked(rec):
         for i, layer in enumerate(encoder.layers):
             rec.layer(("encoder", i), layer)
             rec.attention(("encoder", i), layer.attention)

@@ -83,6 +83,18 @@ def _decoder_self_post(layer, k_enc: torch.Tensor, v_enc: torch.Tensor, final_no
     return post
 
 
+def _rows_record(s: dict, q_rows=None) -> dict:
+    """What the rows capture reads of one :class:`~ctxmix_lite.internals.capture.Recorder` entry
+    (batch 0): the attention block's ``attn_out``, ``q`` (only the rows ``q_rows``), ``k``, ``v``,
+    and for a layer the input ``in`` and output ``out``."""
+    out = {"attn_out": s["attn_out"][0], "k": s["k_proj"][0], "v": s["v_proj"][0],
+           "q": s["q_proj"][0] if q_rows is None else s["q_proj"][0, q_rows]}
+    if "args" in s:
+        out["in"] = (s["args"][0] if s["args"] else s["kwargs"]["hidden_states"])[0].detach()
+        out["out"] = s["layer_out"][0]
+    return out
+
+
 def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optional[Sequence[int]],
                          encoder_rows: Sequence[int], attn_implementation: str = "sdpa"):
     """One forward pass of a Whisper model (its default attention kernel) with hooks; returns
@@ -104,6 +116,8 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
     weights the measures read are provably the ones the forward pass applied.
     """
     from ctxmix_lite.internals.capture import (
+        Recorder,
+        hooked,
         post_whisper_ffn,
         whisper_parts,
         model_device,
@@ -121,50 +135,23 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
         raise ValueError("encoder_rows is empty")
     dev = model_device(model)  # the model runs there; the captures are returned on the CPU
     feats = whisper_features(processor, audio).to(dev)
-    store: dict = {}
-    handles = []
-
-    def put(key, name, value):
-        store.setdefault(key, {})[name] = value
-
-    def reg_layer(key, layer):
-        def pre(m, args, kwargs):
-            put(key, "in", (args[0] if args else kwargs["hidden_states"])[0].detach())
-
-        def post(m, args, kwargs, out):
-            put(key, "out", (out[0] if isinstance(out, tuple) else out)[0].detach())
-
-        handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(layer.register_forward_hook(post, with_kwargs=True))
-
-    def reg_attn(key, attn, q_rows=None):
-        def out_hook(m, args, kwargs, out):
-            put(key, "attn_out", (out[0] if isinstance(out, tuple) else out)[0].detach())
-
-        handles.append(attn.register_forward_hook(out_hook, with_kwargs=True))
-        handles.append(attn.q_proj.register_forward_hook(
-            lambda m, a, o: put(key, "q", (o[0] if q_rows is None else o[0, q_rows]).detach())))
-        handles.append(attn.k_proj.register_forward_hook(lambda m, a, o: put(key, "k", o[0].detach())))
-        handles.append(attn.v_proj.register_forward_hook(lambda m, a, o: put(key, "v", o[0].detach())))
-
+    rec = Recorder()
     for i, layer in enumerate(encoder.layers):
-        reg_layer(("encoder", i), layer)
-        reg_attn(("encoder", i), layer.self_attn, rows)
+        rec.layer(("encoder", i), layer)
+        rec.attention(("encoder", i), layer.self_attn)
     need_dec = decoder_ids is not None
     if need_dec:
         for i, layer in enumerate(decoder.layers):
-            reg_layer(("decoder", i), layer)
-            reg_attn(("decoder", i), layer.self_attn)
-            reg_attn(("cross", i), layer.encoder_attn)
-    try:
-        with torch.no_grad(), attention_implementation(model, attn_implementation):
-            enc = encoder(feats).last_hidden_state
-            if need_dec:
-                decoder(input_ids=torch.tensor([list(decoder_ids)], device=dev), encoder_hidden_states=enc, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    on_model = store  # as recorded, on the model's device (the cross-attention keys / values for post)
+            rec.layer(("decoder", i), layer)
+            rec.attention(("decoder", i), layer.self_attn)
+            rec.attention(("cross", i), layer.encoder_attn)
+    with hooked(rec), torch.no_grad(), attention_implementation(model, attn_implementation):
+        enc = encoder(feats).last_hidden_state
+        if need_dec:
+            decoder(input_ids=torch.tensor([list(decoder_ids)], device=dev), encoder_hidden_states=enc, use_cache=False)
+    # as recorded (batch 0), on the model's device (the cross-attention keys / values for post)
+    store = {key: _rows_record(s, rows if key[0] == "encoder" else None) for key, s in rec.store.items()}
+    on_model = store
     if dev.type != "cpu":
         store = {k: {n: v.cpu() for n, v in d.items()} for k, d in store.items()}
 
