@@ -87,6 +87,12 @@ def _cpu(t):
     return None if t is None else t.cpu()
 
 
+def output_projection(attn) -> dict:
+    """``{"W_O", "b_O"}`` of an attention block's ``out_proj`` on the CPU (``b_O`` None without bias)."""
+    b = attn.out_proj.bias
+    return {"W_O": attn.out_proj.weight.detach().cpu(), "b_O": None if b is None else b.detach().cpu()}
+
+
 # ----------------------------------------------------------------------------------------------
 # model anatomy
 # ----------------------------------------------------------------------------------------------
@@ -345,8 +351,7 @@ def _build(key, rec, component, layer_idx, layer_module, attn_module, post, fina
         layer=layer_idx,
         weights=_cpu(s["weights"][0].float()),
         values=_cpu(_heads(s["v_proj"], H)),
-        W_O=_cpu(attn_module.out_proj.weight.detach()),
-        b_O=None if attn_module.out_proj.bias is None else _cpu(attn_module.out_proj.bias.detach()),
+        **output_projection(attn_module),
         resid=_cpu(resid.detach()),
         attn_out=_cpu(s["attn_out"][0]),
         out=_cpu(out[0].detach()),

@@ -118,6 +118,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
     from ctxmix_lite.internals.capture import (
         Recorder,
         hooked,
+        output_projection,
         post_whisper_ffn,
         whisper_parts,
         model_device,
@@ -173,8 +174,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
                 component="encoder", layer=i,
                 weights=_eager_rows(s["q"], s["k"], attn.scaling, attn.num_heads),
                 values=_heads(s["v"], attn.num_heads),
-                W_O=attn.out_proj.weight.detach().cpu(),
-                b_O=None if attn.out_proj.bias is None else attn.out_proj.bias.detach().cpu(),
+                **output_projection(attn),
                 resid=s["in"][rows], attn_out=s["attn_out"][rows], out=lo,
                 post=on_device(post_whisper_ffn(layer, fn), dev), rerun=_no_rerun,
                 causal=False, final_norm_applied=fn is not None, ffn=whisper_ffn_parts(layer, fn) if dev.type == "cpu" else None,
@@ -195,8 +195,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
                 dcaps.append(LayerCapture(
                     component="decoder", layer=i,
                     weights=_eager_rows(sd["q"], sd["k"], sa.scaling, sa.num_heads, query_pos=torch.arange(T)),
-                    values=_heads(sd["v"], sa.num_heads), W_O=sa.out_proj.weight.detach().cpu(),
-                    b_O=None if sa.out_proj.bias is None else sa.out_proj.bias.detach().cpu(),
+                    values=_heads(sd["v"], sa.num_heads), **output_projection(sa),
                     resid=sd["in"], attn_out=sd["attn_out"], out=lo,
                     post=on_device(_decoder_self_post(layer, on_model[("cross", i)]["k"],
                                                       on_model[("cross", i)]["v"], fn), dev), rerun=_no_rerun,
@@ -205,8 +204,7 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
                 ccaps.append(LayerCapture(
                     component="cross", layer=i,
                     weights=_eager_rows(sc["q"], sc["k"], ca.scaling, ca.num_heads),
-                    values=_heads(sc["v"], ca.num_heads), W_O=ca.out_proj.weight.detach().cpu(),
-                    b_O=None if ca.out_proj.bias is None else ca.out_proj.bias.detach().cpu(),
+                    values=_heads(sc["v"], ca.num_heads), **output_projection(ca),
                     resid=sd["in"] + sd["attn_out"],  # x + SelfAttn(LN1(x)) enters the cross block
                     attn_out=sc["attn_out"], out=lo,
                     post=on_device(post_whisper_ffn(layer, fn), dev), rerun=_no_rerun,
