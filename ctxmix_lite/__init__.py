@@ -129,6 +129,13 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(real))
 
 
+def public_names(module) -> list:
+    """The public names a module defines: its functions and classes (not those it imports) and its
+    constants (upper case). A subpackage re-exports a module's names with it (``models``, ``study``)."""
+    return [k for k, v in vars(module).items()
+            if not k.startswith("_") and (k.isupper() or getattr(v, "__module__", None) == module.__name__)]
+
+
 if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
     sys.meta_path.insert(0, _AliasFinder())
 

@@ -377,8 +377,6 @@ LONG_SIGNATURES: dict = {
     "ctxmix_lite/course/exercises/nb04.py:input_vs_value_zeroing": "not converted yet (issue 13)",
     "ctxmix_lite/internals/capture.py:capture": "not converted yet (issue 13)",
     "ctxmix_lite/internals/layer.py:multi_head_attention": "not converted yet (issue 13)",
-    "ctxmix_lite/measures/registry.py:component_measure": "not converted yet (issue 13)",
-    "ctxmix_lite/measures/value_zeroing.py:value_zeroing": "not converted yet (issue 13)",
     "ctxmix_lite/study/attribution.py:cue_token_replacement": "not converted yet (issue 13)",
     "ctxmix_lite/study/attribution.py:integrated_gradients": "not converted yet (issue 13)",
     "ctxmix_lite/study/attribution.py:vz_rollout": "not converted yet (issue 13)",
