@@ -385,7 +385,6 @@ LONG_SIGNATURES: dict = {
     "ctxmix_lite/study/attribution_examples.py:compute_examples": "not converted yet (issue 13)",
     "ctxmix_lite/study/core.py:get_transcriptions": "not converted yet (issue 13)",
     "ctxmix_lite/study/core.py:run_study": "not converted yet (issue 13)",
-    "ctxmix_lite/study/explorer.py:layer_view": "not converted yet (issue 13)",
     "ctxmix_lite/study/probe.py:probe_by_distance": "not converted yet (issue 13)",
     "ctxmix_lite/study/scoring.py:item_distributions": "not converted yet (issue 13)",
     "ctxmix_lite/study/shipped.py:recheck_study": "not converted yet (issue 13)",
