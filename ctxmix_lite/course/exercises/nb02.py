@@ -345,7 +345,7 @@ CAD_INVARIANTS = [
 def check_cad(fn, real_maps: Optional[torch.Tensor] = None, strict=None) -> bool:
     """``cad(A)`` for maps ``A [..., T, T]`` -> ``[...]`` float32; identity, uniform, random, real."""
     from ctxmix_lite.course.exercises import check_function
-    from ctxmix_lite.course.exercises.nb01 import diagnose_mistakes, mistake_hints
+    from ctxmix_lite.course.exercises import diagnose_mistakes, mistake_hints
 
     cases = cad_cases(real_maps)
     found = diagnose_mistakes(fn, cases, CAD_MISTAKES)

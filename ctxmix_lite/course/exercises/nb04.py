@@ -116,7 +116,7 @@ def zeroed_output_cases(capture, spans: Sequence, enc_layer: int = 1, dec_layer:
 
 def check_zeroed_output(fn, capture, spans, strict=None) -> bool:
     """``zeroed_output(cap, positions)`` against the model's own re-run, ``cap.rerun(positions)``."""
-    from ctxmix_lite.course.exercises.nb01 import diagnose_mistakes, mistake_hints
+    from ctxmix_lite.course.exercises import diagnose_mistakes, mistake_hints
 
     cases = zeroed_output_cases(capture, spans)
     found = {} if fn is zeroed_output else diagnose_mistakes(fn, cases, MISTAKES_41)
@@ -226,7 +226,7 @@ def _once_per_case(fn):
 
 def check_value_zeroing_slow(fn, capture, spans, target_rows, strict=None) -> bool:
     """``value_zeroing_slow(cap, spans=None, rows=None)`` on real Whisper-base layers."""
-    from ctxmix_lite.course.exercises.nb01 import diagnose_mistakes, mistake_hints
+    from ctxmix_lite.course.exercises import diagnose_mistakes, mistake_hints
 
     cases = exercise_cases(capture, spans, target_rows)
     # the learner's (slow) function runs once per case: the diagnosis and the comparison share it
@@ -330,7 +330,7 @@ def check_fast_zeroed_output(fn, capture, spans, target_rows, strict=None) -> bo
     """``fast_zeroed_output(cap, positions, rows=None)`` against the real re-runs, and it must not
     re-run the layer (the point of the identity)."""
     from ctxmix_lite.course.exercises import FAIL, report_result
-    from ctxmix_lite.course.exercises.nb01 import diagnose_mistakes, mistake_hints
+    from ctxmix_lite.course.exercises import diagnose_mistakes, mistake_hints
 
     cases = fast_zeroed_output_cases(capture, spans, target_rows)
     found = {} if fn is fast_zeroed_output else diagnose_mistakes(fn, cases, MISTAKES_43)
