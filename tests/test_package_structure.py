@@ -369,10 +369,6 @@ def long_signatures(root: Path = ROOT) -> dict:
 LONG_SIGNATURES: dict = {
     "ctxmix_lite/corpus/commonvoice.py:import_common_voice": "not converted yet (issue 13)",
     "ctxmix_lite/corpus/homophony.py:build_offline": "not converted yet (issue 13)",
-    "ctxmix_lite/course/exercises/__init__.py:check_function": "not converted yet (issue 13)",
-    "ctxmix_lite/course/exercises/nb02.py:plot_map_with_audio": "not converted yet (issue 13)",
-    "ctxmix_lite/course/exercises/nb02.py:plot_word_matrix": "not converted yet (issue 13)",
-    "ctxmix_lite/course/exercises/nb04.py:input_vs_value_zeroing": "not converted yet (issue 13)",
     "ctxmix_lite/internals/capture.py:capture": "not converted yet (issue 13)",
     "ctxmix_lite/measures/registry.py:component_measure": "not converted yet (issue 13)",
     "ctxmix_lite/measures/value_zeroing.py:value_zeroing": "not converted yet (issue 13)",

@@ -44,6 +44,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ctxmix_lite.course.options import Options
+
 PASS = "\u2714"  # ✔
 FAIL = "\u2718"  # ✘
 
@@ -268,10 +270,23 @@ def _check_properties(out, c: Case, properties) -> None:
                                         f"has: {description}")
 
 
+@dataclass(frozen=True)
+class CheckOptions(Options):
+    """The settings of :func:`check_function` (pass the object or its fields as keywords)."""
+
+    atol: float = 1e-5  # |out - ref| <= atol + rtol * |ref|
+    rtol: float = 1e-4
+    hints: Any = None  # a string, a list (one per case) or a dict (case index, label or kind)
+    strict: Optional[bool] = None  # None: strict_default() (CTXMIX_STRICT_CHECKS=1)
+    properties: Sequence = ()  # (description, holds(out, case) -> bool) pairs
+
+
 def check_function(learner_fn: Callable, reference_fn: Callable, cases, name: str,
-                   atol: float = 1e-5, rtol: float = 1e-4, hints=None,
-                   strict: Optional[bool] = None, properties=()) -> bool:
+                   options: Optional[CheckOptions] = None, **settings) -> bool:
     """Compare ``learner_fn`` with ``reference_fn`` on every case; print ✔/✘; return True/False.
+
+    settings: the fields of :class:`CheckOptions` (``atol``, ``rtol``, ``hints``, ``strict``,
+    ``properties``), as keywords or ``options=``.
 
     ``hints``: one string for every failure, a list (one per case), or a dict keyed by case
     index, case label or failure kind (``not_implemented``, ``error``, ``type``, ``shape``,
@@ -284,6 +299,8 @@ def check_function(learner_fn: Callable, reference_fn: Callable, cases, name: st
     float32 operations, another but equivalent formula) is judged by what it must satisfy, and a
     wrong one is told *which* property it breaks.
     """
+    o = CheckOptions.resolve(options, settings, where="check_function")
+    atol, rtol, hints, strict, properties = o.atol, o.rtol, o.hints, o.strict, o.properties
     cases = list(cases)
     if not cases:
         raise ValueError(f"check {name!r} has no cases")
@@ -399,6 +416,6 @@ def use_solution(learner_fn: Callable, reference_fn: Callable, SOLUTIONS: bool) 
     return learner_fn
 
 
-__all__ = ["Case", "case", "check_function", "check_value", "use_solution", "strict_default",
+__all__ = ["Case", "case", "CheckOptions", "check_function", "check_value", "use_solution", "strict_default",
            "PASS", "FAIL", "DEFAULT_HINTS", "report_result", "short_traceback", "diagnose_mistakes",
            "mistake_hints"]
