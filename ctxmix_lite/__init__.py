@@ -26,6 +26,7 @@ Course map (package tree; ``tests/test_package_structure.py`` checks it against 
         whisper_offline.py   the packaged Whisper-base weights -> transformers               (01 ->)
       internals/         what a layer computes, read from a real model
         capture_types.py     LayerCapture / Capture: what one attention block exposes       (01 ->)
+        layer_blocks.py      its sub-layers from their equations: attention, LN, FFN        (01)
         layer.py             a Transformer layer written from its equations                 (01)
         capture.py           capture(): every layer's weights, values, residuals            (02 ->)
         rows_capture.py      the study's rows-only Whisper capture, verified against the kernel (05)

@@ -226,6 +226,49 @@ def test_nb04_zeroing_the_input_moves_the_weights(french_clip):
     cap = real_capture("whisper-base trained", french_clip)
     model, proc = real_model("whisper-base trained")
     r = nb04.input_vs_value_zeroing(model, proc, french_clip, 1, 20, _NB04_ROWS, cap=cap)
+    assert nb04.input_vs_value_zeroing(model, proc, french_clip, 1, 20, _NB04_ROWS,
+                                       options=nb04.InputZeroingOptions(cap=cap)) == r  # the same call
     assert r["max_weight_change_other_columns"] > 1e-2 and r["rows_with_changed_weights"] > 0
     assert r["change_at_j"]["input"] > 0.5 > r["change_at_j"]["values"]
     assert r["change_on_rows"]["values"] > 0
+
+
+# ------------------------------------------------------------------------------- options objects
+def test_nb02_plot_settings_as_options_or_keywords():
+    """plot_word_matrix / plot_map_with_audio: an options object draws what the same keywords draw;
+    an unknown keyword is a TypeError naming the function."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
+    kw = dict(title="encoder layer 2", colorbar_label="share", xlabel="source", ylabel="target")
+    ax_kw = nb02.plot_word_matrix(m, list("abc"), list("defg"), **kw)
+    ax_opt = nb02.plot_word_matrix(m, list("abc"), list("defg"), options=nb02.WordMatrixStyle(**kw))
+    for ax in (ax_kw, ax_opt):
+        assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("encoder layer 2", "source", "target")
+    assert nb02.WordMatrixStyle.resolve(None, kw, where="t") == nb02.WordMatrixStyle(**kw)
+    with pytest.raises(TypeError, match="plot_word_matrix.*xlabels"):
+        nb02.plot_word_matrix(m, list("abc"), list("defg"), xlabels="source")
+
+    clip = nb02.Clip(np.zeros(8000, dtype=np.float32), [{"start": 0.04, "end": 0.12, "word": "a"}], "a")
+    kw = dict(title="frames", colorbar_label="share of the row", cmap="magma", vmax=0.5)
+    figs = [nb02.plot_map_with_audio(m.T @ m, clip, 0.02, **kw),
+            nb02.plot_map_with_audio(m.T @ m, clip, 0.02, options=nb02.MapWithAudioStyle(**kw))]
+    got = []
+    for fig in figs:
+        img = fig.axes[1].images[0]
+        got.append((fig.axes[1].get_title(), img.get_cmap().name, img.get_clim(), fig.axes[-1].get_ylabel()))
+    assert got[0] == got[1] == ("frames", "magma", (0.0, 0.5), "share of the row")
+    with pytest.raises(TypeError, match="plot_map_with_audio.*colormap"):
+        nb02.plot_map_with_audio(m, clip, 0.02, colormap="magma")
+    plt.close("all")
+
+
+def test_nb04_input_vs_value_zeroing_rejects_an_unknown_setting():
+    assert nb04.InputZeroingOptions.resolve(None, {"sampling_rate": 8000}, where="t") == \
+        nb04.InputZeroingOptions(sampling_rate=8000)
+    with pytest.raises(TypeError, match="input_vs_value_zeroing.*sample_rate"):
+        nb04.input_vs_value_zeroing(None, None, None, 1, 2, [3], sample_rate=16000)

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ctxmix_lite.course.options import Options
 from ctxmix_lite.measures import patterns
 from ctxmix_lite.measures.utils import normalize_rows
 from ctxmix_lite.measures.pooling import word_level
@@ -199,14 +200,29 @@ def diversity_markdown(results: dict, keys=("A", "Q", "K", "V", "A_js")) -> str:
 # ----------------------------------------------------------------------------------------------
 # figures
 # ----------------------------------------------------------------------------------------------
-def plot_map_with_audio(mat, clip: Clip, frame_duration: float, title: str = "", colorbar_label: str = "attention",
-                        fig=None, cmap: str = "viridis", vmax=None):
+@dataclass(frozen=True)
+class MapWithAudioStyle(Options):
+    """The settings of :func:`plot_map_with_audio`."""
+
+    title: str = ""
+    colorbar_label: str = "attention"
+    cmap: str = "viridis"
+    vmax: Optional[float] = None  # None: the map's maximum (vmin is 0)
+
+
+def plot_map_with_audio(mat, clip: Clip, frame_duration: float, fig=None,
+                        options: Optional[MapWithAudioStyle] = None, **settings):
     """A frame-level map (queries x keys, cropped to the speech) under the clip's waveform; both axes
-    in seconds, word boundaries dashed.  Returns the figure."""
+    in seconds, word boundaries dashed.  Returns the figure.
+
+    settings: the fields of :class:`MapWithAudioStyle` (``title``, ``colorbar_label``, ``cmap``,
+    ``vmax``), as keywords or ``options=``."""
     import matplotlib.pyplot as plt
 
     from ctxmix_lite.viz.plotting import plot_waveform_words
 
+    o = MapWithAudioStyle.resolve(options, settings, where="plot_map_with_audio")
+    title, colorbar_label, cmap, vmax = o.title, o.colorbar_label, o.cmap, o.vmax
     m = mat.detach().cpu().float().numpy() if hasattr(mat, "detach") else np.asarray(mat)
     n_q, n_k = m.shape
     if fig is None:
@@ -229,15 +245,28 @@ def plot_map_with_audio(mat, clip: Clip, frame_duration: float, title: str = "",
     return fig
 
 
-def plot_word_matrix(mat, row_labels, col_labels, title: str = "", ax=None, colorbar_label: str = "share of the row",
-                     xlabel: str = "source word j", ylabel: str = "target word i"):
-    """Word x word (or token x word) matrix, annotated when small."""
+@dataclass(frozen=True)
+class WordMatrixStyle(Options):
+    """The settings of :func:`plot_word_matrix`."""
+
+    title: str = ""
+    colorbar_label: str = "share of the row"
+    xlabel: str = "source word j"
+    ylabel: str = "target word i"
+
+
+def plot_word_matrix(mat, row_labels, col_labels, ax=None, options: Optional[WordMatrixStyle] = None, **settings):
+    """Word x word (or token x word) matrix, annotated when small.
+
+    settings: the fields of :class:`WordMatrixStyle` (``title``, ``colorbar_label``, ``xlabel``,
+    ``ylabel``), as keywords or ``options=``."""
     from ctxmix_lite.viz.plotting import plot_matrix
 
+    o = WordMatrixStyle.resolve(options, settings, where="plot_word_matrix")
     m = mat.detach().cpu().float() if hasattr(mat, "detach") else torch.as_tensor(mat)
     annotate = m.shape[0] * m.shape[1] <= 150
-    return plot_matrix(m, row_labels=row_labels, col_labels=col_labels, title=title, ax=ax, annotate=annotate,
-                       colorbar_label=colorbar_label, xlabel=xlabel, ylabel=ylabel, vmin=0)
+    return plot_matrix(m, row_labels=row_labels, col_labels=col_labels, title=o.title, ax=ax, annotate=annotate,
+                       colorbar_label=o.colorbar_label, xlabel=o.xlabel, ylabel=o.ylabel, vmin=0)
 
 
 def plot_heads_by_layer(values, title: str, ax=None, colorbar_label: str = "CAD", cmap="magma", vmin=None, vmax=None):
@@ -345,7 +374,7 @@ CAD_INVARIANTS = [
 def check_cad(fn, real_maps: Optional[torch.Tensor] = None, strict=None) -> bool:
     """``cad(A)`` for maps ``A [..., T, T]`` -> ``[...]`` float32; identity, uniform, random, real."""
     from ctxmix_lite.course.exercises import check_function
-    from ctxmix_lite.course.exercises.nb01 import diagnose_mistakes, mistake_hints
+    from ctxmix_lite.course.exercises import diagnose_mistakes, mistake_hints
 
     cases = cad_cases(real_maps)
     found = diagnose_mistakes(fn, cases, CAD_MISTAKES)
