@@ -13,6 +13,7 @@ Course map (package tree; ``tests/test_package_structure.py`` checks it against 
         colab.py             the Colab set-up cell, system packages (espeak-ng, MBROLA)     (all)
         options.py           typed options objects: the rule for functions with many settings (all)
         exercises/           check_function(); per-notebook checks and references nb00..nb07 (all)
+        speech_clips.py      the clips notebooks 02-04 share: load, analyse, word maps, figures (02 -> 04)
       corpus/            speech and its words
         audio.py             load audio, time <-> frame maps, word spans -> frame spans     (00 ->)
         synth.py             French speech with exact word/phone times (libespeak-ng)       (05 data)
