@@ -13,6 +13,7 @@ Course map (package tree; ``tests/test_package_structure.py`` checks it against 
         colab.py             the Colab set-up cell, system packages (espeak-ng, MBROLA)     (all)
         options.py           typed options objects: the rule for functions with many settings (all)
         exercises/           check_function(); per-notebook checks and references nb00..nb07 (all)
+        speech_clips.py      the clips notebooks 02-04 share: load, analyse, word maps, figures (02 -> 04)
       corpus/            speech and its words
         audio.py             load audio, time <-> frame maps, word spans -> frame spans     (00 ->)
         synth.py             French speech with exact word/phone times (libespeak-ng)       (05 data)
@@ -30,6 +31,7 @@ Course map (package tree; ``tests/test_package_structure.py`` checks it against 
         whisper_cache.py     the converted model on disk: locked, checksummed, checked       (01 ->)
       internals/         what a layer computes, read from a real model
         capture_types.py     LayerCapture / Capture: what one attention block exposes       (01 ->)
+        layer_blocks.py      its sub-layers from their equations: attention, LN, FFN        (01)
         layer.py             a Transformer layer written from its equations                 (01)
         capture.py           capture(): every layer's weights, values, residuals            (02 ->)
         rows_capture.py      the study's rows-only Whisper capture, verified against the kernel (05)
@@ -131,6 +133,13 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
             return None
         real = f"{__name__}.{ALIASES[head]}" + (f".{rest}" if rest else "")
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(real))
+
+
+def public_names(module) -> list:
+    """The public names a module defines: its functions and classes (not those it imports) and its
+    constants (upper case). A subpackage re-exports a module's names with it (``models``, ``study``)."""
+    return [k for k, v in vars(module).items()
+            if not k.startswith("_") and (k.isupper() or getattr(v, "__module__", None) == module.__name__)]
 
 
 if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):

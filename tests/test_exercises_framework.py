@@ -165,3 +165,26 @@ def test_use_solution(capsys):
     assert use_solution(mine, softmax_ref, True) is softmax_ref
     assert "reference solution for mine()" in capsys.readouterr().out
     assert use_solution(mine, softmax_ref, False) is mine
+
+
+def test_check_function_settings_as_options_or_keywords(capsys):
+    """check_function's settings (CheckOptions): the object and the keywords are the same call;
+    an unknown keyword is a TypeError naming the function."""
+    from ctxmix_lite.exercises import CheckOptions
+
+    def close(x, dim=-1):
+        return torch.softmax(x, dim=dim) + 1e-3
+
+    kw = dict(atol=1e-2, rtol=0.0, strict=False, hints="look at the softmax")
+    assert check_function(close, softmax_ref, CASES, "softmax", **kw) is True
+    assert check_function(close, softmax_ref, CASES, "softmax", options=CheckOptions(**kw)) is True
+    tight = dict(kw, atol=1e-4)
+    capsys.readouterr()
+    assert check_function(close, softmax_ref, CASES, "softmax", **tight) is False
+    out_kw = capsys.readouterr().out
+    assert check_function(close, softmax_ref, CASES, "softmax", options=CheckOptions(**tight)) is False
+    assert capsys.readouterr().out == out_kw and "look at the softmax" in out_kw
+    # keywords beside an object override its fields
+    assert check_function(close, softmax_ref, CASES, "softmax", options=CheckOptions(**tight), atol=1e-2) is True
+    with pytest.raises(TypeError, match="check_function.*tolerance"):
+        check_function(close, softmax_ref, CASES, "softmax", tolerance=1e-2)

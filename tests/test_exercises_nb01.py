@@ -40,17 +40,16 @@ def my_attention(q, k, causal=False, scale=True, dim=-1, mask_after=False):
     return A
 
 
-def my_mha(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, causal=False,
-           value_bias=True, scale=True, dim=-1):
-    q = F.linear(x_q, W_q, b_q)
-    k = F.linear(x_kv, W_k, b_k)
-    v = F.linear(x_kv, W_v, b_v if value_bias else None)
+def my_mha(x_q, x_kv, p, causal=False, value_bias=True, scale=True, dim=-1):
+    q = F.linear(x_q, p.W_q, p.b_q)
+    k = F.linear(x_kv, p.W_k, p.b_k)
+    v = F.linear(x_kv, p.W_v, p.b_v if value_bias else None)
     Tq, D = q.shape
-    dh = D // num_heads
-    q, k, v = (t.view(t.shape[0], num_heads, dh).transpose(0, 1) for t in (q, k, v))
+    dh = D // p.num_heads
+    q, k, v = (t.view(t.shape[0], p.num_heads, dh).transpose(0, 1) for t in (q, k, v))
     A = my_attention(q, k, causal=causal, scale=scale, dim=dim)
     out = (A @ v).transpose(0, 1).reshape(Tq, D)
-    return F.linear(out, W_o, b_o)
+    return F.linear(out, p.W_o, p.b_o)
 
 
 def my_layer_norm(x, gamma, beta, eps=1e-5, unbiased=False):
@@ -64,8 +63,7 @@ def my_ffn(x, W1, b1, W2, b2, approximate="none"):
 
 
 def _mha(x, w):
-    a = w.self_attn
-    return my_mha(x, x, a.W_q, a.b_q, a.W_k, a.b_k, a.W_v, a.b_v, a.W_o, a.b_o, a.num_heads)
+    return my_mha(x, x, w.self_attn)
 
 
 def my_post_ln(x, w):
@@ -146,8 +144,8 @@ def test_not_implemented_and_errors(data, capsys):
     assert nb01.check_multi_head_attention(todo, data, strict=False) is False
     assert "not implemented" in capsys.readouterr().out
 
-    def no_none_bias(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, causal=False):
-        k = x_kv @ W_k.T + b_k  # fails when b_k is None (Whisper)
+    def no_none_bias(x_q, x_kv, p, causal=False):
+        k = x_kv @ p.W_k.T + p.b_k  # fails when b_k is None (Whisper)
         return k
 
     assert nb01.check_multi_head_attention(no_none_bias, data, strict=False) is False
@@ -158,7 +156,7 @@ def test_per_head_identity_on_real_weights(data):
     """Concat(heads) W_o^T + b_o == sum_h head_h (W_o^h)^T + b_o on Whisper's real weights."""
     a = data.w_enc.self_attn
     z = data.w_enc.norm_attn(data.x_enc)
-    out, A = L.multi_head_attention(z, z, **a.kwargs(), return_weights=True)
+    out, A = L.multi_head_attention(z, z, a, return_weights=True)
     heads = A @ L.split_heads(L.linear(z, a.W_v, a.b_v), a.num_heads)
     per_head = L.per_head_outputs(heads, a.W_o)
     assert per_head.shape == (a.num_heads, z.shape[0], a.d_model)

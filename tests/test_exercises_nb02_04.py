@@ -6,6 +6,7 @@ import torch
 
 from _hand_captures import TRANSCRIPT, real_capture
 from ctxmix_lite import patterns
+from ctxmix_lite.course import speech_clips
 from ctxmix_lite.exercises import case, nb02, nb03, nb04
 
 
@@ -45,13 +46,21 @@ def test_word_map_and_measures_on_tiny_capture():
 
     caps = all_tiny_captures(seed=5, final=False)
     lc = caps["whisper_encoder"]
-    out = nb02.layer_measures(lc, "encoder", 12, measures=("attention", "attention_norm", "value_zeroing", "alti"))
+    out = speech_clips.layer_measures(lc, "encoder", 12, measures=("attention", "attention_norm", "value_zeroing", "alti"))
     for k in ("attention", "attention_norm", "value_zeroing", "alti"):
         assert out[k].shape == (12, 12) and torch.allclose(out[k].sum(-1), torch.ones(12), atol=1e-5), k
     assert out["attention_heads"].shape == (lc.num_heads, 12, 12)
-    cross = nb02.layer_measures(caps["whisper_cross"], "cross", 10, measures=("attention", "value_zeroing", "alti"))
+    # against the equations, written here without the registry: the crop, then rows renormalised
+    w = lc.weights[:, :12, :12].double()
+    assert torch.allclose(out["attention"].double(), w.mean(0) / w.mean(0).sum(-1, keepdim=True), atol=1e-6)
+    H, Tk, dh = lc.values.shape
+    W_O = lc.W_O.double().reshape(-1, H, dh)  # W_O^h = W_O[:, h d_h:(h+1) d_h]
+    vW = torch.einsum("hkd,ehd->hke", lc.values.double(), W_O)  # v_j^h W_O^h  [H, Tk, D]
+    an = (lc.weights.double()[:, :12, :, None] * vW[:, None]).norm(dim=-1)[..., :12]  # ||alpha_ij^h v_j^h W_O^h||
+    assert torch.allclose(out["attention_norm_heads"].double(), an / an.sum(-1, keepdim=True), atol=1e-5)
+    cross = speech_clips.layer_measures(caps["whisper_cross"], "cross", 10, measures=("attention", "value_zeroing", "alti"))
     assert cross["value_zeroing"].shape == (24, 10) and "alti" not in cross
-    dec = nb02.layer_measures(caps["whisper_decoder"], "decoder", 10, measures=("value_zeroing",))
+    dec = speech_clips.layer_measures(caps["whisper_decoder"], "decoder", 10, measures=("value_zeroing",))
     assert torch.all(dec["value_zeroing"].triu(1) == 0)
 
 
@@ -226,6 +235,49 @@ def test_nb04_zeroing_the_input_moves_the_weights(french_clip):
     cap = real_capture("whisper-base trained", french_clip)
     model, proc = real_model("whisper-base trained")
     r = nb04.input_vs_value_zeroing(model, proc, french_clip, 1, 20, _NB04_ROWS, cap=cap)
+    assert nb04.input_vs_value_zeroing(model, proc, french_clip, 1, 20, _NB04_ROWS,
+                                       options=nb04.InputZeroingOptions(cap=cap)) == r  # the same call
     assert r["max_weight_change_other_columns"] > 1e-2 and r["rows_with_changed_weights"] > 0
     assert r["change_at_j"]["input"] > 0.5 > r["change_at_j"]["values"]
     assert r["change_on_rows"]["values"] > 0
+
+
+# ------------------------------------------------------------------------------- options objects
+def test_nb02_plot_settings_as_options_or_keywords():
+    """plot_word_matrix / plot_map_with_audio: an options object draws what the same keywords draw;
+    an unknown keyword is a TypeError naming the function."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
+    kw = dict(title="encoder layer 2", colorbar_label="share", xlabel="source", ylabel="target")
+    ax_kw = speech_clips.plot_word_matrix(m, list("abc"), list("defg"), **kw)
+    ax_opt = speech_clips.plot_word_matrix(m, list("abc"), list("defg"), options=speech_clips.WordMatrixStyle(**kw))
+    for ax in (ax_kw, ax_opt):
+        assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("encoder layer 2", "source", "target")
+    assert speech_clips.WordMatrixStyle.resolve(None, kw, where="t") == speech_clips.WordMatrixStyle(**kw)
+    with pytest.raises(TypeError, match="plot_word_matrix.*xlabels"):
+        speech_clips.plot_word_matrix(m, list("abc"), list("defg"), xlabels="source")
+
+    clip = speech_clips.Clip(np.zeros(8000, dtype=np.float32), [{"start": 0.04, "end": 0.12, "word": "a"}], "a")
+    kw = dict(title="frames", colorbar_label="share of the row", cmap="magma", vmax=0.5)
+    figs = [speech_clips.plot_map_with_audio(m.T @ m, clip, 0.02, **kw),
+            speech_clips.plot_map_with_audio(m.T @ m, clip, 0.02, options=speech_clips.MapWithAudioStyle(**kw))]
+    got = []
+    for fig in figs:
+        img = fig.axes[1].images[0]
+        got.append((fig.axes[1].get_title(), img.get_cmap().name, img.get_clim(), fig.axes[-1].get_ylabel()))
+    assert got[0] == got[1] == ("frames", "magma", (0.0, 0.5), "share of the row")
+    with pytest.raises(TypeError, match="plot_map_with_audio.*colormap"):
+        speech_clips.plot_map_with_audio(m, clip, 0.02, colormap="magma")
+    plt.close("all")
+
+
+def test_nb04_input_vs_value_zeroing_rejects_an_unknown_setting():
+    assert nb04.InputZeroingOptions.resolve(None, {"sampling_rate": 8000}, where="t") == \
+        nb04.InputZeroingOptions(sampling_rate=8000)
+    with pytest.raises(TypeError, match="input_vs_value_zeroing.*sample_rate"):
+        nb04.input_vs_value_zeroing(None, None, None, 1, 2, [3], sample_rate=16000)

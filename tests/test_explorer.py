@@ -40,13 +40,13 @@ def models():
     return {"whisper-tiny (random)": w, "xlsr-53 (random)": x}
 
 
-def _explorer(items, models):
+def _explorer(items, models, **kw):
     from ctxmix_lite.capture import whisper_prefix_ids
 
     proc = models["whisper-tiny (random)"][1]
     ids = {k: whisper_prefix_ids(proc) + list(proc.tokenizer(" " + it["transcription"], add_special_tokens=False).input_ids)
            for k, it in enumerate(items)}
-    return Explorer(items, models, transcripts={"whisper-tiny (random)": ids})
+    return Explorer(items, models, transcripts={"whisper-tiny (random)": ids}, **kw)
 
 
 def test_every_option_renders_headlessly(items, models):
@@ -70,27 +70,51 @@ def test_all_combinations_for_one_item(items, models):
                     plt.close(fig)
                     v = ex.view(1, model, comp, layer, m)
                     s = v.word.sum(-1)
-                    assert np.all((np.abs(s - 1) < 1e-5) | (s == 0))
+                    if comp == "decoder":  # the paper's rows: a share of all decoder positions
+                        assert np.all(s <= 1 + 1e-6)
+                    else:
+                        assert np.all((np.abs(s - 1) < 1e-5) | (s == 0))
                     assert np.all(v.word >= 0) and np.all(v.frame >= -1e-12)
                     fs = v.frame.sum(-1)
                     assert np.all((np.abs(fs - 1) < 1e-5) | (fs == 0))
 
 
-def test_word_view_target_row_is_the_study_row(items, models):
-    ex = _explorer(items, models)
+@pytest.mark.parametrize("decoder", ["paper", "word_pooled", "paper+skip_special_tokens"])
+def test_word_view_target_row_is_the_study_row(items, models, decoder):
+    """The explorer's word view is the study's scoring: its target row equals item_distributions'
+    row for every component, measure and decoder definition, and its cue cell the cue contribution."""
+    ex = _explorer(items, models, decoder=decoder)
     model, proc = models["whisper-tiny (random)"]
     it = items[0]
     res = study.item_distributions(model, proc, it, decoder_ids=ex.decoder_ids("whisper-tiny (random)", 0))
-    # the explorer's word view renormalises rows over the aligned words: the study's word-pooled
-    # decoder variant (the study's default decoder rows are the paper's, over all positions)
     for comp in ("encoder", "decoder", "cross"):
-        key = "decoder[word_pooled]" if comp == "decoder" else comp
+        key = study.DECODER_COMPONENTS[decoder] if comp == "decoder" else comp
         for m in study.MEASURES:
             for layer in range(2):
                 v = ex.view(0, "whisper-tiny (random)", comp, layer, m)
                 np.testing.assert_allclose(v.word[4], res["dist"][("main", key, m)][layer], atol=2e-5,
                                            err_msg=f"{comp} {m} layer {layer}")
                 assert v.cue_contribution == pytest.approx(float(res["dist"][("main", key, m)][layer][3]), abs=2e-5)
+    if decoder == "paper":  # the paper's rows share mass with the prompt: not the word-pooled rows
+        other = res["dist"][("main", study.DECODER_COMPONENTS["word_pooled"], "attention")][1]
+        assert not np.allclose(ex.view(0, "whisper-tiny (random)", "decoder", 1, "attention").word[4], other, atol=1e-3)
+
+
+def test_view_options_are_checked(items, models):
+    from ctxmix_lite.explorer import ViewOptions, layer_view
+
+    with pytest.raises(ValueError, match="unknown decoder definition"):
+        ViewOptions(decoder="pooled")
+    with pytest.raises(ValueError, match="vz_chunk"):
+        Explorer(items, models, vz_chunk=0)
+    ex = _explorer(items, models)
+    caps = ex.captures("whisper-tiny (random)", 0)
+    with pytest.raises(TypeError, match=r"layer_view\(\) got unexpected keyword"):
+        layer_view(caps, items[0], "encoder", 0, "attention", vz_chunks=3)
+    a = layer_view(caps, items[0], "encoder", 0, "value_zeroing", vz_chunk=3)
+    b = layer_view(caps, items[0], "encoder", 0, "value_zeroing", options=ViewOptions(vz_chunk=3))
+    assert np.array_equal(a.frame, b.frame) and a.frame.shape[1] < ex.view(0, "whisper-tiny (random)", "encoder", 0,
+                                                                           "value_zeroing").frame.shape[1]
 
 
 def test_widget_builds_and_redraws(items, models):

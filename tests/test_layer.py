@@ -446,15 +446,15 @@ def test_mha_vs_torch_sdpa_and_head_identity():
     xq, xkv = torch.randn(Tq, D, generator=g), torch.randn(Tk, D, generator=g)
     Ws = [torch.randn(D, D, generator=g) / D ** 0.5 for _ in range(4)]
     bs = [torch.randn(D, generator=g) for _ in range(4)]
-    out, A = L.multi_head_attention(xq, xkv, Ws[0], bs[0], Ws[1], bs[1], Ws[2], bs[2], Ws[3], bs[3], H,
-                                    return_weights=True)
+    p = L.AttentionParams(Ws[0], bs[0], Ws[1], bs[1], Ws[2], bs[2], Ws[3], bs[3], num_heads=H)  # scale: 1/sqrt(d_h)
+    out, A = L.multi_head_attention(xq, xkv, p, return_weights=True)
     q, k, v = (L.split_heads(L.linear(t, W, b), H) for t, W, b in ((xq, Ws[0], bs[0]), (xkv, Ws[1], bs[1]),
                                                                     (xkv, Ws[2], bs[2])))
     ref_heads = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     ref = L.linear(L.merge_heads(ref_heads), Ws[3], bs[3])
     assert (out - ref).abs().max() < 1e-5 and A.shape == (H, Tq, Tk)
     # causal (square)
-    outc = L.multi_head_attention(xq, xq, Ws[0], bs[0], Ws[1], None, Ws[2], bs[2], Ws[3], bs[3], H, causal=True)
+    outc = L.multi_head_attention(xq, xq, replace(p, b_k=None), causal=True)
     q, k, v = (L.split_heads(L.linear(xq, W, b), H) for W, b in ((Ws[0], bs[0]), (Ws[1], None), (Ws[2], bs[2])))
     refc = L.linear(L.merge_heads(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)),
                     Ws[3], bs[3])
@@ -466,7 +466,7 @@ def test_mha_vs_torch_sdpa_and_head_identity():
     keep = torch.rand(Tq, Tk, generator=g) > 0.3
     keep[:, 0] = True
     add = torch.zeros(Tq, Tk).masked_fill(~keep, torch.finfo(torch.float32).min)
-    args = (xq, xkv, Ws[0], bs[0], Ws[1], bs[1], Ws[2], bs[2], Ws[3], bs[3], H)
+    args = (xq, xkv, p)
     _, A_bool = L.multi_head_attention(*args, mask=keep, return_weights=True)
     _, A_add = L.multi_head_attention(*args, mask=add, return_weights=True)
     assert torch.allclose(A_bool, A_add) and A_bool[..., ~keep].abs().max() == 0

@@ -90,6 +90,19 @@ def test_registry_lists_every_measure_with_its_rollout_form():
         assert rollout_form(name) == m.rollout, name
 
 
+def test_rollout_form_reads_the_registry_entry(monkeypatch):
+    """One table: a measure's rollout form is its registry entry's, not a second list."""
+    import dataclasses
+
+    from ctxmix_lite.measures import REGISTRY
+    from ctxmix_lite.measures.rollout import EXTRA_ROLLOUT_FORMS, rollout_form
+
+    monkeypatch.setitem(REGISTRY, "attention", dataclasses.replace(REGISTRY["attention"], rollout="plain"))
+    assert rollout_form("attention") == "plain"
+    assert rollout_form("globenc") == EXTRA_ROLLOUT_FORMS["globenc"] == "plain"
+    assert not set(EXTRA_ROLLOUT_FORMS) & set(REGISTRY)
+
+
 def test_registry_refuses_what_a_measure_cannot_do(tiny):
     from ctxmix_lite.measures import get_measure
 

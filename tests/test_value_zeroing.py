@@ -141,6 +141,21 @@ def test_bad_input(tiny):
         value_zeroing(cap, spans=[(0, 99)])
     with pytest.raises(ValueError, match="chunk_size"):
         value_zeroing(cap, chunk_size=0)
+    with pytest.raises(TypeError, match=r"value_zeroing\(\) got unexpected keyword.*'normalise'.*'normalize'"):
+        value_zeroing(cap, normalise=False)
+
+
+def test_options_object_equals_keywords(tiny):
+    from ctxmix_lite.measures.value_zeroing import ValueZeroingOptions
+
+    cap = tiny["whisper_decoder"]
+    kw = value_zeroing(cap, rows=[1, 3], method="reference", normalize=False)
+    opt = value_zeroing(cap, rows=[1, 3], options=ValueZeroingOptions(method="reference", normalize=False))
+    assert torch.equal(kw, opt)
+    # keywords override the object's fields
+    assert torch.equal(value_zeroing(cap, rows=[1, 3], options=ValueZeroingOptions(method="reference"),
+                                     normalize=False), kw)
+    assert not torch.equal(value_zeroing(cap, rows=[1, 3], method="reference"), kw)
 
 
 def test_auto_chunk_bounds_memory():

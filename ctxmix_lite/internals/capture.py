@@ -35,7 +35,7 @@ import torch
 from ctxmix_lite.corpus.audio import SAMPLE_RATE, check_duration, duration, load_audio, wav2vec2_num_frames
 from ctxmix_lite.course.options import Options
 from .capture_types import COMPONENTS, Capture, FeedForwardParts, LayerCapture
-from .layer import split_heads
+from .layer_blocks import split_heads
 from ctxmix_lite.models.loading import check_analysis_state, ensure_eager, model_family
 
 WHISPER_MAX_SECONDS = 30.0

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ctxmix_lite.internals.capture_types import LayerCapture
-from ctxmix_lite.internals.layer import merge_heads, split_heads
+from ctxmix_lite.internals.layer_blocks import merge_heads, split_heads
 
 
 # ================================================================================================

@@ -41,7 +41,7 @@ from ctxmix_lite.internals.capture_types import Capture, LayerCapture
 from .attention import attention
 from .attention_norm import attention_norm
 from .decomposition import alti
-from .value_zeroing import value_zeroing
+from .value_zeroing import ValueZeroingOptions, value_zeroing
 
 __all__ = ["Measure", "REGISTRY", "MEASURES", "MEASURE_LABELS", "register", "get_measure", "attention",
            "layer_measure", "component_measure"]
@@ -108,7 +108,7 @@ register(Measure("attention", "Attention", _attention, per_head=True, spans=True
 register(Measure("attention_norm", "Attention-Norm", _attention_norm, per_head=True, spans=True, options=(),
                  rollout="abnar_zuidema", reference="Kobayashi et al. 2020"))
 register(Measure("value_zeroing", "Value Zeroing", _value_zeroing, per_head=False, spans=True,
-                 options=("method", "chunk_size", "normalize", "progress", "factor_ffn"),
+                 options=ValueZeroingOptions.field_names(),
                  rollout="plain", reference="Mohebbi et al. 2023"))
 register(Measure("alti", "ALTI", _alti, per_head=False, spans=False,
                  options=("layer_norm", "score", "normalize", "keys"),
@@ -143,7 +143,6 @@ def component_measure(
     measure: str,
     rows=None,
     spans=None,
-    progress: bool = False,
     layers=None,
     per_head: bool = False,
     **options,
@@ -151,8 +150,11 @@ def component_measure(
     """Stack :func:`layer_measure` over the layers of one component -> ``[L, R, C]``.
 
     ``layers``: None (all) or a list of layer indices (the stack follows that order).
+    ``progress=True`` shows a bar over the layers (it is not passed on to the measure); the other
+    keywords are the measure's options, as for :func:`layer_measure`.
     """
     m = get_measure(measure)
+    progress = bool(options.pop("progress", False))
     caps = capture[component]
     idx = range(len(caps)) if layers is None else list(layers)
     it = idx

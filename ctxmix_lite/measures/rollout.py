@@ -38,27 +38,33 @@ import torch
 
 from .utils import normalize_rows
 
-__all__ = ["rollout", "rollout_form", "rollout_measure", "ROLLOUT_FORMS", "MEASURE_ROLLOUT_FORM"]
+__all__ = ["rollout", "rollout_form", "rollout_measure", "ROLLOUT_FORMS", "EXTRA_ROLLOUT_FORMS"]
 
 #: residual share ``r`` of eq. (1) for each named form
 ROLLOUT_FORMS = {"abnar_zuidema": 0.5, "plain": 0.0}
 
-#: the form the course uses for each measure (the authors' where they roll the measure out)
-MEASURE_ROLLOUT_FORM = {
-    "attention": "abnar_zuidema",       # Abnar & Zuidema; the authors' res=True
-    "attention_norm": "abnar_zuidema",  # leaves the residual out, like attention (course choice)
-    "value_zeroing": "plain",           # the authors' res=False
-    "alti": "plain",                    # the residual is inside the decomposition
-    "globenc": "plain",                 # the authors' toolkit: res=False
+#: rollout forms of measures outside :data:`ctxmix_lite.measures.registry.REGISTRY` (whose
+#: entries carry their own form in ``Measure.rollout``, the one table for the registered measures)
+EXTRA_ROLLOUT_FORMS = {
+    "globenc": "plain",  # the authors' toolkit: res=False
 }
 
 
 def rollout_form(measure: str) -> str:
-    """The rollout form used for ``measure`` (see :data:`MEASURE_ROLLOUT_FORM`)."""
+    """The rollout form used for ``measure``: its registry entry's ``rollout`` field (attention and
+    Attention-Norm: ``"abnar_zuidema"``, the authors' ``res=True`` -- Attention-Norm leaves the
+    residual out like attention, a course choice; value zeroing: ``"plain"``, the authors'
+    ``res=False``; ALTI: ``"plain"``, the residual is inside the decomposition), else
+    :data:`EXTRA_ROLLOUT_FORMS`."""
+    from .registry import REGISTRY
+
+    if measure in REGISTRY:
+        return REGISTRY[measure].rollout
     try:
-        return MEASURE_ROLLOUT_FORM[measure]
+        return EXTRA_ROLLOUT_FORMS[measure]
     except KeyError:
-        raise ValueError(f"no rollout form for measure {measure!r}; known: {sorted(MEASURE_ROLLOUT_FORM)}") from None
+        known = sorted({*REGISTRY, *EXTRA_ROLLOUT_FORMS})
+        raise ValueError(f"no rollout form for measure {measure!r}; known: {known}") from None
 
 
 def rollout(mats, residual: Optional[float] = None, normalize: bool = True, form: Optional[str] = None) -> torch.Tensor:

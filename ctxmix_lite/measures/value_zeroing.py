@@ -51,14 +51,16 @@ to ``1 - cos``; keeps the tiny distances of most cells accurate), clipped at 0.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+from ctxmix_lite.course.options import Options
 from ctxmix_lite.internals.capture_types import LayerCapture
 from .utils import as_rows, as_spans, causal_keep_mask, cosine_distance, normalize_rows
 
-__all__ = ["value_zeroing", "auto_chunk_size", "zeroed_outputs", "CHUNK_BUDGET_BYTES"]
+__all__ = ["value_zeroing", "ValueZeroingOptions", "auto_chunk_size", "zeroed_outputs", "CHUNK_BUDGET_BYTES"]
 
 #: working-memory budget of one chunk of the fast path (the rest: the capture itself, ~100 MB for
 #: a 1,500-frame Whisper-base layer).  Measured peak for that layer: see bench/README.md.
@@ -234,15 +236,38 @@ def _reference(cap, r, sp, progress):
     return dist
 
 
+@dataclass(frozen=True)
+class ValueZeroingOptions(Options):
+    """How :func:`value_zeroing` computes its matrix (the paper's definition whatever the choice).
+
+    method: ``"fast"`` (exact identity + batched position-wise rest of the layer) or
+        ``"reference"`` (re-run the layer module once per column).
+    chunk_size: pairs per batch in the fast path (default: :func:`auto_chunk_size`).
+    normalize: divide each row by its sum (eq. 3).  Causal components: cells with the key
+        (span start) after the query are exactly 0, before normalisation.
+    progress: show a tqdm bar.
+    factor_ffn: the fast path's factored variant, eq. (5), for position columns of non-causal
+        blocks whose capture has ``ffn`` parts: None = when it pays (rows >= 4 x heads),
+        True = whenever possible, False = never (the generic ``post`` per pair).
+    """
+
+    method: str = "fast"
+    chunk_size: Optional[int] = None
+    normalize: bool = True
+    progress: bool = False
+    factor_ffn: Optional[bool] = None
+
+    def __post_init__(self):
+        if self.method not in ("fast", "reference"):
+            raise ValueError(f"method must be 'fast' or 'reference', got {self.method!r}")
+
+
 def value_zeroing(
     cap: LayerCapture,
     rows=None,
     spans=None,
-    method: str = "fast",
-    chunk_size: Optional[int] = None,
-    normalize: bool = True,
-    progress: bool = False,
-    factor_ffn: Optional[bool] = None,
+    options: Optional[ValueZeroingOptions] = None,
+    **settings,
 ) -> torch.Tensor:
     """Value-zeroing matrix of one attention block: ``[R, C]`` float32.
 
@@ -251,26 +276,19 @@ def value_zeroing(
         rows: None (every query) or query indices -> only those rows, in that order.
         spans: None (zero one key at a time, one column per key) or inclusive key spans (the whole
             span zeroed at once, one column per span).
-        method: ``"fast"`` (exact identity + batched position-wise rest of the layer) or
-            ``"reference"`` (re-run the layer module once per column).
-        chunk_size: pairs per batch in the fast path (default: :func:`auto_chunk_size`).
-        normalize: divide each row by its sum (eq. 3).  Causal components: cells with the key
-            (span start) after the query are exactly 0, before normalisation.
-        progress: show a tqdm bar.
-        factor_ffn: the fast path's factored variant, eq. (5), for position columns of non-causal
-            blocks whose capture has ``ffn`` parts: None = when it pays (rows >= 4 x heads),
-            True = whenever possible, False = never (the generic ``post`` per pair).
+        options / settings: a :class:`ValueZeroingOptions` or its fields as keywords
+            (``method``, ``chunk_size``, ``normalize``, ``progress``, ``factor_ffn``).
     """
+    o = ValueZeroingOptions.resolve(options, settings, where="value_zeroing")
+    method, chunk_size, normalize, progress, factor_ffn = o.method, o.chunk_size, o.normalize, o.progress, o.factor_ffn
     H, Tq, Tk = cap.weights.shape
     r = as_rows(rows, Tq)
     sp = as_spans(spans, Tk)
     with torch.no_grad():
         if method == "fast":
             dist = _fast(cap, r, sp, chunk_size, progress, factor_ffn)
-        elif method == "reference":
+        else:  # "reference" (ValueZeroingOptions checked the name)
             dist = _reference(cap, r, sp, progress)
-        else:
-            raise ValueError(f"method must be 'fast' or 'reference', got {method!r}")
     dist = dist.clamp_min(0.0)
     if cap.causal:
         dist = torch.where(causal_keep_mask(r, Tk, sp), dist, torch.zeros_like(dist))

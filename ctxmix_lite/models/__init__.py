@@ -8,9 +8,10 @@ A new model family is one entry in :data:`.architectures.ARCHITECTURES` (and, fo
 baselines, a config in :mod:`.loading`). Every public name of :mod:`.loading` (``load_model``,
 ``resolve_device``, ``prepare_model``, ``KNOWN_MODELS``, ...) is importable from here.
 """
+from ctxmix_lite import public_names
+
 from . import loading
 
 #: the public names of :mod:`.loading`: its functions, classes and constants (not the modules it imports)
-__all__ = [k for k, v in vars(loading).items()
-           if not k.startswith("_") and (k.isupper() or getattr(v, "__module__", None) == loading.__name__)]
+__all__ = public_names(loading)
 globals().update({k: getattr(loading, k) for k in __all__})

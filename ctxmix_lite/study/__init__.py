@@ -17,21 +17,17 @@ Every public name of runs, transcripts, scoring, core, figures and cli (``run_st
 ``StudyOptions``, ``ModelRun``, ``summarize``, ``course_items``, ...) is importable from here, as it
 was from the single ``study`` module of the first releases; see :mod:`.core` for the definitions.
 """
+from ctxmix_lite import public_names
 from ctxmix_lite.internals import rows_capture as _rows_capture
 from ctxmix_lite.measures.registry import MEASURE_LABELS, MEASURES
 
 from . import cli, core, figures, runs, scoring, transcripts
 
 
-def _public(module) -> list:
-    return [k for k, v in vars(module).items()
-            if not k.startswith("_") and (k.isupper() or getattr(v, "__module__", None) == module.__name__)]
-
-
 __all__ = ["MEASURES", "MEASURE_LABELS", "attention_implementation", "whisper_rows_capture",
            "verify_recomputed_weights", "RECOMPUTE_RTOL"]
 for _m in (runs, transcripts, scoring, core, figures, cli):
-    __all__ += [k for k in _public(_m) if k not in __all__]
-    globals().update({k: getattr(_m, k) for k in _public(_m)})
+    __all__ += [k for k in public_names(_m) if k not in __all__]
+    globals().update({k: getattr(_m, k) for k in public_names(_m)})
 globals().update({k: getattr(_rows_capture, k) for k in __all__[2:6]})
 del _m

@@ -17,11 +17,17 @@ encoder     speech frames x speech frames (20 ms);      rows: mean over the row 
             frames zeroed at once                       frames (VZ: the whole word zeroed)
 decoder     tokens x tokens (teacher-forced, causal)    rows: positions predicting the word's
                                                         tokens; columns: the word's tokens summed
+                                                        (the paper's definition: each row's share
+                                                        of *all* decoder positions, prompt
+                                                        included, so a row sums to <= 1;
+                                                        ``decoder="word_pooled"``: renormalised
+                                                        over the words)
 cross       tokens x speech frames                      rows as decoder; columns as encoder
 ==========  ==========================================  =========================================
 
-Every view is row-normalised over what it shows (Whisper's padding frames and the decoder prefix
-are left out). One rows-only forward pass per (item, model) is kept in memory (the last one only).
+The word view is not computed here: it is the study's scoring
+(:func:`ctxmix_lite.study.scoring.word_rows`) asked for every word as the target. The frame /
+token view is row-normalised over what it shows (Whisper's padding frames are left out). One rows-only forward pass per (item, model) is kept in memory (the last one only).
 """
 from __future__ import annotations
 
@@ -29,16 +35,17 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 
+from ctxmix_lite.course.options import Options
 from ctxmix_lite.internals.rows_capture import whisper_rows_capture
 from ctxmix_lite.measures.registry import MEASURE_LABELS, MEASURES
 
 from .runs import alignment_of, audio_of, item_uses
-from .scoring import keys_upto, sum_normalize
+from .runs import StudyOptions
+from .scoring import keys_upto, sum_normalize, word_rows
 from .transcripts import decoder_positions
 
-__all__ = ["LayerView", "layer_view", "Explorer"]
+__all__ = ["LayerView", "ViewOptions", "layer_view", "Explorer"]
 
 
 @dataclass
@@ -61,37 +68,59 @@ def _speech_frames(spans) -> int:
     return max(l for _, l in spans) + 1
 
 
-def _raw(lc, measure, rows=None, spans=None, normalize=False):
-    """Raw scores ``[R, C]`` of one measure (attention: head mean)."""
+def _raw(lc, measure, rows=None, spans=None):
+    """Raw scores ``[R, C]`` of one measure for the frame / token view (registry: attention as the
+    head mean, span columns summed; value zeroing not normalised -- the view normalises rows)."""
     from ctxmix_lite.measures.registry import layer_measure
 
-    r = None if rows is None else torch.as_tensor(list(rows))
-    if measure == "attention":
-        w = lc.weights.mean(0) if r is None else lc.weights[:, r].mean(0)
-        if spans is not None:
-            w = torch.stack([w[:, f : l + 1].sum(-1) for f, l in spans], -1)
-        return w.double().numpy()
-    if measure == "attention_norm":
-        return layer_measure(lc, measure, rows=r, spans=spans).double().numpy()
-    if measure == "value_zeroing":
-        return layer_measure(lc, measure, rows=r, spans=spans, normalize=False).double().numpy()
-    raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
+    if measure not in MEASURES:
+        raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
+    opts = {"normalize": False} if measure == "value_zeroing" else {}
+    return layer_measure(lc, measure, rows=rows, spans=spans, **opts).double().numpy()
 
 
 def _chunks(n: int, size: int) -> list:
     return [(a, min(n, a + size) - 1) for a in range(0, n, size)]
 
 
-def layer_view(caps: dict, item, component: str, layer: int, measure: str, positions=None,
-               token_strings=None, vz_chunk: int = 2, use: Optional[str] = None) -> LayerView:
+@dataclass(frozen=True)
+class ViewOptions(Options):
+    """How :func:`layer_view` draws.
+
+    vz_chunk: encoder frames zeroed at once in the frame view's value-zeroing columns.
+    use: which use of the item marks cue and target (default: its first).
+    decoder: the decoder definition of the word view, one of :data:`DECODER_DEFINITIONS`
+        (default ``"paper"``, the study's; the same as ``StudyOptions``).
+    """
+
+    vz_chunk: int = 2
+    use: Optional[str] = None
+    decoder: str = "paper"
+
+    def __post_init__(self):
+        if int(self.vz_chunk) < 1:
+            raise ValueError(f"vz_chunk must be >= 1, got {self.vz_chunk}")
+        StudyOptions.make(self.decoder)  # a clear error for an unknown definition
+
+
+def layer_view(caps: dict, item, component: str, layer: int, measure: str,
+               options: Optional[ViewOptions] = None, **settings) -> LayerView:
     """Word and frame views of one layer (see the module docstring).
 
     caps: ``{"encoder": [LayerCapture], "decoder": [...], "cross": [...]}`` whose encoder captures
     hold the speech frames' rows ``0..K-1`` (:func:`~ctxmix_lite.study.whisper_rows_capture` with
-    ``encoder_rows=range(K)``, or a full capture). positions: decoder positions per aligned word
-    (:func:`~ctxmix_lite.study.decoder_positions`), needed for decoder / cross."""
+    ``encoder_rows=range(K)``, or a full capture), with ``"positions"``: the decoder positions of
+    each aligned word (:func:`~ctxmix_lite.study.decoder_positions`; needed for decoder / cross) and
+    optionally ``"token_strings"`` (the decoder input, for labels), ``"n_frames"``, ``"window"``.
+    options / settings: a :class:`ViewOptions` or its fields (``vz_chunk``, ``use``, ``decoder``).
+
+    The word view is the study's own scoring (:func:`~ctxmix_lite.study.scoring.word_rows`) asked
+    for every word as the target: its target row is the study's row, its cue cell the cue
+    contribution."""
     from ctxmix_lite.corpus.audio import words_to_frame_spans
 
+    o = ViewOptions.resolve(options, settings, where="layer_view")
+    vz_chunk = int(o.vz_chunk)
     if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
     if component not in caps:
@@ -99,93 +128,52 @@ def layer_view(caps: dict, item, component: str, layer: int, measure: str, posit
     al = alignment_of(item)
     audio_dur = len(audio_of(item)) / 16000
     uses = item_uses(item)
-    u = uses[0] if use is None else next(x for x in uses if x.name == use)
+    u = uses[0] if o.use is None else next(x for x in uses if x.name == o.use)
     W = len(al)
-    n_frames = caps.get("n_frames", 1500)
-    window = caps.get("window", 30.0)
-    spans = words_to_frame_spans(al, n_frames, window, audio_dur)
+    spans = words_to_frame_spans(al, caps.get("n_frames", 1500), caps.get("window", 30.0), audio_dur)
     K = _speech_frames(spans)
     words = [w["word"] + (" [cue]" if k in u.cue else " [target]" if k == u.target else "") for k, w in enumerate(al)]
+    vz_spans = [(f // vz_chunk, l // vz_chunk) for f, l in spans]
+    vz_axis = f"encoder frames zeroed ({vz_chunk} x 20 ms)"
     lc = caps[component][layer]
     if component == "encoder":
         lc = keys_upto(lc, K)
         rows = list(range(K))
-        if measure == "value_zeroing":
-            fr = sum_normalize(_raw(lc, measure, rows, _chunks(K, vz_chunk)))
-            col_labels = None
-        else:
-            fr = sum_normalize(_raw(lc, measure, rows))
-            col_labels = None
-        # word view: rows mean over frames; columns mean over frames (VZ: the word zeroed at once)
-        if measure == "value_zeroing":
-            raw = _raw(lc, measure, rows, spans)  # [K, W]
-        else:
-            lens = np.array([l - f + 1 for f, l in spans], dtype=float)
-            if measure == "attention":  # per head, as the study: pool, normalise, then head mean
-                a = lc.weights[:, :K, :K].double().numpy()  # [H, K, K]
-                cols = np.stack([a[:, :, f : l + 1].mean(-1) for f, l in spans], -1)  # [H, K, W]
-                word = np.stack([sum_normalize(cols[:, f : l + 1].mean(1)) for f, l in spans], 1).mean(0)  # [W, W]
-                raw = None
-            else:
-                raw = _raw(lc, measure, rows, spans) / lens
-        if raw is not None:
-            word = sum_normalize(np.stack([raw[f : l + 1].mean(0) for f, l in spans]))
-        view = LayerView(word, fr, words, "encoder frame (query)", "encoder frame (key)" if measure != "value_zeroing" else f"encoder frames zeroed ({vz_chunk} x 20 ms)",
-                         None, col_labels, spans, spans if measure != "value_zeroing" else [(f // vz_chunk, l // vz_chunk) for f, l in spans], 0.0)
-    else:
-        if positions is None:
-            raise ValueError("decoder / cross views need the decoder positions of the aligned words")
-        if any(p is None for p in positions):
-            missing = [al[k]["word"] for k, p in enumerate(positions) if p is None]
-            if any(k in u.cue or k == u.target for k, p in enumerate(positions) if p is None):
-                raise ValueError(f"the transcript lacks the cue or target ({missing}): no decoder view")
-        T = lc.weights.shape[1]
-        pred_spans = [None if p is None else (p[0] - 1, p[-1] - 1) for p in positions]
-        if component == "decoder":
-            fr = sum_normalize(_raw(lc, measure))  # token x token (causal zeros above the diagonal)
-            tok_cols = [[] if p is None else list(p) for p in positions]
-            rowsw = []
-            for ps in pred_spans:
-                if ps is None:
-                    rowsw.append(np.zeros(W))
-                    continue
-                rr = list(range(ps[0], ps[1] + 1))
-                if measure == "attention":
-                    m = lc.weights[:, rr].mean(0).double().numpy()
-                else:
-                    m = _raw(lc, measure, rr)
-                per = np.stack([m[:, c].sum(-1) if c else np.zeros(len(rr)) for c in tok_cols], -1)
-                rowsw.append(sum_normalize(per).mean(0))
-            word = np.stack(rowsw)
-            view = LayerView(word, fr, words, "decoder position (query)", "decoder token (key)",
-                             token_strings, token_strings, None, None, 0.0)
-        else:  # cross
-            lck = keys_upto(lc, K)
-            if measure == "value_zeroing":
-                fr = sum_normalize(_raw(lck, measure, None, _chunks(K, vz_chunk)))
-            else:
-                fr = sum_normalize(_raw(lck, measure))
-            lens = np.array([l - f + 1 for f, l in spans], dtype=float)
-            rowsw = []
-            for ps in pred_spans:
-                if ps is None:
-                    rowsw.append(np.zeros(W))
-                    continue
-                rr = list(range(ps[0], ps[1] + 1))
-                if measure == "attention":
-                    a = lck.weights[:, rr].double().numpy()
-                    per = np.stack([a[..., f : l + 1].mean(-1) for f, l in spans], -1)  # [H, R, W]
-                    rowsw.append(sum_normalize(per).mean(0).mean(0))
-                    continue
-                m = _raw(lck, measure, rr, spans)
-                if measure == "attention_norm":
-                    m = m / lens
-                rowsw.append(sum_normalize(m).mean(0))
-            word = np.stack(rowsw)
-            view = LayerView(word, fr, words, "decoder position (query)",
-                             "encoder frame (key)" if measure != "value_zeroing" else f"encoder frames zeroed ({vz_chunk} x 20 ms)",
-                             token_strings, None, None,
-                             spans if measure != "value_zeroing" else [(f // vz_chunk, l // vz_chunk) for f, l in spans], 0.0)
+        fr = sum_normalize(_raw(lc, measure, rows, _chunks(K, vz_chunk) if measure == "value_zeroing" else None))
+        word = np.stack(word_rows(lc, "encoder", measure, [list(range(f, l + 1)) for f, l in spans], spans))
+        vz = measure == "value_zeroing"
+        return _finish(LayerView(word, fr, words, "encoder frame (query)", vz_axis if vz else "encoder frame (key)",
+                                 None, None, spans, vz_spans if vz else spans, 0.0), u)
+    positions = caps.get("positions")
+    if positions is None:
+        raise ValueError("decoder / cross views need the decoder positions of the aligned words")
+    if any(p is None for p in positions):
+        missing = [al[k]["word"] for k, p in enumerate(positions) if p is None]
+        if any(k in u.cue or k == u.target for k, p in enumerate(positions) if p is None):
+            raise ValueError(f"the transcript lacks the cue or target ({missing}): no decoder view")
+    # the rows of word k: the decoder positions that predict its tokens (one before each token)
+    groups = [None if p is None else [t - 1 for t in p] for p in positions]
+    have = [k for k, g in enumerate(groups) if g]
+    token_strings = caps.get("token_strings")
+    if component == "decoder":
+        fr = sum_normalize(_raw(lc, measure))  # token x token (causal zeros above the diagonal)
+        scores = word_rows(lc, "decoder", measure, [groups[k] for k in have], word_tokens=positions,
+                           options=o.decoder)
+        col_axis, col_labels, col_spans = "decoder token (key)", token_strings, None
+    else:  # cross
+        lc = keys_upto(lc, K)
+        vz = measure == "value_zeroing"
+        fr = sum_normalize(_raw(lc, measure, None, _chunks(K, vz_chunk) if vz else None))
+        scores = word_rows(lc, "cross", measure, [groups[k] for k in have], spans)
+        col_axis, col_labels, col_spans = (vz_axis if vz else "encoder frame (key)"), None, (vz_spans if vz else spans)
+    word = np.zeros((W, W))
+    for k, row in zip(have, scores):
+        word[k] = row
+    return _finish(LayerView(word, fr, words, "decoder position (query)", col_axis, token_strings, col_labels,
+                             None, col_spans, 0.0), u)
+
+
+def _finish(view: LayerView, u) -> LayerView:
     view.cue_contribution = float(view.word[u.target, list(u.cue)].sum())
     return view
 
@@ -195,12 +183,14 @@ class Explorer:
 
     ``Explorer(items, models)`` with ``models = {label: (model, processor)}``;
     ``transcripts = {label: {item index: decoder input ids}}`` optionally (default: the trained
-    Whisper's own transcription, computed once per item, shared by the random twin).
+    Whisper's own transcription, computed once per item, shared by the random twin);
+    ``decoder``: the decoder definition of the word view (default ``"paper"``, the study's default;
+    pass the study's ``StudyOptions(...).decoder_definition`` to match another run).
     ``explorer.widget()`` returns the interactive viewer; ``explorer.show(...)`` draws one view.
     """
 
     def __init__(self, items: Sequence, models: dict, transcripts: Optional[dict] = None, vz_chunk: int = 2,
-                 language: str = "fr"):
+                 language: str = "fr", decoder: str = "paper"):
         if not items:
             raise ValueError("the explorer needs at least one item")
         if not models:
@@ -208,18 +198,16 @@ class Explorer:
         self.items = [dict(it) for it in items]
         self.models = dict(models)
         self.transcripts = {k: dict(v) for k, v in (transcripts or {}).items()}
-        self.vz_chunk = vz_chunk
+        self.view_options = ViewOptions(vz_chunk=vz_chunk, decoder=decoder)
         self.language = language
         self._caps_key = None
         self._caps = None
-        self._tok_strings = None
 
     # -- data ------------------------------------------------------------------------------------
     def item_labels(self) -> list:
         out = []
         for k, it in enumerate(self.items):
             al = alignment_of(it)
-            u = item_uses(it)[0]
             out.append((f"{k}: {' '.join(w['word'] for w in al)} ({it.get('label', '?')})", k))
         return out
 
@@ -271,7 +259,7 @@ class Explorer:
             K = max(l for _, l in words_to_frame_spans(al, 1500, 30.0, len(audio) / 16000)) + 1
             caps = whisper_rows_capture(model, proc, audio, ids, list(range(K)))
             caps["positions"] = decoder_positions(al, ids[4:], proc.tokenizer, 4)
-            self._tok_strings = [proc.tokenizer.decode([t]) for t in ids]
+            caps["token_strings"] = [proc.tokenizer.decode([t]) for t in ids]
             caps["n_frames"], caps["window"] = 1500, 30.0
         else:
             from ctxmix_lite.internals.capture import capture
@@ -280,7 +268,6 @@ class Explorer:
             caps = dict(cap.components)
             caps["positions"] = None
             caps["n_frames"], caps["window"] = cap.n_frames, cap.window
-            self._tok_strings = None
         self._caps_key, self._caps = key, caps
         return caps
 
@@ -291,8 +278,7 @@ class Explorer:
         nl = len(caps[component])
         if not 0 <= layer < nl:
             raise ValueError(f"layer must lie in [0, {nl - 1}] for {model} {component}, got {layer}")
-        return layer_view(caps, self.items[item], component, layer, measure, caps.get("positions"),
-                          self._tok_strings, self.vz_chunk)
+        return layer_view(caps, self.items[item], component, layer, measure, options=self.view_options)
 
     # -- drawing ---------------------------------------------------------------------------------
     def show(self, item: int = 0, model: Optional[str] = None, component: str = "encoder", layer: int = 0,

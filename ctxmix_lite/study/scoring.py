@@ -292,3 +292,33 @@ def cue_contribution(dist: np.ndarray, cue: Sequence[int]) -> np.ndarray:
     return dist[..., list(cue)].sum(-1)
 
 
+
+
+def word_rows(lc: LayerCapture, component: str, measure: str, groups, spans=None, word_tokens=None,
+              options=None) -> list:
+    """The study's word scores for groups of query rows of one layer: for each group of row indices
+    of ``lc``, the ``[W]`` scores over the aligned words that :func:`item_distributions` computes for
+    a target made of those rows (the explorer's word view asks it for every word).
+
+    ``spans``: the words' encoder frame spans (encoder, cross); ``word_tokens``: the decoder
+    positions of each word's tokens (decoder); ``options``: a :class:`StudyOptions` (or a
+    definition name) choosing the decoder definition (default: the paper's)."""
+    from .runs import StudyOptions
+
+    _check_study_measure(measure)
+    rows = sorted({int(r) for g in groups for r in g})
+    at = {r: k for k, r in enumerate(rows)}
+    local = [[at[int(r)] for r in g] for g in groups]
+    if any(not g for g in local):
+        raise ValueError("every group needs at least one query row")
+    if component == "encoder":
+        return _encoder_rows(lc, rows, local, spans, measure)
+    if component == "cross":
+        return _cross_rows(lc, rows, local, spans, measure)
+    if component == "decoder":
+        o = StudyOptions.make(options)
+        raw = _decoder_token_scores(lc, rows, measure)
+        if o.decoder_scoring == "word_pooled":
+            return _decoder_rows(lc, rows, local, word_tokens, measure, m=raw)
+        return paper_decoder_rows(raw, local, word_tokens, o.skip_special_tokens)[0]
+    raise ValueError(f"component must be 'encoder', 'decoder' or 'cross', got {component!r}")

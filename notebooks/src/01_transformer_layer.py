@@ -225,11 +225,13 @@ nb01.check_attention_weights(attention_weights, data)
 #
 # > **Difficulty** 🔴🔴🔴⚪⚪ · **Importance** 🔵🔵🔵🔵🔵 · **Time** ~20 min
 #
-# Write `multi_head_attention(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads,
-# causal=False)` for unbatched `x_q: [Tq, D]`, `x_kv: [Tk, D]` (self-attention: the same tensor;
-# cross-attention: the decoder queries and the encoder output). Use your `attention_weights`.
-# Careful: Whisper's key projection has **no bias** (`b_k is None`) — a key bias adds $q_i \cdot b_K$
-# to a whole row of scores, which the softmax cancels.
+# Write `multi_head_attention(x_q, x_kv, p, causal=False)` for unbatched `x_q: [Tq, D]`,
+# `x_kv: [Tk, D]` (self-attention: the same tensor; cross-attention: the decoder queries and the
+# encoder output). `p` holds one attention block's parameters (a `layer.AttentionParams`): the
+# projections `p.W_q, p.b_q, p.W_k, p.b_k, p.W_v, p.b_v, p.W_o, p.b_o` (torch's `[out, in]`) and
+# `p.num_heads`. Use your `attention_weights`. Careful: Whisper's key projection has **no bias**
+# (`p.b_k is None`) — a key bias adds $q_i \cdot b_K$ to a whole row of scores, which the softmax
+# cancels.
 #
 # <details><summary>Hint 1 — a nudge</summary>
 #
@@ -247,12 +249,13 @@ nb01.check_attention_weights(attention_weights, data)
 # <details><summary>Hint 3 — the key line</summary>
 #
 # `A = attention_weights(split(q), split(k), causal)`; `heads = A @ split(v)`;
-# `return merge(heads) @ W_o.T + b_o` — with `q = x_q @ W_q.T + b_q` etc., and no `+ b` when a bias is `None`.
+# `return merge(heads) @ p.W_o.T + p.b_o` — with `q = x_q @ p.W_q.T + p.b_q` etc., and no `+ b` when a
+# bias is `None`.
 #
 # </details>
 
 # %%
-def multi_head_attention(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, causal=False):
+def multi_head_attention(x_q, x_kv, p, causal=False):
     # YOUR CODE HERE
     raise NotImplementedError
 
@@ -263,19 +266,20 @@ def linear_solution(x, W, b):
     return x @ W.T if b is None else x @ W.T + b  # x W^T + b (torch stores W as [out, in]; Whisper: b_k is None)
 
 
-def multi_head_attention_solution(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, causal=False):
-    q = linear_solution(x_q, W_q, b_q)  # q_i = x_i W_Q^T + b_Q                         [Tq, D]
-    k = linear_solution(x_kv, W_k, b_k)  # k_j = x_j W_K^T + b_K                        [Tk, D]
-    v = linear_solution(x_kv, W_v, b_v)  # v_j = x_j W_V^T + b_V                        [Tk, D]
-    d_h = q.shape[-1] // num_heads  # D = H d_h
+def multi_head_attention_solution(x_q, x_kv, p, causal=False):
+    q = linear_solution(x_q, p.W_q, p.b_q)  # q_i = x_i W_Q^T + b_Q                     [Tq, D]
+    k = linear_solution(x_kv, p.W_k, p.b_k)  # k_j = x_j W_K^T + b_K                    [Tk, D]
+    v = linear_solution(x_kv, p.W_v, p.b_v)  # v_j = x_j W_V^T + b_V                    [Tk, D]
+    H = p.num_heads
+    d_h = q.shape[-1] // H  # D = H d_h
 
     def split(t):  # head h owns features h d_h ... (h+1) d_h - 1:   [T, D] -> [H, T, d_h]
-        return t.reshape(t.shape[0], num_heads, d_h).transpose(0, 1)
+        return t.reshape(t.shape[0], H, d_h).transpose(0, 1)
 
     A = attention_weights_solution(split(q), split(k), causal)  # A^h = softmax(q^h k^h^T / sqrt(d_h))
     heads = A @ split(v)  # head_h = A^h V^h                                              [H, Tq, d_h]
     concat = heads.transpose(0, 1).reshape(x_q.shape[0], -1)  # Concat(head_1, ..., head_H)  [Tq, D]
-    return linear_solution(concat, W_o, b_o)  # MHA = Concat(...) W_O^T + b_O
+    return linear_solution(concat, p.W_o, p.b_o)  # MHA = Concat(...) W_O^T + b_O
 
 
 # %%
@@ -290,7 +294,7 @@ nb01.check_multi_head_attention(multi_head_attention, data)
 # %%
 att = data.w_enc.self_attn                      # q, k, v, o projections of the real layer
 z = data.w_enc.norm_attn(data.x_enc)            # the attention block's input (pre-LN: LN_1(x))
-out, A = layer.multi_head_attention(z, z, **att.kwargs(), return_weights=True)
+out, A = layer.multi_head_attention(z, z, att, return_weights=True)
 heads = A @ layer.split_heads(layer.linear(z, att.W_v, att.b_v), att.num_heads)   # [H, T, d_h]
 per_head = layer.per_head_outputs(heads, att.W_o)                                  # [H, T, D]
 print("per-head outputs:", tuple(per_head.shape))
@@ -469,11 +473,10 @@ print(f"exact vs tanh GELU on {u.numel():,} real pre-activations: max gap {gelu_
 # final layer (`encoder.layer_norm`). One consequence we will meet: in pre-LN the residual stream is
 # free to grow, and in trained Whisper a few features reach hundreds.
 #
-# The layer's weights come in a `layer.LayerWeights` object `w`: `w.self_attn` (with `W_q, b_q,
-# W_k, b_k, W_v, b_v, W_o, b_o, num_heads`), `w.norm_attn` = $\mathrm{LN}_1$ and `w.norm_ffn` =
-# $\mathrm{LN}_2$ (each with `gamma, beta, eps`), `w.ffn` (`W1, b1, W2, b2`).
-# `nb01.mha_args(w, x)` gives the positional arguments of your `multi_head_attention` for
-# self-attention on `x`.
+# The layer's weights come in a `layer.LayerWeights` object `w`: `w.self_attn` (the `p` of your
+# `multi_head_attention`: `W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads`), `w.norm_attn` =
+# $\mathrm{LN}_1$ and `w.norm_ffn` = $\mathrm{LN}_2$ (each with `gamma, beta, eps`), `w.ffn`
+# (`W1, b1, W2, b2`). Self-attention on `x` is `multi_head_attention(x, x, w.self_attn)`.
 
 # %% [markdown]
 # ### Exercise 1.6 — post-LN layer
@@ -491,7 +494,7 @@ print(f"exact vs tanh GELU on {u.numel():,} real pre-activations: max gap {gelu_
 # </details>
 # <details><summary>Hint 2 — the key line</summary>
 #
-# `h = add_and_norm(x, multi_head_attention(*nb01.mha_args(w, x)), w.norm_attn.gamma,
+# `h = add_and_norm(x, multi_head_attention(x, x, w.self_attn), w.norm_attn.gamma,
 # w.norm_attn.beta, w.norm_attn.eps)`; then the same with `feed_forward(h, w.ffn.W1, w.ffn.b1,
 # w.ffn.W2, w.ffn.b2)` and `w.norm_ffn`.
 #
@@ -507,9 +510,7 @@ def post_ln_layer(x, w):
 # @title Solution — post_ln_layer (open it when you are stuck)
 # uses the solutions above (your own functions work as well once their checks pass)
 def self_attention_solution(x, w):
-    a = w.self_attn  # the layer's W_q, b_q, ..., W_o, b_o, num_heads
-    return multi_head_attention_solution(x, x, a.W_q, a.b_q, a.W_k, a.b_k, a.W_v, a.b_v, a.W_o, a.b_o,
-                                         a.num_heads)  # MHA(x): queries, keys and values from x
+    return multi_head_attention_solution(x, x, w.self_attn)  # MHA(x): queries, keys and values from x
 
 
 def post_ln_layer_solution(x, w):
@@ -541,7 +542,7 @@ nb01.check_post_ln_layer(post_ln_layer, data)
 # <details><summary>Hint 2 — the key line</summary>
 #
 # `z = layer_norm(x, w.norm_attn.gamma, w.norm_attn.beta, w.norm_attn.eps)`;
-# `h = x + multi_head_attention(*nb01.mha_args(w, z))`; then
+# `h = x + multi_head_attention(z, z, w.self_attn)`; then
 # `return h + feed_forward(layer_norm(h, ...w.norm_ffn...), w.ffn.W1, w.ffn.b1, w.ffn.W2, w.ffn.b2)`.
 #
 # </details>

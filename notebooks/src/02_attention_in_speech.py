@@ -93,6 +93,8 @@ import torch
 from IPython.display import Markdown, display
 
 from ctxmix_lite import patterns
+from ctxmix_lite.course.speech_clips import (analyse_clip, load_clips, plot_map_with_audio,
+                                          plot_word_matrix, word_map)
 from ctxmix_lite.exercises import nb02, use_solution
 from ctxmix_lite.models import load_model, model_summary, resolve_device
 from ctxmix_lite.paths import savefig
@@ -104,7 +106,7 @@ torch.manual_seed(SEED)
 n_clips = 1 if SMOKE else N_CLIPS
 w2v_layers = 2 if SMOKE else 24   # XLSR-53 has 24 layers
 
-clips = nb02.load_clips(max(n_clips, 1), seed=SEED)
+clips = load_clips(max(n_clips, 1), seed=SEED)
 clip = clips[0]
 print(f"{len(clips)} clip(s); first: {clip.text!r} ({clip.duration:.2f} s)")
 
@@ -128,9 +130,9 @@ for name, (m, _) in models.items():
 # teacher-forced on the sentence after `<|startoftranscript|><|fr|><|transcribe|><|notimestamps|>`.
 
 # %%
-DATA = {}   # (model label, clip index) -> nb02.ClipData: small cropped maps for the figures/viewer
+DATA = {}   # (model label, clip index) -> speech_clips.ClipData: small cropped maps for the figures/viewer
 whisper, whisper_proc = models["Whisper-base trained"]
-DATA[("Whisper-base trained", 0)], cap = nb02.analyse_clip(
+DATA[("Whisper-base trained", 0)], cap = analyse_clip(
     whisper, whisper_proc, clip, "Whisper-base trained", components=("encoder", "decoder", "cross"),
     keep_capture=True)
 for comp, layers in cap.components.items():
@@ -151,7 +153,7 @@ print(f"speech: {clip.duration:.2f} s -> frames 0..{d0.n - 1} of {cap.n_frames} 
 # %%
 L_enc = d0.maps["encoder"].shape[0]
 for layer in (0, L_enc - 1):
-    fig = nb02.plot_map_with_audio(d0.maps["encoder"][layer].mean(0), clip, d0.frame_duration,
+    fig = plot_map_with_audio(d0.maps["encoder"][layer].mean(0), clip, d0.frame_duration,
                                    title=f"Whisper-base encoder {layer_label(layer)}, mean over heads")
     print("saved", savefig(fig, f"02_encoder_layer{layer + 1}_frames"))
     plt.show()
@@ -166,13 +168,13 @@ for layer in (0, L_enc - 1):
 fig, axes = plt.subplots(1, 3, figsize=(17, 5), constrained_layout=True)
 words = clip.word_labels
 layer = L_enc - 1
-nb02.plot_word_matrix(nb02.word_map(d0, d0.maps["encoder"][layer].mean(0), "encoder"), words, words, ax=axes[0],
+plot_word_matrix(word_map(d0, d0.maps["encoder"][layer].mean(0), "encoder"), words, words, ax=axes[0],
                       title=f"encoder {layer_label(layer)}: word -> word")
-cross = nb02.word_map(d0, d0.maps["cross"][layer].mean(0), "cross")
-nb02.plot_word_matrix(cross, d0.tokens, words, ax=axes[1], title=f"cross-attention {layer_label(layer)}: token -> word",
+cross = word_map(d0, d0.maps["cross"][layer].mean(0), "cross")
+plot_word_matrix(cross, d0.tokens, words, ax=axes[1], title=f"cross-attention {layer_label(layer)}: token -> word",
                       ylabel="decoder token (predicts the next)")
 dec = d0.maps["decoder"][layer].mean(0)
-nb02.plot_word_matrix(dec, d0.tokens, d0.tokens, ax=axes[2], title=f"decoder self-attention {layer_label(layer)} (causal)",
+plot_word_matrix(dec, d0.tokens, d0.tokens, ax=axes[2], title=f"decoder self-attention {layer_label(layer)} (causal)",
                       xlabel="source token j", ylabel="target token i")
 print("saved", savefig(fig, "02_word_level_maps"))
 plt.show()
@@ -257,7 +259,7 @@ nb02.check_cad(cad, real_maps=d0.maps["encoder"][:, :2])
 # %%
 for label in ("Whisper-base random", "XLSR-53 random"):
     m, p = models[label]
-    DATA[(label, 0)] = nb02.analyse_clip(m, p, clip, label, components=("encoder",) if "XLSR" in label
+    DATA[(label, 0)] = analyse_clip(m, p, clip, label, components=("encoder",) if "XLSR" in label
                                          else ("encoder", "decoder", "cross"))
 cads = {label: nb02.cad_table(DATA[(label, 0)]) for label in models}
 fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), constrained_layout=True)
@@ -468,7 +470,7 @@ print("share of the speech frames' attention on frames after the speech, by laye
 # %%
 for k, c in enumerate(clips[1:], start=1):   # the other clips, for the viewer (small cropped maps only)
     for label, (m, p) in models.items():
-        DATA[(label, k)] = nb02.analyse_clip(m, p, c, label, components=("encoder",) if "XLSR" in label
+        DATA[(label, k)] = analyse_clip(m, p, c, label, components=("encoder",) if "XLSR" in label
                                              else ("encoder", "decoder", "cross"))
 del cap
 
@@ -484,17 +486,17 @@ def show(clip, model, component, layer, head, level):
     what = "mean over heads" if head == "mean" else f"head {min(head, maps.shape[1] - 1)}"
     title = f"{model}, {component} {layer_label(layer)}, {what}"
     if component == "encoder" and level == "frames":
-        nb02.plot_map_with_audio(m, d.clip, d.frame_duration, title=title)
+        plot_map_with_audio(m, d.clip, d.frame_duration, title=title)
     elif component == "encoder":
-        nb02.plot_word_matrix(nb02.word_map(d, m, "encoder"), d.clip.word_labels, d.clip.word_labels, title=title)
+        plot_word_matrix(word_map(d, m, "encoder"), d.clip.word_labels, d.clip.word_labels, title=title)
     elif component == "cross":
-        mm = nb02.word_map(d, m, "cross") if level == "words" else m
-        nb02.plot_word_matrix(mm, d.tokens, d.clip.word_labels if level == "words" else None, title=title,
+        mm = word_map(d, m, "cross") if level == "words" else m
+        plot_word_matrix(mm, d.tokens, d.clip.word_labels if level == "words" else None, title=title,
                               ylabel="decoder token", xlabel="word" if level == "words" else "encoder frame")
     else:  # the decoder's rows and columns are tokens: no frames to pool (notebook 05 pools tokens into words)
         note = "\n(decoder: tokens at either level; word pooling of the decoder is notebook 05's word_pooled)" \
             if level == "words" else ""
-        nb02.plot_word_matrix(m, d.tokens, d.tokens, title=title + note, xlabel="source token", ylabel="target token")
+        plot_word_matrix(m, d.tokens, d.tokens, title=title + note, xlabel="source token", ylabel="target token")
 
 
 v = viewer(show, clip=range(len(clips)), model=list(models), component=["encoder", "decoder", "cross"],

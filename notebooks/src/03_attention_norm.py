@@ -85,7 +85,9 @@ import numpy as np
 import torch
 
 from ctxmix_lite.attention_norm import attention_norm as library_attention_norm
-from ctxmix_lite.exercises import nb02, nb03, use_solution
+from ctxmix_lite.course.speech_clips import (analyse_clip, clip_measures, load_clips, plot_map_with_audio,
+                                          plot_word_matrix, word_map)
+from ctxmix_lite.exercises import nb03, use_solution
 from ctxmix_lite.models import load_model, resolve_device
 from ctxmix_lite.paths import savefig
 from ctxmix_lite.plotting import layer_label, layer_options
@@ -94,12 +96,12 @@ from ctxmix_lite.widgets import viewer
 DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
 n_clips = 1 if SMOKE else N_CLIPS
-clips = nb02.load_clips(n_clips, seed=SEED)
+clips = load_clips(n_clips, seed=SEED)
 models = {"Whisper-base trained": load_model(MODEL, device=DEVICE),
           "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED, device=DEVICE)}
 whisper, proc = models["Whisper-base trained"]
 clip = clips[0]
-data0, cap = nb02.analyse_clip(whisper, proc, clip, "Whisper-base trained",
+data0, cap = analyse_clip(whisper, proc, clip, "Whisper-base trained",
                                components=("encoder", "decoder", "cross"), keep_capture=True)
 print(f"{clip.text!r}: {clip.duration:.2f} s = {data0.n} encoder frames of speech; decoder tokens: {data0.tokens}")
 
@@ -224,12 +226,12 @@ print(f"{q} rows: yours {t1 - t0:.2f} s, library {t2 - t1:.2f} s; all {full.shap
 # reverse): those frames receive weight but send little (or much).
 
 # %%
-M0 = nb02.clip_measures(cap, data0.n, measures=("attention", "attention_norm"))
+M0 = clip_measures(cap, data0.n, measures=("attention", "attention_norm"))
 for layer in (0, 4):
     fig = plt.figure(figsize=(15, 7.5), constrained_layout=True)
     sub = fig.subfigures(1, 2)
     for sf, m, label in zip(sub, ("attention", "attention_norm"), ("Attention (mean over heads)", "Attention-Norm (summed over heads)")):
-        nb02.plot_map_with_audio(M0["encoder"][m][layer], clip, data0.frame_duration, fig=sf,
+        plot_map_with_audio(M0["encoder"][m][layer], clip, data0.frame_duration, fig=sf,
                                  title=f"{label}, encoder {layer_label(layer)}", colorbar_label="share of the row")
     print("saved", savefig(fig, f"03_attention_vs_norm_layer{layer + 1}"))
     plt.show()
@@ -244,11 +246,11 @@ fig, axes = plt.subplots(2, 3, figsize=(18, 9.5), constrained_layout=True)
 w = clip.word_labels
 for row, m in enumerate(("attention", "attention_norm")):
     name = "Attention" if m == "attention" else "Attention-Norm"
-    nb02.plot_word_matrix(nb02.word_map(data0, M0["encoder"][m][last], "encoder"), w, w, ax=axes[row, 0],
+    plot_word_matrix(word_map(data0, M0["encoder"][m][last], "encoder"), w, w, ax=axes[row, 0],
                           title=f"{name}: encoder layer {last + 1}")
-    nb02.plot_word_matrix(nb02.word_map(data0, M0["cross"][m][last], "cross"), data0.tokens, w, ax=axes[row, 1],
+    plot_word_matrix(word_map(data0, M0["cross"][m][last], "cross"), data0.tokens, w, ax=axes[row, 1],
                           title=f"{name}: cross-attention layer {last + 1}", ylabel="decoder token")
-    nb02.plot_word_matrix(M0["decoder"][m][last], data0.tokens, data0.tokens, ax=axes[row, 2],
+    plot_word_matrix(M0["decoder"][m][last], data0.tokens, data0.tokens, ax=axes[row, 2],
                           title=f"{name}: decoder layer {last + 1}", xlabel="source token", ylabel="target token")
 print("saved", savefig(fig, "03_word_level_attention_vs_norm"))
 plt.show()
@@ -265,8 +267,8 @@ corr = {label: {c: [] for c in ("encoder", "decoder", "cross")} for label in mod
 DATA = {}
 for label, (m, p) in models.items():
     for k, c in enumerate(clips):
-        d, cp = nb02.analyse_clip(m, p, c, label, components=("encoder", "decoder", "cross"), keep_capture=True)
-        meas = nb02.clip_measures(cp, d.n, measures=("attention", "attention_norm"))
+        d, cp = analyse_clip(m, p, c, label, components=("encoder", "decoder", "cross"), keep_capture=True)
+        meas = clip_measures(cp, d.n, measures=("attention", "attention_norm"))
         d.extra.update(meas)
         DATA[(label, k)] = d
         for comp in corr[label]:
@@ -316,11 +318,11 @@ def show(clip, model, component, layer, head, measure):
     name = {"attention": "Attention", "attention_norm": "Attention-Norm"}[measure]
     title = f"{model}: {name}, {component} {layer_label(layer)}, " + ("all heads" if head == "all" else f"head {head}")
     if component == "encoder":
-        nb02.plot_map_with_audio(mat, d.clip, d.frame_duration, title=title, colorbar_label="share of the row")
+        plot_map_with_audio(mat, d.clip, d.frame_duration, title=title, colorbar_label="share of the row")
     elif component == "cross":
-        nb02.plot_word_matrix(nb02.word_map(d, mat, "cross"), d.tokens, d.clip.word_labels, title=title, ylabel="decoder token")
+        plot_word_matrix(word_map(d, mat, "cross"), d.tokens, d.clip.word_labels, title=title, ylabel="decoder token")
     else:
-        nb02.plot_word_matrix(mat, d.tokens, d.tokens, title=title, xlabel="source token", ylabel="target token")
+        plot_word_matrix(mat, d.tokens, d.tokens, title=title, xlabel="source token", ylabel="target token")
 
 
 v = viewer(show, clip=range(len(clips)), model=list(models), component=["encoder", "decoder", "cross"],

@@ -88,7 +88,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ctxmix_lite.exercises import nb02, nb03, nb04, use_solution
+from ctxmix_lite.course.speech_clips import (SR, analyse_clip, clip_measures, load_clips,
+                                          plot_map_with_audio, plot_word_matrix, word_map)
+from ctxmix_lite.exercises import nb03, nb04, use_solution
 from ctxmix_lite.models import load_model, resolve_device
 from ctxmix_lite.paths import savefig
 from ctxmix_lite.plotting import layer_label, layer_options
@@ -99,12 +101,12 @@ from ctxmix_lite.widgets import viewer
 DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
 n_clips = 1 if SMOKE else N_CLIPS
-clips = nb02.load_clips(n_clips, seed=SEED)
+clips = load_clips(n_clips, seed=SEED)
 models = {"Whisper-base trained": load_model(MODEL, device=DEVICE),
           "Whisper-base random": load_model(MODEL, pretrained=False, seed=SEED, device=DEVICE)}
 whisper, proc = models["Whisper-base trained"]
 clip = clips[0]
-data0, cap = nb02.analyse_clip(whisper, proc, clip, "Whisper-base trained",
+data0, cap = analyse_clip(whisper, proc, clip, "Whisper-base trained",
                                components=("encoder", "decoder", "cross"), keep_capture=True)
 target = clip.target_index if clip.target_index >= 0 else len(clip.words) // 2
 t_first, t_last = data0.spans[target]
@@ -151,7 +153,7 @@ print(f"{clip.text!r}: target word {clip.words[target]['word']!r} = encoder fram
 
 # %%
 j_demo = data0.spans[max(0, target - 1)][0]            # first frame of the word before the target
-demo = nb04.input_vs_value_zeroing(whisper, proc, clip.audio, 1, j_demo, target_rows, cap=cap, sampling_rate=nb02.SR)
+demo = nb04.input_vs_value_zeroing(whisper, proc, clip.audio, 1, j_demo, target_rows, cap=cap, sampling_rate=SR)
 print(f"zero the INPUT x_j (frame {j_demo}) of encoder {layer_label(1)}: attention weights outside column j change by up to "
       f"{demo['max_weight_change_other_columns']:.3f} (in {demo['rows_with_changed_weights']} of {demo['n_rows']} rows); "
       f"zeroing the VALUES keeps them all (by construction)")
@@ -468,8 +470,8 @@ PAIRS = [("attention", "attention_norm"), ("attention", "value_zeroing"), ("atte
 DATA, corr = {}, {}
 for label, (m, p) in models.items():
     for k, c in enumerate(clips):
-        d, cp = nb02.analyse_clip(m, p, c, label, components=("encoder", "decoder"), keep_capture=True)
-        d.extra.update(nb02.clip_measures(cp, d.n, measures=MEAS, model=m, progress=True))
+        d, cp = analyse_clip(m, p, c, label, components=("encoder", "decoder"), keep_capture=True)
+        d.extra.update(clip_measures(cp, d.n, measures=MEAS, model=m, progress=True))
         DATA[(label, k)] = d
         del cp
         for comp in ("encoder", "decoder"):
@@ -517,7 +519,7 @@ d = DATA[("Whisper-base trained", 0)]
 layer = 4
 fig = plt.figure(figsize=(20, 7.2), constrained_layout=True)
 for sf, m in zip(fig.subfigures(1, 3), ("attention", "attention_norm", "value_zeroing")):
-    nb02.plot_map_with_audio(d.extra["encoder"][m][layer], d.clip, d.frame_duration, fig=sf,
+    plot_map_with_audio(d.extra["encoder"][m][layer], d.clip, d.frame_duration, fig=sf,
                              title=f"{LABEL[m]}, encoder {layer_label(layer)}", colorbar_label="share of the row")
 print("saved", savefig(fig, f"04_three_measures_layer{layer + 1}"))
 plt.show()
@@ -547,7 +549,7 @@ plt.show()
 fig, axes = plt.subplots(1, 4, figsize=(22, 5), constrained_layout=True)
 for ax, m in zip(axes, MEAS):
     R = rollout_measure(d.extra["decoder"][m], m)
-    nb02.plot_word_matrix(R[-1], d.tokens, d.tokens, ax=ax, title=f"rollout ({rollout_form(m)}) of {LABEL[m]}, decoder, all layers",
+    plot_word_matrix(R[-1], d.tokens, d.tokens, ax=ax, title=f"rollout ({rollout_form(m)}) of {LABEL[m]}, decoder, all layers",
                           xlabel="source token", ylabel="target token")
 print("saved", savefig(fig, "04_rollout_decoder"))
 plt.show()
@@ -557,10 +559,10 @@ fig, axes = plt.subplots(2, 3, figsize=(17, 9), constrained_layout=True)
 words = d.clip.word_labels
 last = d.extra["encoder"]["attention"].shape[0] - 1
 for col, m in enumerate(("attention", "attention_norm", "value_zeroing")):
-    nb02.plot_word_matrix(nb02.word_map(d, d.extra["encoder"][m][last]), words, words, ax=axes[0, col],
+    plot_word_matrix(word_map(d, d.extra["encoder"][m][last]), words, words, ax=axes[0, col],
                           title=f"{LABEL[m]}, encoder {layer_label(last)}")
     R = rollout_measure(d.extra["encoder"][m], m)
-    nb02.plot_word_matrix(nb02.word_map(d, R[-1]), words, words, ax=axes[1, col],
+    plot_word_matrix(word_map(d, R[-1]), words, words, ax=axes[1, col],
                           title=f"rollout ({rollout_form(m)}) of {LABEL[m]}, layers 1-{last + 1}")
 print("saved", savefig(fig, "04_rollout_encoder_words"))
 plt.show()
@@ -604,9 +606,9 @@ def show(clip, model, component, layer, head, measure, view):
         what = f"{layer_label(layer)}, " + (f"head {head}" if per_head else "all heads")
     title = f"{model}: {LABEL[measure]}, {component} {what}"
     if component == "encoder":
-        nb02.plot_map_with_audio(mat, d.clip, d.frame_duration, title=title, colorbar_label="share of the row")
+        plot_map_with_audio(mat, d.clip, d.frame_duration, title=title, colorbar_label="share of the row")
     else:
-        nb02.plot_word_matrix(mat, d.tokens, d.tokens, title=title, xlabel="source token", ylabel="target token")
+        plot_word_matrix(mat, d.tokens, d.tokens, title=title, xlabel="source token", ylabel="target token")
 
 
 v = viewer(show, clip=range(len(clips)), model=list(models), component=["encoder", "decoder"],

@@ -265,14 +265,17 @@ for run in RUNS:
 # ## 4. Explore an item
 #
 # Pick an item, a model, a component (encoder, decoder self-attention, cross-attention), a layer and
-# a measure. Left: the word × word matrix (rows re-normalised over aligned words; the target row's
-# cue cell is the cue contribution — for the decoder that is the word-pooled variant, the study's
-# `decoder_scoring="word_pooled"`, not the paper's token-level number of section 7). Right: the frame × frame (encoder), token × token (decoder) or
+# a measure. Left: the word × word matrix, computed by the study's own scoring with every word in
+# turn as the target, so the target row is the study's row and its cue cell the cue contribution of
+# section 5 (encoder and cross-attention: rows re-normalised over the aligned words; decoder: the
+# definition of `OPTIONS`, by default the paper's, each row's share of *all* decoder positions, so a
+# row sums to at most 1). Right: the frame × frame (encoder), token × token (decoder) or
 # token × frame (cross-attention) matrix with the word boundaries. The explorer runs one forward
 # pass per (item, model) and computes the chosen layer on demand.
 
 # %%
-explorer = Explorer(list(items.select(range(EXPLORER_ITEMS))), {run.label: loaded[run] for run in RUNS})
+explorer = Explorer(list(items.select(range(EXPLORER_ITEMS))), {run.label: loaded[run] for run in RUNS},
+                    decoder=OPTIONS.decoder_definition)
 trained = RUNS[0].label
 view = explorer.view(0, trained, "encoder", 5 if not SMOKE else 1, "value_zeroing")
 u = study.item_uses(items[0])[0]

@@ -40,7 +40,7 @@ WIDGET_NOTEBOOKS = {
         viewers=1, viewer_audio=False, min_audio=0,
         # the smoke run loads 1 clip; 2 let the clip slider move (load_clips(2)[0] is the same clip)
         after={"n_clips = 1 if SMOKE else N_CLIPS":
-               "clips = nb02.load_clips(2, seed=SEED)  # browser test: the clip slider needs 2 clips"}),
+               "clips = load_clips(2, seed=SEED)  # browser test: the clip slider needs 2 clips"}),
     "05_homophony_cue_contribution": dict(
         viewers=1, viewer_audio=True, min_audio=2,
         # the smoke run shows 1 item in the explorer; 2 let the item dropdown change

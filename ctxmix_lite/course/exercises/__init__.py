@@ -40,9 +40,11 @@ import os
 import traceback
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+
+from ctxmix_lite.course.options import Options
 
 PASS = "\u2714"  # ✔
 FAIL = "\u2718"  # ✘
@@ -268,10 +270,23 @@ def _check_properties(out, c: Case, properties) -> None:
                                         f"has: {description}")
 
 
+@dataclass(frozen=True)
+class CheckOptions(Options):
+    """The settings of :func:`check_function` (pass the object or its fields as keywords)."""
+
+    atol: float = 1e-5  # |out - ref| <= atol + rtol * |ref|
+    rtol: float = 1e-4
+    hints: Any = None  # a string, a list (one per case) or a dict (case index, label or kind)
+    strict: Optional[bool] = None  # None: strict_default() (CTXMIX_STRICT_CHECKS=1)
+    properties: Sequence = ()  # (description, holds(out, case) -> bool) pairs
+
+
 def check_function(learner_fn: Callable, reference_fn: Callable, cases, name: str,
-                   atol: float = 1e-5, rtol: float = 1e-4, hints=None,
-                   strict: Optional[bool] = None, properties=()) -> bool:
+                   options: Optional[CheckOptions] = None, **settings) -> bool:
     """Compare ``learner_fn`` with ``reference_fn`` on every case; print ✔/✘; return True/False.
+
+    settings: the fields of :class:`CheckOptions` (``atol``, ``rtol``, ``hints``, ``strict``,
+    ``properties``), as keywords or ``options=``.
 
     ``hints``: one string for every failure, a list (one per case), or a dict keyed by case
     index, case label or failure kind (``not_implemented``, ``error``, ``type``, ``shape``,
@@ -284,6 +299,8 @@ def check_function(learner_fn: Callable, reference_fn: Callable, cases, name: st
     float32 operations, another but equivalent formula) is judged by what it must satisfy, and a
     wrong one is told *which* property it breaks.
     """
+    o = CheckOptions.resolve(options, settings, where="check_function")
+    atol, rtol, hints, strict, properties = o.atol, o.rtol, o.hints, o.strict, o.properties
     cases = list(cases)
     if not cases:
         raise ValueError(f"check {name!r} has no cases")
@@ -319,6 +336,64 @@ def check_function(learner_fn: Callable, reference_fn: Callable, cases, name: st
     return report_result(True, msg, strict)
 
 
+# --------------------------------------------------------------------------------------------
+# Diagnosis: which classic mistake does the learner's output match?
+# --------------------------------------------------------------------------------------------
+def _close(a, b, atol=2e-5, rtol=1e-4) -> bool:
+    import torch
+
+    return (torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and a.dtype == b.dtype
+            and bool(torch.allclose(a, b, atol=atol, rtol=rtol)))
+
+
+def diagnose_mistakes(fn: Callable, cases: Sequence, mistakes: Sequence, properties: Sequence = ()) -> dict:
+    """Run ``fn`` on each case; return ``{case index: hint}`` for the cases whose output matches a
+    known mistake (``mistakes``: ``(hint, wrong_fn)``) or fails a property
+    (``properties``: ``(hint, predicate(out, case) -> True when the property is violated)``).
+    Exceptions (and NotImplementedError) are left to :func:`check_function` to report."""
+    found = {}
+    for i, c in enumerate(cases):
+        try:
+            out = fn(*copy.deepcopy(c.args), **copy.deepcopy(c.kwargs))
+        except Exception:
+            return found
+        try:
+            ref = c.reference(*c.args, **c.kwargs) if hasattr(c, "reference") else None
+        except Exception:
+            ref = None
+        if ref is not None and _close(out, ref, atol=1e-5, rtol=1e-4):
+            continue
+        for hint, wrong in mistakes:
+            try:
+                bad = wrong(*c.args, **c.kwargs)
+            except Exception:
+                continue
+            if bad is not None and _close(out, bad):
+                found[i] = hint
+                break
+        else:
+            for hint, violated in properties:
+                try:
+                    if violated(out, c):
+                        found[i] = hint
+                        break
+                except Exception:
+                    continue
+        if found:  # the first diagnosed case is enough (check_function stops at the first failure)
+            return found
+    return found
+
+
+def mistake_hints(found: dict, generic: dict) -> dict:
+    """Hints for check_function: the diagnosed mistake for its case, and (a mistake is usually
+    systematic) the first diagnosis as the hint for any value difference; else the generic ones."""
+    h = dict(generic)
+    if found:
+        h["value"] = found[min(found)]
+        h.update(found)
+    return h
+
+
 def check_value(value: Any, expected: Any, name: str, atol: float = 1e-5, rtol: float = 1e-4,
                 hint: Optional[str] = None, strict: Optional[bool] = None) -> bool:
     """Compare a computed result (not a function) with the expected one; same messages."""
@@ -341,5 +416,6 @@ def use_solution(learner_fn: Callable, reference_fn: Callable, SOLUTIONS: bool) 
     return learner_fn
 
 
-__all__ = ["Case", "case", "check_function", "check_value", "use_solution", "strict_default",
-           "PASS", "FAIL", "DEFAULT_HINTS", "report_result", "short_traceback"]
+__all__ = ["Case", "case", "CheckOptions", "check_function", "check_value", "use_solution", "strict_default",
+           "PASS", "FAIL", "DEFAULT_HINTS", "report_result", "short_traceback", "diagnose_mistakes",
+           "mistake_hints"]

@@ -7,9 +7,10 @@ learner's -- is compared with, within float32 tolerance (atol 1e-5, rtol 1e-4): 
 operations, scaling q before or after the product, ``F.layer_norm`` or the explicit formula all
 pass. Each ``check_*`` compares a learner's function with the reference on *real* inputs: the hidden states that a real Whisper-base layer receives on
 a French sentence, that layer's trained weights, and a wav2vec2-base (post-LN) layer. Before the
-comparison, the learner's output is matched against a catalogue of classic mistakes (softmax over
-the wrong axis, no ``1/sqrt(d_h)``, value bias forgotten, pre-/post-LN order swapped, ...) so that
-a failing check names the mistake instead of only "values differ".
+comparison, the learner's output is matched against a catalogue of classic mistakes
+(:mod:`ctxmix_lite.course.exercises.nb01_mistakes`: softmax over the wrong axis, no
+``1/sqrt(d_h)``, value bias forgotten, pre-/post-LN order swapped, ...) so that a failing check
+names the mistake instead of only "values differ".
 
 Exercise data: :func:`exercise_data` builds it from the notebook's model and clip;
 :func:`default_exercise_data` builds (once) the same from the offline Whisper-base and a
@@ -20,12 +21,16 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from ctxmix_lite.internals import layer as L
-from ctxmix_lite.course.exercises import case, check_function
+from ctxmix_lite.course.exercises import case, check_function, diagnose_mistakes, mistake_hints
+from ctxmix_lite.course.exercises.nb01_mistakes import (ADD_NORM_MISTAKES, ATTENTION_INVARIANTS,
+                                                        ATTENTION_MISTAKES, ATTENTION_PROPERTIES,
+                                                        FFN_MISTAKES, LAYER_MISTAKES, LN_MISTAKES,
+                                                        MHA_MISTAKES)
 from ctxmix_lite.viz.plotting import layer_label
 
 SENTENCE = "Elle a perdu les livres dans le train."
@@ -43,9 +48,11 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = False) ->
     return L.attention_weights(q, k, causal=causal)
 
 
-def multi_head_attention(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, causal=False):
-    """``Concat_h(softmax(q^h k^h^T / sqrt(d_h)) v^h) W_o^T + b_o``; biases may be ``None``."""
-    return L.multi_head_attention(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, causal=causal)
+def multi_head_attention(x_q, x_kv, p: L.AttentionParams, causal: bool = False):
+    """``Concat_h(softmax(q^h k^h^T / sqrt(d_h)) v^h) W_o^T + b_o`` with the projections of ``p``
+    (``p.W_q, p.b_q, ..., p.W_o, p.b_o, p.num_heads``); biases may be ``None``. (The library reads
+    the block's own scaling, ``p.scale`` = ``1/sqrt(d_h)`` = 1/8 in every model here: the same bits.)"""
+    return L.multi_head_attention(x_q, x_kv, p, causal=causal)
 
 
 def layer_norm(x, gamma, beta, eps=1e-5):
@@ -71,13 +78,6 @@ def post_ln_layer(x, w: L.LayerWeights):
 def pre_ln_layer(x, w: L.LayerWeights):
     """``h = x + MHA(LN_1(x))``, ``y = h + FFN(LN_2(h))`` (Whisper, XLSR-53)."""
     return L.pre_ln_layer(x, w)
-
-
-def mha_args(w: L.LayerWeights, x_q, x_kv=None, cross: bool = False):
-    """Positional arguments of ``multi_head_attention`` for a layer's (self or cross) attention."""
-    a = w.cross_attn if cross else w.self_attn
-    x_kv = x_q if x_kv is None else x_kv
-    return (x_q, x_kv, a.W_q, a.b_q, a.W_k, a.b_k, a.W_v, a.b_v, a.W_o, a.b_o, a.num_heads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,134 +197,8 @@ def default_exercise_data() -> ExerciseData:
 
 
 # ----------------------------------------------------------------------------------------------
-# Diagnosis: which classic mistake does the learner's output match?
+# Checks (the mistakes they recognise: nb01_mistakes)
 # ----------------------------------------------------------------------------------------------
-
-
-def _close(a, b, atol=2e-5, rtol=1e-4) -> bool:
-    return (torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and a.dtype == b.dtype
-            and bool(torch.allclose(a, b, atol=atol, rtol=rtol)))
-
-
-def diagnose_mistakes(fn: Callable, cases: Sequence, mistakes: Sequence, properties: Sequence = ()) -> dict:
-    """Run ``fn`` on each case; return ``{case index: hint}`` for the cases whose output matches a
-    known mistake (``mistakes``: ``(hint, wrong_fn)``) or fails a property
-    (``properties``: ``(hint, predicate(out, case) -> True when the property is violated)``).
-    Exceptions (and NotImplementedError) are left to :func:`check_function` to report."""
-    found = {}
-    for i, c in enumerate(cases):
-        try:
-            out = fn(*copy.deepcopy(c.args), **copy.deepcopy(c.kwargs))
-        except Exception:
-            return found
-        try:
-            ref = c.reference(*c.args, **c.kwargs) if hasattr(c, "reference") else None
-        except Exception:
-            ref = None
-        if ref is not None and _close(out, ref, atol=1e-5, rtol=1e-4):
-            continue
-        for hint, wrong in mistakes:
-            try:
-                bad = wrong(*c.args, **c.kwargs)
-            except Exception:
-                continue
-            if bad is not None and _close(out, bad):
-                found[i] = hint
-                break
-        else:
-            for hint, violated in properties:
-                try:
-                    if violated(out, c):
-                        found[i] = hint
-                        break
-                except Exception:
-                    continue
-        if found:  # the first diagnosed case is enough (check_function stops at the first failure)
-            return found
-    return found
-
-
-def mistake_hints(found: dict, generic: dict) -> dict:
-    """Hints for check_function: the diagnosed mistake for its case, and (a mistake is usually
-    systematic) the first diagnosis as the hint for any value difference; else the generic ones."""
-    h = dict(generic)
-    if found:
-        h["value"] = found[min(found)]
-        h.update(found)
-    return h
-
-
-def _softmax(S, dim=-1):
-    return torch.softmax(S, dim=dim)
-
-
-def _scores(q, k):
-    return q @ k.transpose(-1, -2)
-
-
-def _causal_fill(S, causal, upper=False):
-    if not causal:
-        return S
-    Tq, Tk = S.shape[-2:]
-    keep = L.causal_mask(Tq, Tk)
-    if upper:
-        keep = keep.T if Tq == Tk else keep
-    return S.masked_fill(~keep, float("-inf"))
-
-
-# ----------------------------------------------------------------------------------------------
-# Checks
-# ----------------------------------------------------------------------------------------------
-
-ATTENTION_MISTAKES = [
-    ("the scores are not scaled: divide q k^T by sqrt(d_h) (d_h = 64 here, so by 8) before the "
-     "softmax — 'forgot the 1/sqrt(d_h) scaling'.",
-     lambda q, k, causal=False: _softmax(_causal_fill(_scores(q, k), causal))),
-    ("you divided by d_h; the scaling is 1/sqrt(d_h) (the square root of the head size).",
-     lambda q, k, causal=False: _softmax(_causal_fill(_scores(q, k) / q.shape[-1], causal))),
-    ("you multiplied by sqrt(d_h): the scores must be *divided* by sqrt(d_h).",
-     lambda q, k, causal=False: _softmax(_causal_fill(_scores(q, k) * q.shape[-1] ** 0.5, causal))),
-    ("rows of your attention weights don't sum to 1: softmax over the wrong axis. Each query i gets "
-     "a distribution over the keys j: softmax over the LAST axis (dim=-1).",
-     lambda q, k, causal=False: _softmax(_causal_fill(_scores(q, k) / q.shape[-1] ** 0.5, causal), dim=-2)),
-    ("the causal mask is missing: with causal=True, query i may only attend keys j <= i (set the "
-     "scores with j > i to -inf before the softmax).",
-     lambda q, k, causal=False: _softmax(_scores(q, k) / q.shape[-1] ** 0.5) if causal else None),
-    ("the causal mask is the wrong way round: keep j <= i (lower triangle, torch.tril), mask j > i.",
-     lambda q, k, causal=False: _softmax(_causal_fill(_scores(q, k) / q.shape[-1] ** 0.5, causal, upper=True))
-     if causal else None),
-    ("the mask was applied after the softmax: mask the *scores* (-inf), then softmax, so that the "
-     "rows still sum to 1.",
-     lambda q, k, causal=False: torch.tril(_softmax(_scores(q, k) / q.shape[-1] ** 0.5)) if causal else None),
-]
-
-ATTENTION_PROPERTIES = [
-    ("rows of your attention weights don't sum to 1: softmax over the wrong axis (it must run over "
-     "the keys j, the last axis).",
-     lambda out, c: bool((out.sum(-1) - 1).abs().max() > 1e-3)),
-    ("some weights are negative: did you forget the exponential (softmax)?",
-     lambda out, c: bool(out.min() < 0)),
-]
-
-
-def _finite(out) -> bool:
-    return bool(torch.isfinite(out).all())
-
-
-def _future(out):
-    return torch.ones(out.shape[-2:], dtype=torch.bool, device=out.device).triu(1)
-
-
-# what every correct answer satisfies (tested before the comparison; check_function(properties=))
-ATTENTION_INVARIANTS = [
-    ("every row of A sums to 1 over the keys (sum_j A[h, i, j] = 1: the softmax runs over the last axis)",
-     lambda out, c: not _finite(out) or bool((out.sum(-1) - 1).abs().max() <= 1e-4)),
-    ("no attention weight is negative (a softmax gives weights in [0, 1])",
-     lambda out, c: not _finite(out) or bool(out.min() >= 0)),
-    ("with causal=True no query attends a later key (A[h, i, j] = 0 for j > i)",
-     lambda out, c: not c.kwargs.get("causal") or not _finite(out)
-     or bool(out[..., _future(out)].abs().max() <= 1e-6)),
-]
 
 
 def _qk(data: ExerciseData, which: str):
@@ -371,69 +245,22 @@ def check_attention_weights(fn, data: Optional[ExerciseData] = None, strict=None
                           hints=mistake_hints(found, generic), strict=strict, properties=ATTENTION_INVARIANTS)
 
 
-def _mha_variant(**change):
-    """multi_head_attention with one deliberate change (for the mistake catalogue)."""
-
-    def wrong(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, causal=False):
-        H = num_heads
-        if change.get("no_value_bias"):
-            b_v = None
-        if change.get("no_out_bias"):
-            b_o = None
-        q, k, v = L.linear(x_q, W_q, b_q), L.linear(x_kv, W_k, b_k), L.linear(x_kv, W_v, b_v)
-        if change.get("bad_split"):  # [T, D] -> [T, d_h, H]: heads interleaved
-            T, D = q.shape[-2:]
-            sp = (lambda t: t.reshape(*t.shape[:-1], D // H, H).transpose(-1, -2).transpose(-3, -2))
-            q, k, v = sp(q), sp(k), sp(v)
-        else:
-            q, k, v = (L.split_heads(t, H) for t in (q, k, v))
-        dh = q.shape[-1]
-        S = _scores(q, k) / (1.0 if change.get("no_scale") else dh ** 0.5)
-        S = _causal_fill(S, causal and not change.get("no_causal"))
-        A = _softmax(S, dim=-2 if change.get("axis") else -1)
-        heads = A @ v  # [H, Tq, d_h]
-        if change.get("bad_split"):  # the matching wrong merge: [T, d_h, H] -> [T, D]
-            heads = heads.transpose(-3, -2).transpose(-1, -2).reshape(*heads.shape[:-3], heads.shape[-2], -1)
-        else:
-            heads = L.merge_heads(heads)  # Concat(head_1, ..., head_H)
-        if change.get("no_out_proj"):
-            return heads
-        return L.linear(heads, W_o, b_o)
-
-    return wrong
-
-
-MHA_MISTAKES = [
-    ("forgot the 1/sqrt(d_h) scaling of the scores.", _mha_variant(no_scale=True)),
-    ("value bias missing: v = x W_v^T + b_v (the values carry a bias in Whisper and wav2vec2).",
-     _mha_variant(no_value_bias=True)),
-    ("output-projection bias missing: MHA = Concat(heads) W_o^T + b_o.", _mha_variant(no_out_bias=True)),
-    ("the output projection W_o is missing: MHA = Concat(head_1..head_H) W_o^T + b_o.",
-     _mha_variant(no_out_proj=True)),
-    ("softmax over the wrong axis: normalise over the keys (last axis).", _mha_variant(axis=True)),
-    ("the causal mask is missing (causal=True: query i attends keys j <= i only).", _mha_variant(no_causal=True)),
-    ("the heads are split the wrong way: head h owns features h*d_h ... (h+1)*d_h - 1, i.e. "
-     "reshape [T, D] -> [T, H, d_h] then transpose to [H, T, d_h] (not [T, d_h, H]).",
-     _mha_variant(bad_split=True)),
-]
-
-
 def mha_cases(data: ExerciseData) -> list:
     de, dd = data.w_enc, data.w_dec
     ze, zd = de.norm_attn(data.x_enc), dd.norm_attn(data.x_dec)
     zc = dd.norm_cross(data.x_dec)
     zp = data.x_post
     return [_with_ref(c, multi_head_attention) for c in (
-        case(*mha_args(de, ze), label="Whisper encoder self-attention (no key bias: b_k is None)"),
-        case(*mha_args(dd, zd), causal=True, label="Whisper decoder self-attention, causal"),
-        case(*mha_args(dd, zc, data.enc_out, cross=True), label="Whisper cross-attention (Tq != Tk)"),
-        case(*mha_args(data.w_post, zp), label="wav2vec2-base self-attention (with a key bias b_k)"),
+        case(ze, ze, de.self_attn, label="Whisper encoder self-attention (no key bias: b_k is None)"),
+        case(zd, zd, dd.self_attn, causal=True, label="Whisper decoder self-attention, causal"),
+        case(zc, data.enc_out, dd.cross_attn, label="Whisper cross-attention (Tq != Tk)"),
+        case(zp, zp, data.w_post.self_attn, label="wav2vec2-base self-attention (with a key bias b_k)"),
     )]
 
 
 def check_multi_head_attention(fn, data: Optional[ExerciseData] = None, strict=None) -> bool:
-    """``multi_head_attention(x_q, x_kv, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads,
-    causal=False)`` on real Whisper-base / wav2vec2-base layers."""
+    """``multi_head_attention(x_q, x_kv, p, causal=False)`` (``p``: a layer's
+    :class:`ctxmix_lite.layer.AttentionParams`) on real Whisper-base / wav2vec2-base layers."""
     data = data or default_exercise_data()
     cases = mha_cases(data)
     found = diagnose_mistakes(fn, cases, MHA_MISTAKES)
@@ -444,23 +271,6 @@ def check_multi_head_attention(fn, data: Optional[ExerciseData] = None, strict=N
                         "softmax(q k^T / sqrt(d_h)) v per head, concatenate, x W_o^T + b_o."}
     return check_function(fn, multi_head_attention, cases, "multi_head_attention", atol=1e-5, rtol=1e-4,
                           hints=mistake_hints(found, generic), strict=strict)
-
-
-LN_MISTAKES = [
-    ("the variance must be the *biased* one (divide by D, not D - 1): x.var(-1, unbiased=False) or "
-     "((x - mu)**2).mean(-1).",
-     lambda x, g, b, eps=1e-5: (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + eps) * g + b),
-    ("eps goes inside the square root: sqrt(sigma^2 + eps), not sqrt(sigma^2) + eps.",
-     lambda x, g, b, eps=1e-5: (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True, unbiased=False).sqrt() + eps) * g + b),
-    ("eps is missing (it matters when a position's variance is small).",
-     lambda x, g, b, eps=1e-5: (x - x.mean(-1, keepdim=True)) / x.var(-1, keepdim=True, unbiased=False).sqrt() * g + b),
-    ("normalise each position over its features (the LAST axis), not over time.",
-     lambda x, g, b, eps=1e-5: (x - x.mean(-2, keepdim=True)) / torch.sqrt(x.var(-2, keepdim=True, unbiased=False) + eps) * g + b),
-    ("gamma and beta are missing: LN(x) = gamma * x_hat + beta.",
-     lambda x, g, b, eps=1e-5: (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + eps)),
-    ("gamma and beta are swapped: gamma multiplies, beta is added.",
-     lambda x, g, b, eps=1e-5: L.layer_norm(x, b, g, eps)),
-]
 
 
 def layer_norm_cases(data: ExerciseData) -> list:
@@ -484,21 +294,11 @@ def check_layer_norm(fn, data: Optional[ExerciseData] = None, strict=None) -> bo
                           hints=mistake_hints(found, generic), strict=strict)
 
 
-ADD_NORM_MISTAKES = [
-    ("the residual is missing: normalise x + sublayer_out, not sublayer_out alone.",
-     lambda x, s, g, b, eps=1e-5: L.layer_norm(s, g, b, eps)),
-    ("that is the pre-LN order (x + LN(sublayer_out)): post-LN normalises the *sum*, LN(x + sublayer_out).",
-     lambda x, s, g, b, eps=1e-5: x + L.layer_norm(s, g, b, eps)),
-    ("the sum is not normalised: Add & Norm = LN(x + sublayer_out).",
-     lambda x, s, g, b, eps=1e-5: x + s),
-]
-
-
 def check_add_and_norm(fn, data: Optional[ExerciseData] = None, strict=None) -> bool:
     """``add_and_norm(x, sublayer_out, gamma, beta, eps)`` = ``LN(x + sublayer_out)``."""
     data = data or default_exercise_data()
     w = data.w_post
-    a = L.multi_head_attention(data.x_post, data.x_post, **w.self_attn.kwargs())
+    a = L.multi_head_attention(data.x_post, data.x_post, w.self_attn)
     cases = [_with_ref(case(data.x_post, a, w.norm_attn.gamma, w.norm_attn.beta, w.norm_attn.eps,
                             label="wav2vec2-base layer: input + its self-attention output"), add_and_norm)]
     found = diagnose_mistakes(fn, cases, ADD_NORM_MISTAKES)
@@ -507,26 +307,12 @@ def check_add_and_norm(fn, data: Optional[ExerciseData] = None, strict=None) -> 
                           strict=strict)
 
 
-FFN_MISTAKES = [
-    ("that is the tanh approximation of GELU; these models use the exact one: "
-     "0.5 * x * (1 + erf(x / sqrt(2))) (torch.erf), as torch.nn.functional.gelu does by default.",
-     lambda x, W1, b1, W2, b2: L.feed_forward(x, W1, b1, W2, b2, "gelu_tanh")),
-    ("ReLU instead of GELU: use GELU(x) = 0.5 * x * (1 + erf(x / sqrt(2))).",
-     lambda x, W1, b1, W2, b2: L.feed_forward(x, W1, b1, W2, b2, "relu")),
-    ("the activation is missing between the two linear maps.",
-     lambda x, W1, b1, W2, b2: L.linear(L.linear(x, W1, b1), W2, b2)),
-    ("a bias is missing: FFN(x) = GELU(x W1^T + b1) W2^T + b2.",
-     lambda x, W1, b1, W2, b2: L.feed_forward(x, W1, None, W2, b2)),
-    ("a bias is missing: FFN(x) = GELU(x W1^T + b1) W2^T + b2.",
-     lambda x, W1, b1, W2, b2: L.feed_forward(x, W1, b1, W2, None)),
-]
-
-
 def check_feed_forward(fn, data: Optional[ExerciseData] = None, strict=None) -> bool:
     """``feed_forward(x, W1, b1, W2, b2)`` with exact GELU, on a real Whisper FFN block."""
     data = data or default_exercise_data()
     w = data.w_enc
-    h = data.x_enc + L.multi_head_attention(*(2 * (w.norm_attn(data.x_enc),)), **w.self_attn.kwargs())
+    z = w.norm_attn(data.x_enc)
+    h = data.x_enc + L.multi_head_attention(z, z, w.self_attn)
     f = w.ffn
     cases = [_with_ref(case(w.norm_ffn(h), f.W1, f.b1, f.W2, f.b2,
                             label="Whisper encoder feed-forward on its real (normalised) input"), feed_forward),
@@ -537,39 +323,6 @@ def check_feed_forward(fn, data: Optional[ExerciseData] = None, strict=None) -> 
                "value": "FFN(x) = GELU(x W1^T + b1) W2^T + b2 with the exact (erf) GELU."}
     return check_function(fn, feed_forward, cases, "feed_forward", atol=1e-5, rtol=1e-4,
                           hints=mistake_hints(found, generic), strict=strict)
-
-
-def _no_residual_post(x, w):
-    h = w.norm_attn(L.multi_head_attention(x, x, **w.self_attn.kwargs()))
-    return w.norm_ffn(w.ffn(h))
-
-
-def _ln_only_at_end(x, w):
-    h = x + L.multi_head_attention(x, x, **w.self_attn.kwargs())
-    return w.norm_ffn(h + w.ffn(h))
-
-
-def _pre_ln_norm_on_stream(x, w):
-    z = w.norm_attn(x)
-    h = z + L.multi_head_attention(z, z, **w.self_attn.kwargs())
-    z2 = w.norm_ffn(h)
-    return z2 + w.ffn(z2)
-
-
-LAYER_MISTAKES = [
-    ("post-LN vs pre-LN order: you computed the pre-LN layer (x + MHA(LN(x))). Post-LN normalises "
-     "*after* each residual sum: h = LN_1(x + MHA(x)), y = LN_2(h + FFN(h)).",
-     lambda x, w: L.pre_ln_layer(x, w) if w.kind == "post_ln" else None),
-    ("post-LN vs pre-LN order: you computed the post-LN layer. Pre-LN normalises the *input* of each "
-     "sub-layer and leaves the residual stream alone: h = x + MHA(LN_1(x)), y = h + FFN(LN_2(h)).",
-     lambda x, w: L.post_ln_layer(x, w) if w.kind == "pre_ln" else None),
-    ("the residual connections are missing (x + ... before each layer norm).",
-     lambda x, w: _no_residual_post(x, w) if w.kind == "post_ln" else None),
-    ("the first Add & Norm is missing its norm: h = LN_1(x + MHA(x)).",
-     lambda x, w: _ln_only_at_end(x, w) if w.kind == "post_ln" else None),
-    ("in pre-LN the residual adds the *un-normalised* x: h = x + MHA(LN_1(x)), not LN_1(x) + MHA(LN_1(x)).",
-     lambda x, w: _pre_ln_norm_on_stream(x, w) if w.kind == "pre_ln" else None),
-]
 
 
 def check_post_ln_layer(fn, data: Optional[ExerciseData] = None, strict=None) -> bool:
@@ -661,9 +414,9 @@ def plot_head_attention(A_head, frame_duration: float = 0.02, words=None, max_ti
 
 __all__ = [
     "attention_weights", "multi_head_attention", "layer_norm", "add_and_norm", "feed_forward",
-    "post_ln_layer", "pre_ln_layer", "mha_args", "ExerciseData", "exercise_data", "default_exercise_data",
+    "post_ln_layer", "pre_ln_layer", "ExerciseData", "exercise_data", "default_exercise_data",
     "whisper_layer_io", "wav2vec2_layer_io", "whisper_decoder_ids", "synthesize_clip", "perturb_biases_",
     "check_attention_weights", "check_multi_head_attention", "check_layer_norm", "check_add_and_norm",
     "check_feed_forward", "check_post_ln_layer", "check_pre_ln_layer", "real_layer_table",
-    "print_real_layer_table", "plot_head_attention", "diagnose_mistakes", "mistake_hints",
+    "print_real_layer_table", "plot_head_attention",
 ]

@@ -169,7 +169,7 @@ INVARIANTS = [
 
 def check_attention_norm(fn, capture=None, strict=None) -> bool:
     """``attention_norm(weights, values, W_O, per_head=False)`` on real Whisper-base blocks."""
-    from ctxmix_lite.course.exercises.nb01 import diagnose_mistakes, mistake_hints
+    from ctxmix_lite.course.exercises import diagnose_mistakes, mistake_hints
 
     cases = exercise_cases(capture if capture is not None else default_capture())
     found = diagnose_mistakes(fn, cases, MISTAKES)

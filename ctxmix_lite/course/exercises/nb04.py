@@ -20,17 +20,19 @@ functions here named after the exercises are the library's answers (``value_zero
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import torch
 
 from ctxmix_lite.course.exercises import case, check_function
+from ctxmix_lite.course.options import Options
 from ctxmix_lite.viz.plotting import layer_label
 from ctxmix_lite.measures.utils import normalize_rows
 from ctxmix_lite.measures.value_zeroing import value_zeroing
 
 __all__ = ["zeroed_output", "check_zeroed_output", "value_zeroing_slow", "exercise_cases", "check_value_zeroing_slow",
-           "fast_zeroed_output", "check_fast_zeroed_output", "input_vs_value_zeroing", "identity_check", "time_methods"]
+           "fast_zeroed_output", "check_fast_zeroed_output", "input_vs_value_zeroing", "InputZeroingOptions", "identity_check", "time_methods"]
 
 # ---------------------------------------------------------------------------------------------- 4.1
 def zeroed_output(cap, positions) -> torch.Tensor:
@@ -116,7 +118,7 @@ def zeroed_output_cases(capture, spans: Sequence, enc_layer: int = 1, dec_layer:
 
 def check_zeroed_output(fn, capture, spans, strict=None) -> bool:
     """``zeroed_output(cap, positions)`` against the model's own re-run, ``cap.rerun(positions)``."""
-    from ctxmix_lite.course.exercises.nb01 import diagnose_mistakes, mistake_hints
+    from ctxmix_lite.course.exercises import diagnose_mistakes, mistake_hints
 
     cases = zeroed_output_cases(capture, spans)
     found = {} if fn is zeroed_output else diagnose_mistakes(fn, cases, MISTAKES_41)
@@ -226,7 +228,7 @@ def _once_per_case(fn):
 
 def check_value_zeroing_slow(fn, capture, spans, target_rows, strict=None) -> bool:
     """``value_zeroing_slow(cap, spans=None, rows=None)`` on real Whisper-base layers."""
-    from ctxmix_lite.course.exercises.nb01 import diagnose_mistakes, mistake_hints
+    from ctxmix_lite.course.exercises import diagnose_mistakes, mistake_hints
 
     cases = exercise_cases(capture, spans, target_rows)
     # the learner's (slow) function runs once per case: the diagnosis and the comparison share it
@@ -330,7 +332,7 @@ def check_fast_zeroed_output(fn, capture, spans, target_rows, strict=None) -> bo
     """``fast_zeroed_output(cap, positions, rows=None)`` against the real re-runs, and it must not
     re-run the layer (the point of the identity)."""
     from ctxmix_lite.course.exercises import FAIL, report_result
-    from ctxmix_lite.course.exercises.nb01 import diagnose_mistakes, mistake_hints
+    from ctxmix_lite.course.exercises import diagnose_mistakes, mistake_hints
 
     cases = fast_zeroed_output_cases(capture, spans, target_rows)
     found = {} if fn is fast_zeroed_output else diagnose_mistakes(fn, cases, MISTAKES_43)
@@ -370,10 +372,21 @@ def _uses_rerun(fn, c) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InputZeroingOptions(Options):
+    """The settings of :func:`input_vs_value_zeroing`."""
+
+    cap: Any = None  # a capture of the model on ``audio`` to reuse (None: capture it here)
+    sampling_rate: int = 16000
+
+
 def input_vs_value_zeroing(model, processor, audio, layer: int, j: int, rows: Sequence[int],
-                           cap=None, sampling_rate: int = 16000) -> dict:
+                           options: Optional[InputZeroingOptions] = None, **settings) -> dict:
     """Zero the *input* ``x_j`` of Whisper encoder layer ``layer`` (a forward pre-hook on that
     layer), capture the layer again, and compare with zeroing the *values* of ``j``.
+
+    settings: the fields of :class:`InputZeroingOptions` (``cap``, ``sampling_rate``), as keywords
+    or ``options=``.
 
     Returns, for the input-zeroed layer: the largest change of an attention weight *outside*
     column ``j`` (value zeroing: 0, the weights are kept), the number of query rows whose weights
@@ -381,6 +394,8 @@ def input_vs_value_zeroing(model, processor, audio, layer: int, j: int, rows: Se
     ``j`` itself and the mean relative change over ``rows``."""
     from ctxmix_lite.internals.capture import capture as run_capture
 
+    o = InputZeroingOptions.resolve(options, settings, where="input_vs_value_zeroing")
+    cap, sampling_rate = o.cap, o.sampling_rate
     if getattr(model.config, "model_type", "") != "whisper":
         raise ValueError("input_vs_value_zeroing takes a Whisper model (its encoder layers)")
     enc_layer = model.model.encoder.layers[layer]

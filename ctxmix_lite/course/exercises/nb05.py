@@ -114,7 +114,7 @@ def exercise_cases(real_matrix=None, real_cue=None, real_target=None) -> list:
 
 def check_cue_contribution(fn, real_matrix=None, real_cue=None, real_target=None, strict=None) -> bool:
     """Compare the learner's ``cue_contribution`` with the reference; say which mistake it looks like."""
-    from ctxmix_lite.course.exercises.nb01 import mistake_hints
+    from ctxmix_lite.course.exercises import mistake_hints
 
     cases = exercise_cases(real_matrix, real_cue, real_target)
     found = _diagnose(fn, cases)
