@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from ctxmix_lite import homophony as H
+from ctxmix_lite.corpus import build as B
+from ctxmix_lite.corpus import whisper_check as WC
 from ctxmix_lite import synth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,11 +149,11 @@ def test_cache_reuses_and_inputs_change_the_key(smoke, tmp_path):
     assert (out / "report.json").stat().st_mtime_ns == stamp  # loaded, not rebuilt
     assert again["item_id"] == smoke["item_id"]
     lists = H.load_word_lists()
-    k0, _ = H._build_key(24, 0, ["mb-fr1"], H.DEFAULT_MIX, lists)
-    k1, _ = H._build_key(24, 1, ["mb-fr1"], H.DEFAULT_MIX, lists)
-    k2, _ = H._build_key(24, 0, ["mb-fr1", "mb-fr2"], H.DEFAULT_MIX, lists)
+    k0, _ = B._build_key(24, 0, ["mb-fr1"], H.DEFAULT_MIX, lists)
+    k1, _ = B._build_key(24, 1, ["mb-fr1"], H.DEFAULT_MIX, lists)
+    k2, _ = B._build_key(24, 0, ["mb-fr1", "mb-fr2"], H.DEFAULT_MIX, lists)
     lists.sources["lexicon/nouns.txt"] += "\nlapin lapins m animal"
-    k3, _ = H._build_key(24, 0, ["mb-fr1"], H.DEFAULT_MIX, lists)
+    k3, _ = B._build_key(24, 0, ["mb-fr1"], H.DEFAULT_MIX, lists)
     assert len({k0, k1, k2, k3}) == 4
 
 
@@ -361,7 +363,7 @@ def test_transcription_check_marks_whisper_ok(smoke):
 
 
 def test_committed_check_fills_whisper_ok_when_the_audio_matches(smoke, tmp_path, monkeypatch):
-    monkeypatch.setattr(H, "_seed_check_path", lambda name: tmp_path / "checks" / f"{name}.tsv")
+    monkeypatch.setattr(WC, "_seed_check_path", lambda name: tmp_path / "checks" / f"{name}.tsv")
     build = Path(smoke._ctxmix_build_dir)
     assert not (build / "whisper_check.json").exists()
     seed = tmp_path / "checks" / "whisper-base-test.tsv"
@@ -369,11 +371,11 @@ def test_committed_check_fills_whisper_ok_when_the_audio_matches(smoke, tmp_path
     lines = ["# test seed"]
     for k, r in enumerate(smoke):
         text = r["transcription"] if k % 3 else "rien du tout"
-        lines.append(f"{H._audio_key(H.item_audio(r))}\t{r['item_id']}\t{text}")
+        lines.append(f"{WC._audio_key(H.item_audio(r))}\t{r['item_id']}\t{text}")
     seed.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # one item missing
-    assert set(H._load_build(build)["whisper_ok"]) == {None}  # all items or none
+    assert set(B._load_build(build)["whisper_ok"]) == {None}  # all items or none
     seed.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    ds = H._load_build(build)
+    ds = B._load_build(build)
     assert ds["whisper_ok"] == [bool(k % 3) for k in range(len(smoke))]
 
 
@@ -486,17 +488,17 @@ def test_hub_needs_the_network(monkeypatch):
 
 def test_alignment_readers():
     iv = [{"start": 0.0, "end": 0.5, "word": "les"}, {"start": 0.5, "end": 0.9, "word": "chats"}]
-    assert H._as_interval_list(iv) == iv
-    assert H._as_interval_list({"intervals": iv}) == iv
-    assert H._as_interval_list({"start": [0.0, 0.5], "end": [0.5, 0.9],
+    assert H.as_interval_list(iv) == iv
+    assert H.as_interval_list({"intervals": iv}) == iv
+    assert H.as_interval_list({"start": [0.0, 0.5], "end": [0.5, 0.9],
                                 "word": ["les", "chats"]}) == iv
-    assert H._as_interval_list([{"xmin": 0, "xmax": 0.5, "text": "les"},
+    assert H.as_interval_list([{"xmin": 0, "xmax": 0.5, "text": "les"},
                                 {"xmin": 0.5, "xmax": 0.7, "text": ""},
                                 {"xmin": 0.7, "xmax": 0.9, "text": "chats"}])[1]["word"] == "chats"
     with pytest.raises(H.HomophonyDataError):
-        H._as_interval_list([{"begin": 0}])
+        H.as_interval_list([{"begin": 0}])
     with pytest.raises(H.HomophonyDataError):
-        H._as_interval_list("les chats")
+        H.as_interval_list("les chats")
 
 
 # ---------------------------------------------------------------------------------------------
