@@ -1,7 +1,6 @@
 """The homophony data: offline build (checks, balance, determinism, cache), schema, hub mapping."""
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -683,3 +682,39 @@ def test_edge_silence_shifts_times_and_is_shared_by_the_pair(smoke):
             assert r["alignment"][0]["start"] >= lead / 16000
             assert r["alignment"][-1]["end"] <= (len(a) - tail) / 16000 + 1e-9
             assert min(x["start"] for x in r["phones"]) >= lead / 16000
+
+
+# ---------------------------------------------------------------------------------------------
+# build_offline's options object; the one word split of transcripts
+# ---------------------------------------------------------------------------------------------
+def test_build_offline_options_object_equals_keywords(smoke):
+    out = Path(smoke._ctxmix_build_dir)
+    stamp = (out / "report.json").stat().st_mtime_ns
+    kw = dict(smoke=True, out_dir=out, progress=False)
+    assert H.BuildOptions.resolve(None, kw, where="t") == H.BuildOptions(**kw)
+    by_object = H.build_offline(options=H.BuildOptions(**kw))
+    by_dict = H.build_offline(options=kw)
+    assert by_object["item_id"] == by_dict["item_id"] == smoke["item_id"]
+    assert (out / "report.json").stat().st_mtime_ns == stamp  # the same key: loaded, not rebuilt
+    with pytest.raises(TypeError, match=r"build_offline\(\).*'n_item'.*did you mean 'n_items'"):
+        H.build_offline(n_item=4, out_dir=out, progress=False)
+    with pytest.raises(TypeError, match="build_offline"):
+        H.build_offline(24)  # settings are keywords (or an options object)
+
+
+def test_transcript_word_starts_index_the_lower_case_text():
+    low = "« l'élève » qu'il aime, -t-il... jusqu'à l’été—peut-être"
+    ws = WC.transcript_word_starts(low)
+    assert [w for w, _ in ws] == H.transcript_words(low) == [
+        "l'", "élève", "qu'", "il", "aime", "t-il", "jusqu'", "à", "l'", "été", "peut-être"]
+    for w, a in ws:
+        assert low[a: a + len(w)].replace("’", "'") == w
+
+
+def test_study_word_form_is_norm_word_then_edges_stripped():
+    from ctxmix_lite.study.transcripts import normalize_word
+
+    assert H.norm_word("L’") == "l'" and normalize_word("L’") == "l"
+    assert normalize_word("Livres.") == "livres" and normalize_word("«L'arbre»") == "l'arbre"
+    assert normalize_word("ʼlesʼ") == "les" and normalize_word("...") == normalize_word("'") == ""
+    assert normalize_word("-t-il") == "t-il"  # norm_word keeps the hyphen; the study's form strips it

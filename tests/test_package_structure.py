@@ -366,7 +366,6 @@ def long_signatures(root: Path = ROOT) -> dict:
 #: functions allowed more than MAX_PARAMS named parameters, each with its reason. Keep it short;
 #: an entry that no longer needs it fails too.
 LONG_SIGNATURES: dict = {
-    "ctxmix_lite/corpus/commonvoice.py:import_common_voice": "not converted yet (issue 13)",
     "ctxmix_lite/course/exercises/__init__.py:check_function": "not converted yet (issue 13)",
     "ctxmix_lite/course/exercises/nb01.py:multi_head_attention": "not converted yet (issue 13)",
     "ctxmix_lite/course/exercises/nb01.py:wrong": "not converted yet (issue 13)",
