@@ -30,9 +30,10 @@ def normalize_word(w: str) -> str:
     return _EDGE_PUNCT.sub("", norm_word(w).replace("\u02bc", "'")).strip("'")
 
 
-def transcript_words(token_ids: Sequence[int], tokenizer) -> list:
-    """Split a Whisper transcript (text token ids) into whitespace-separated words, each with the
-    indices of the tokens that carry its characters: ``[(text, [token_index, ...]), ...]``.
+def whitespace_word_tokens(token_ids: Sequence[int], tokenizer) -> list:
+    """Split a Whisper transcript (text token ids) into whitespace-separated words as written
+    (case and punctuation kept; not the check's word split, :func:`transcript_word_tokens`), each
+    with the indices of the tokens that carry its characters: ``[(text, [token_index, ...]), ...]``.
 
     Works on the tokens' raw bytes, so a multi-byte character split over two tokens (é, è, ç...) is
     counted once, in the word it belongs to."""
