@@ -1,9 +1,11 @@
 """Minimal pairs of the offline homophony set: the design (templates, variants, shares, prosody
 ranges), the candidate pairs drawn from the word lists, the quotas, the checks on a synthesised
-pair, and the rows of a build (:func:`generating_code`: the functions whose source is hashed into
-the data build key, :mod:`.build`; they live in one module because they call each other's
-private helpers). Part of :mod:`ctxmix_lite.corpus`; the public names are also importable from
-:mod:`.homophony`.
+pair, and the rows of a build. :func:`generating_code` lists the functions whose source is hashed
+into the data build key (:mod:`.build`): most are here, in one module, because they call each
+other's private helpers by name (their source cannot change without rebuilding the data); the
+rest are :func:`.wordlists.load_word_lists`, :data:`.tokens.HASHED_CODE`, :func:`.items.to_dataset`
+and :func:`.items.features`. Part of :mod:`ctxmix_lite.corpus`; the public names are also
+importable from :mod:`.homophony`.
 """
 from __future__ import annotations
 
