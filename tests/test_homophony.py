@@ -718,3 +718,17 @@ def test_study_word_form_is_norm_word_then_edges_stripped():
     assert normalize_word("Livres.") == "livres" and normalize_word("«L'arbre»") == "l'arbre"
     assert normalize_word("ʼlesʼ") == "les" and normalize_word("...") == normalize_word("'") == ""
     assert normalize_word("-t-il") == "t-il"  # norm_word keeps the hyphen; the study's form strips it
+
+
+def test_the_generating_code_hash_is_the_one_of_the_shipped_builds():
+    """The data-generating functions (source text and order) and synth.py / lexicon.py hash to the
+    key part of the builds the shipped results were made from (offline builds 00befd2d23b22a15,
+    smoke, and f7a4fb137294e342, default). A refactor that changes it rebuilds the data: change
+    this constant only on purpose, with new shipped results."""
+    _, ident = B._build_key(24, 0, ["mb-fr1"], H.DEFAULT_MIX, H.load_word_lists())
+    assert ident["code_sha256"] == "2bc49f662572b6aa"
+    assert [f.__name__ for f in B._generating_code()] == [
+        "load_word_lists", "_dets_for", "_fill", "_word_at", "_Prosody", "_noun_phrase",
+        "candidate_pairs", "template_quotas", "_largest_remainder", "variant_quotas",
+        "check_pair_synthesis", "pad_edges", "text_token_ids", "token_distance",
+        "_byte_level_decoder", "_build_rows", "to_dataset", "features"]
