@@ -127,6 +127,7 @@ def edge_silence_effect(ds, idx, model, processor, report, progress=True) -> dic
     import numpy as np
 
     from ctxmix_lite import homophony as H
+    from ctxmix_lite.corpus import whisper_check as WC
 
     sub = ds.select(idx)
     t0 = time.perf_counter()
@@ -139,15 +140,15 @@ def edge_silence_effect(ds, idx, model, processor, report, progress=True) -> dic
         a = np.asarray(r["audio"]["array"], np.float32)
         assert not a[:lead].any() and not a[len(a) - tail:].any()
         rows.append({"audio": {"array": a[lead: len(a) - tail], "sampling_rate": 16000}})
-    keys = [H._audio_key(x["audio"]["array"]) for x in rows]
+    keys = [WC._audio_key(x["audio"]["array"]) for x in rows]
     name = H.model_fingerprint(model)
-    known = H._load_check_cache(name)
+    known = WC._load_check_cache(name)
     todo = [i for i, k in enumerate(keys) if k not in known]
     new = {}
     t0 = time.perf_counter()
     model.eval()
-    with H._fast_attention(model):
-        H._transcribe_into(new, todo, keys, rows, model, processor, 8, progress, name)
+    with WC._fast_attention(model):
+        WC._transcribe_into(new, todo, keys, rows, model, processor, 8, progress, name)
     t_without = time.perf_counter() - t0
     known.update(new)
     items = []

@@ -210,3 +210,14 @@ def test_import_with_the_whisper_aligner(cv_folder, whisper_base):
     assert len(ds) == 2
     for row in ds:
         H.check_item(row)
+
+
+def test_import_options_object_equals_keywords(cv_folder, clips):
+    a, rep_a = CV.import_common_voice(cv_folder, aligner=_exact_aligner(clips), split="test",
+                                      max_items=3, progress=False)
+    b, rep_b = CV.import_common_voice(cv_folder, aligner=_exact_aligner(clips),
+                                      options=CV.CommonVoiceImport(split="test", max_items=3,
+                                                                   progress=False))
+    assert 3 <= len(a) < 9 and a["item_id"] == b["item_id"] and rep_a == rep_b  # 9 without max_items
+    with pytest.raises(TypeError, match=r"import_common_voice\(\).*'max_item'"):
+        CV.import_common_voice(cv_folder, aligner=_exact_aligner(clips), max_item=3)

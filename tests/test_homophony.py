@@ -1,7 +1,6 @@
 """The homophony data: offline build (checks, balance, determinism, cache), schema, hub mapping."""
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -10,6 +9,8 @@ import numpy as np
 import pytest
 
 from ctxmix_lite import homophony as H
+from ctxmix_lite.corpus import build as B
+from ctxmix_lite.corpus import whisper_check as WC
 from ctxmix_lite import synth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,11 +148,11 @@ def test_cache_reuses_and_inputs_change_the_key(smoke, tmp_path):
     assert (out / "report.json").stat().st_mtime_ns == stamp  # loaded, not rebuilt
     assert again["item_id"] == smoke["item_id"]
     lists = H.load_word_lists()
-    k0, _ = H._build_key(24, 0, ["mb-fr1"], H.DEFAULT_MIX, lists)
-    k1, _ = H._build_key(24, 1, ["mb-fr1"], H.DEFAULT_MIX, lists)
-    k2, _ = H._build_key(24, 0, ["mb-fr1", "mb-fr2"], H.DEFAULT_MIX, lists)
+    k0, _ = B._build_key(24, 0, ["mb-fr1"], H.DEFAULT_MIX, lists)
+    k1, _ = B._build_key(24, 1, ["mb-fr1"], H.DEFAULT_MIX, lists)
+    k2, _ = B._build_key(24, 0, ["mb-fr1", "mb-fr2"], H.DEFAULT_MIX, lists)
     lists.sources["lexicon/nouns.txt"] += "\nlapin lapins m animal"
-    k3, _ = H._build_key(24, 0, ["mb-fr1"], H.DEFAULT_MIX, lists)
+    k3, _ = B._build_key(24, 0, ["mb-fr1"], H.DEFAULT_MIX, lists)
     assert len({k0, k1, k2, k3}) == 4
 
 
@@ -361,7 +362,7 @@ def test_transcription_check_marks_whisper_ok(smoke):
 
 
 def test_committed_check_fills_whisper_ok_when_the_audio_matches(smoke, tmp_path, monkeypatch):
-    monkeypatch.setattr(H, "_seed_check_path", lambda name: tmp_path / "checks" / f"{name}.tsv")
+    monkeypatch.setattr(WC, "_seed_check_path", lambda name: tmp_path / "checks" / f"{name}.tsv")
     build = Path(smoke._ctxmix_build_dir)
     assert not (build / "whisper_check.json").exists()
     seed = tmp_path / "checks" / "whisper-base-test.tsv"
@@ -369,11 +370,11 @@ def test_committed_check_fills_whisper_ok_when_the_audio_matches(smoke, tmp_path
     lines = ["# test seed"]
     for k, r in enumerate(smoke):
         text = r["transcription"] if k % 3 else "rien du tout"
-        lines.append(f"{H._audio_key(H.item_audio(r))}\t{r['item_id']}\t{text}")
+        lines.append(f"{WC._audio_key(H.item_audio(r))}\t{r['item_id']}\t{text}")
     seed.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # one item missing
-    assert set(H._load_build(build)["whisper_ok"]) == {None}  # all items or none
+    assert set(B._load_build(build)["whisper_ok"]) == {None}  # all items or none
     seed.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    ds = H._load_build(build)
+    ds = B._load_build(build)
     assert ds["whisper_ok"] == [bool(k % 3) for k in range(len(smoke))]
 
 
@@ -486,17 +487,17 @@ def test_hub_needs_the_network(monkeypatch):
 
 def test_alignment_readers():
     iv = [{"start": 0.0, "end": 0.5, "word": "les"}, {"start": 0.5, "end": 0.9, "word": "chats"}]
-    assert H._as_interval_list(iv) == iv
-    assert H._as_interval_list({"intervals": iv}) == iv
-    assert H._as_interval_list({"start": [0.0, 0.5], "end": [0.5, 0.9],
+    assert H.as_interval_list(iv) == iv
+    assert H.as_interval_list({"intervals": iv}) == iv
+    assert H.as_interval_list({"start": [0.0, 0.5], "end": [0.5, 0.9],
                                 "word": ["les", "chats"]}) == iv
-    assert H._as_interval_list([{"xmin": 0, "xmax": 0.5, "text": "les"},
+    assert H.as_interval_list([{"xmin": 0, "xmax": 0.5, "text": "les"},
                                 {"xmin": 0.5, "xmax": 0.7, "text": ""},
                                 {"xmin": 0.7, "xmax": 0.9, "text": "chats"}])[1]["word"] == "chats"
     with pytest.raises(H.HomophonyDataError):
-        H._as_interval_list([{"begin": 0}])
+        H.as_interval_list([{"begin": 0}])
     with pytest.raises(H.HomophonyDataError):
-        H._as_interval_list("les chats")
+        H.as_interval_list("les chats")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -681,3 +682,53 @@ def test_edge_silence_shifts_times_and_is_shared_by_the_pair(smoke):
             assert r["alignment"][0]["start"] >= lead / 16000
             assert r["alignment"][-1]["end"] <= (len(a) - tail) / 16000 + 1e-9
             assert min(x["start"] for x in r["phones"]) >= lead / 16000
+
+
+# ---------------------------------------------------------------------------------------------
+# build_offline's options object; the one word split of transcripts
+# ---------------------------------------------------------------------------------------------
+def test_build_offline_options_object_equals_keywords(smoke):
+    out = Path(smoke._ctxmix_build_dir)
+    stamp = (out / "report.json").stat().st_mtime_ns
+    kw = dict(smoke=True, out_dir=out, progress=False)
+    assert H.BuildOptions.resolve(None, kw, where="t") == H.BuildOptions(**kw)
+    by_object = H.build_offline(options=H.BuildOptions(**kw))
+    by_dict = H.build_offline(options=kw)
+    assert by_object["item_id"] == by_dict["item_id"] == smoke["item_id"]
+    assert (out / "report.json").stat().st_mtime_ns == stamp  # the same key: loaded, not rebuilt
+    with pytest.raises(TypeError, match=r"build_offline\(\).*'n_item'.*did you mean 'n_items'"):
+        H.build_offline(n_item=4, out_dir=out, progress=False)
+    with pytest.raises(TypeError, match="build_offline"):
+        H.build_offline(24)  # settings are keywords (or an options object)
+
+
+def test_transcript_word_starts_index_the_lower_case_text():
+    low = "« l'élève » qu'il aime, -t-il... jusqu'à l’été—peut-être"
+    ws = WC.transcript_word_starts(low)
+    assert [w for w, _ in ws] == H.transcript_words(low) == [
+        "l'", "élève", "qu'", "il", "aime", "t-il", "jusqu'", "à", "l'", "été", "peut-être"]
+    for w, a in ws:
+        assert low[a: a + len(w)].replace("’", "'") == w
+
+
+def test_study_word_form_is_norm_word_then_edges_stripped():
+    from ctxmix_lite.study.transcripts import normalize_word
+
+    assert H.norm_word("L’") == "l'" and normalize_word("L’") == "l"
+    assert normalize_word("Livres.") == "livres" and normalize_word("«L'arbre»") == "l'arbre"
+    assert normalize_word("ʼlesʼ") == "les" and normalize_word("...") == normalize_word("'") == ""
+    assert normalize_word("-t-il") == "t-il"  # norm_word keeps the hyphen; the study's form strips it
+
+
+def test_the_generating_code_hash_is_the_one_of_the_shipped_builds():
+    """The data-generating functions (source text and order) and synth.py / lexicon.py hash to the
+    key part of the builds the shipped results were made from (offline builds 00befd2d23b22a15,
+    smoke, and f7a4fb137294e342, default). A refactor that changes it rebuilds the data: change
+    this constant only on purpose, with new shipped results."""
+    _, ident = B._build_key(24, 0, ["mb-fr1"], H.DEFAULT_MIX, H.load_word_lists())
+    assert ident["code_sha256"] == "2bc49f662572b6aa"
+    assert [f.__name__ for f in B._generating_code()] == [
+        "load_word_lists", "_dets_for", "_fill", "_word_at", "_Prosody", "_noun_phrase",
+        "candidate_pairs", "template_quotas", "_largest_remainder", "variant_quotas",
+        "check_pair_synthesis", "pad_edges", "text_token_ids", "token_distance",
+        "_byte_level_decoder", "_build_rows", "to_dataset", "features"]

@@ -78,11 +78,11 @@ def test_normalize_and_map_transcript():
     assert m[3] == 4 and m[4] == 5  # a punctuation-only word is skipped
 
 
-def test_transcript_words_keep_multibyte_characters_together(whisper_base):
+def test_whitespace_word_tokens_keep_multibyte_characters_together(whisper_base):
     _, proc = whisper_base
     text = " Elles achetaient des pâtés à côté de l'église."
     ids = proc.tokenizer(text, add_special_tokens=False).input_ids
-    words = study.transcript_words(ids, proc.tokenizer)
+    words = study.whitespace_word_tokens(ids, proc.tokenizer)
     assert [w for w, _ in words] == text.split()
     toks = [t for _, ts in words for t in ts]
     assert toks == sorted(toks) and set(toks) == set(range(len(ids)))  # every token in one word, in order

@@ -1,6 +1,7 @@
 """Speech and its words: audio and frame maps (:mod:`.audio`), the synthesiser (:mod:`.synth`),
-pronunciations (:mod:`.lexicon`), the homophony items (:mod:`.homophony`) and Common Voice
-(:mod:`.commonvoice`).
+pronunciations (:mod:`.lexicon`), the homophony items (:mod:`.homophony`, which re-exports
+:mod:`.items`, :mod:`.tokens`, :mod:`.wordlists`, :mod:`.pairs`, :mod:`.build`,
+:mod:`.whisper_check` and :mod:`.external`) and Common Voice (:mod:`.commonvoice`).
 
 A new data source is a module here that returns items in :func:`.homophony.features`' schema
 (:func:`.homophony.check_schema` checks it), as :mod:`.commonvoice` does.

@@ -34,14 +34,15 @@ import csv
 import gzip
 import math
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ctxmix_lite.course.options import Options
 
 from . import homophony as H
 from . import lexicon as L
@@ -373,20 +374,36 @@ def whisper_align(model, processor, audio: np.ndarray, text: str, language: str 
 # ---------------------------------------------------------------------------------------------
 # importer
 # ---------------------------------------------------------------------------------------------
-def import_common_voice(folder, split: Optional[str] = None, max_items: Optional[int] = None,
-                        model=None, processor=None,
+@dataclass(frozen=True)
+class CommonVoiceImport(Options):
+    """The settings of :func:`import_common_voice` (its defaults live here).
+
+    split: the TSV to read (``"test"``, ``"validated"``...; default: ``validated.tsv``, else
+    ``test.tsv``). max_items: stop after this many items (rows are read in file order).
+    out_dir: if given, the data set is also saved there (``save_to_disk``) with ``report.json``.
+    progress: show a progress bar."""
+
+    split: Optional[str] = None
+    max_items: Optional[int] = None
+    out_dir: Any = None
+    progress: bool = True
+
+
+def import_common_voice(folder, model=None, processor=None,
                         aligner: Optional[Callable[[np.ndarray, str], List[dict]]] = None,
-                        out_dir=None, progress: bool = True):
+                        options: Optional[CommonVoiceImport] = None, **settings):
     """Import a local Common Voice French release into the homophony schema.
 
     folder: the release's language folder (``.../fr``) with ``validated.tsv`` or ``test.tsv``
     (``split`` picks another, e.g. ``"test"``) and ``clips/``.
     aligner: ``f(audio16k, sentence) -> [{start, end, word}]``; default :func:`whisper_align`
     with the offline Whisper-base (``model``/``processor`` or loaded here).
-    max_items: stop after this many items (rows are read in file order).
-    out_dir: if given, the data set is also saved there (``save_to_disk``) with ``report.json``.
+    settings: the fields of :class:`CommonVoiceImport` (``split``, ``max_items``, ``out_dir``,
+    ``progress``; or pass ``options=``).
     Returns ``(datasets.Dataset, report)``; the report counts every skipped row by reason.
     """
+    o = CommonVoiceImport.resolve(options, settings, where="import_common_voice")
+    split, max_items, out_dir, progress = o.split, o.max_items, o.out_dir, o.progress
     from tqdm.auto import tqdm
 
     from .audio import load_audio

@@ -23,7 +23,7 @@ every fork happens, so that
    an MBROLA voice (which it does before every sentence: the output is unchanged, bit for bit).
 
 Why a wrapper installed from outside ``synth.py``: the homophony data's build key hashes
-``synth.py`` byte for byte (``homophony._build_key``), and the built data, its key and the
+``synth.py`` byte for byte (``corpus.build._build_key``), and the built data, its key and the
 committed checks do not depend on how descriptors are handled. ``ctxmix_lite/__init__.py``
 installs it whenever ``ctxmix_lite.synth`` is imported, by any route (``from ctxmix_lite import
 synth``, ``import ctxmix_lite.synth``, a process-pool worker unpickling ``synth._safe``).

@@ -332,14 +332,14 @@ def flip_number(word: str, partner: Optional[str] = None) -> str:
 def replace_decoder_word(processor, decoder_ids, alignment, word_index: int, replacement: str, prefix_length: int = 4):
     """Teacher-forced input with one transcript word replaced: returns ``(new_ids, new_positions)``
     where ``new_positions[w]`` are the decoder positions of aligned word ``w`` in the new input."""
-    from .transcripts import decoder_positions, transcript_words
+    from .transcripts import decoder_positions, whitespace_word_tokens
 
     tok = processor.tokenizer
     text_ids = list(decoder_ids)[prefix_length:]
     pos = decoder_positions(alignment, text_ids, tok, prefix_length)
     if pos[word_index] is None:
         raise ValueError(f"word {word_index} ({alignment[word_index]['word']!r}) is not in the transcript")
-    tw = transcript_words(text_ids, tok)
+    tw = whitespace_word_tokens(text_ids, tok)
     first_tok = pos[word_index][0] - prefix_length
     k = next(i for i, (_, toks) in enumerate(tw) if toks and toks[0] == first_tok)
     words = [w for w, _ in tw]

@@ -8,6 +8,10 @@ import re
 import unicodedata
 from typing import Optional, Sequence
 
+from ctxmix_lite.corpus.items import norm_word
+from ctxmix_lite.corpus.tokens import token_bytes
+from ctxmix_lite.corpus.whisper_check import transcript_word_starts
+from ctxmix_lite.corpus.whisper_check import transcript_words as split_transcript
 
 from .runs import Use
 
@@ -19,47 +23,23 @@ _EDGE_PUNCT = re.compile(r"^[^\w']+|[^\w']+$")
 
 
 def normalize_word(w: str) -> str:
-    """Lower case, NFC, typographic apostrophe -> ``'``, punctuation stripped at both ends
-    (``"Livres."`` -> ``"livres"``, ``"L'arbre"`` -> ``"l'arbre"``)."""
-    w = unicodedata.normalize("NFC", str(w)).lower().replace("\u2019", "'").replace("\u02bc", "'")
-    return _EDGE_PUNCT.sub("", w).strip("'") if w.strip("'") else ""
+    """The study's matching form of a word: :func:`ctxmix_lite.corpus.items.norm_word` (lower
+    case, NFC, typographic apostrophe -> ``'``), then the modifier apostrophe ``ʼ`` read as ``'``
+    and every punctuation mark and apostrophe stripped at both ends (``"Livres."`` -> ``"livres"``,
+    ``"L'arbre"`` -> ``"l'arbre"``, ``"l'"`` -> ``"l"``)."""
+    return _EDGE_PUNCT.sub("", norm_word(w).replace("\u02bc", "'")).strip("'")
 
 
-def _bytes_to_unicode() -> dict:
-    """GPT-2 byte-level BPE table: byte -> printable character (the inverse decodes tokens)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(range(ord("\xae"), ord("\xff") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-_BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}
-
-
-def _token_bytes(tokenizer, ids: Sequence[int]) -> list:
-    out = []
-    for i, tok in zip(ids, tokenizer.convert_ids_to_tokens(list(ids))):
-        try:
-            out.append(bytes(_BYTE_DECODER[c] for c in tok))
-        except (KeyError, TypeError):  # not a byte-level token: fall back to its decoded text
-            out.append(tokenizer.decode([i]).encode("utf-8"))
-    return out
-
-
-def transcript_words(token_ids: Sequence[int], tokenizer) -> list:
-    """Split a Whisper transcript (text token ids) into whitespace-separated words, each with the
-    indices of the tokens that carry its characters: ``[(text, [token_index, ...]), ...]``.
+def whitespace_word_tokens(token_ids: Sequence[int], tokenizer) -> list:
+    """Split a Whisper transcript (text token ids) into whitespace-separated words as written
+    (case and punctuation kept; not the check's word split, :func:`transcript_word_tokens`), each
+    with the indices of the tokens that carry its characters: ``[(text, [token_index, ...]), ...]``.
 
     Works on the tokens' raw bytes, so a multi-byte character split over two tokens (é, è, ç...) is
     counted once, in the word it belongs to."""
     words = []
     cur, cur_toks = bytearray(), []
-    for k, b in enumerate(_token_bytes(tokenizer, token_ids)):
+    for k, b in enumerate(token_bytes(tokenizer, token_ids)):
         for byte in b:
             if byte in b" \t\n\r":
                 if cur:
@@ -74,22 +54,19 @@ def transcript_words(token_ids: Sequence[int], tokenizer) -> list:
     return [(w.decode("utf-8", errors="replace"), toks) for w, toks in words]
 
 
-_KEEP_CHAR = re.compile(r"[\w'\- ]")
-_ELIDED = re.compile(r"^((?:[a-z]|qu|jusqu|lorsqu|puisqu)')(.+)$")
-
-
 def transcript_word_tokens(token_ids: Sequence[int], tokenizer) -> list:
     """The words of a Whisper transcript split **exactly as the data's transcription check splits
-    them** (:func:`ctxmix_lite.homophony.transcript_words`: lower case, punctuation dropped, elided
-    prefixes split off, *d'un* -> *d'*, *un*), each with the indices of the tokens that carry its
-    characters: ``[(word, [token_index, ...]), ...]``. This is the one tokenisation of transcripts
-    of the study: its exclusion rule and its decoder columns both use it.
+    them** (:func:`ctxmix_lite.corpus.whisper_check.transcript_word_starts`, the one implementation
+    of that split: lower case, punctuation dropped, elided prefixes split off, *d'un* -> *d'*, *un*),
+    each with the indices of the tokens that carry its characters:
+    ``[(word, [token_index, ...]), ...]``. This is the one tokenisation of transcripts of the
+    study: its exclusion rule and its decoder columns both use it.
 
     Works on the tokens' raw bytes (a multi-byte character split over two tokens belongs to both
     tokens' word once); a token that carries characters of two words (``"'un"``) belongs to both."""
     import codecs
 
-    bs = _token_bytes(tokenizer, token_ids)
+    bs = token_bytes(tokenizer, token_ids)
     dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
     chars, owners, pending = [], [], []
     for k, b in enumerate(bs):
@@ -105,26 +82,16 @@ def transcript_word_tokens(token_ids: Sequence[int], tokenizer) -> list:
                 owners.append(sorted(set(pending)))
             if out:
                 pending = []
-    # per character, the steps of homophony.transcript_words: lower case, ' for the typographic
-    # apostrophe, everything but word characters, ' - and space -> space
+    # lower case per character (keeping each character's tokens), then the data check's word split
     text, own = [], []
     for ch, o in zip(chars, owners):
-        for c in ch.lower().replace("\u2019", "'"):
-            text.append(c if _KEEP_CHAR.match(c) else " ")
+        for c in ch.lower():
+            text.append(c)
             own.append(o)
     words = []
-    for m in re.finditer(r"\S+", "".join(text)):
-        w, a = m.group(0), m.start()
-        e = _ELIDED.match(w)
-        if e:
-            parts = [(e.group(1), a), (e.group(2), a + len(e.group(1)))]
-        else:
-            core = w.strip("-'")
-            parts = [(core, a + (len(w) - len(w.lstrip("-'"))))] if core else []
-        for part, start in parts:
-            if part:
-                toks = sorted({t for i in range(start, start + len(part)) for t in own[i]})
-                words.append((part, toks))
+    for part, start in transcript_word_starts("".join(text)):
+        toks = sorted({t for i in range(start, start + len(part)) for t in own[i]})
+        words.append((part, toks))
     return words
 
 
@@ -162,8 +129,6 @@ def misrecognised_words(alignment_words: Sequence[str], transcript: str, use: Us
     transcript lacks (matched in order, :func:`map_transcript`), ``[]`` when it has them all. The
     transcript is split into words exactly as the data's ``whisper_ok`` check splits it
     (:func:`ctxmix_lite.homophony.transcript_words`: elisions split, *d'un* -> *d'*, *un*)."""
-    from ctxmix_lite.corpus.homophony import transcript_words as split_transcript
-
     m = map_transcript(list(alignment_words), split_transcript(transcript))
     return [i for i in (*use.cue, use.target) if i not in m]
 
