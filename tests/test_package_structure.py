@@ -379,17 +379,7 @@ LONG_SIGNATURES: dict = {
     "ctxmix_lite/internals/layer.py:multi_head_attention": "not converted yet (issue 13)",
     "ctxmix_lite/measures/registry.py:component_measure": "not converted yet (issue 13)",
     "ctxmix_lite/measures/value_zeroing.py:value_zeroing": "not converted yet (issue 13)",
-    "ctxmix_lite/study/attribution.py:cue_token_replacement": "not converted yet (issue 13)",
-    "ctxmix_lite/study/attribution.py:integrated_gradients": "not converted yet (issue 13)",
-    "ctxmix_lite/study/attribution.py:vz_rollout": "not converted yet (issue 13)",
-    "ctxmix_lite/study/attribution.py:word_deletion": "not converted yet (issue 13)",
-    "ctxmix_lite/study/attribution_examples.py:analyse_example": "not converted yet (issue 13)",
-    "ctxmix_lite/study/attribution_examples.py:compute_examples": "not converted yet (issue 13)",
-    "ctxmix_lite/study/core.py:get_transcriptions": "not converted yet (issue 13)",
-    "ctxmix_lite/study/core.py:run_study": "not converted yet (issue 13)",
     "ctxmix_lite/study/explorer.py:layer_view": "not converted yet (issue 13)",
-    "ctxmix_lite/study/probe.py:probe_by_distance": "not converted yet (issue 13)",
-    "ctxmix_lite/study/scoring.py:item_distributions": "not converted yet (issue 13)",
 }
 
 

@@ -302,3 +302,18 @@ def test_save_study_record_object_equals_keywords(study_bundle, default_items, t
     assert pa["files"] == pb["files"] and pa["settings"] == pb["settings"] and pa["command"] == "test"
     with pytest.raises(TypeError, match=r"save_study\(\) got unexpected keyword argument\(s\) \['setting'\]"):
         shipped.save_study(study_bundle, default_items, tmp_path / "c", setting={})
+
+
+@pytest.mark.parametrize("name", ["ctxmix_lite.shipped", "ctxmix_lite.study.shipped"])
+def test_python_m_shipped_runs_under_both_names(name):
+    """``make shipped`` runs ``python -m ctxmix_lite.shipped`` (the alias: the file runs as package
+    ``ctxmix_lite``, so a relative import there would fail)."""
+    import subprocess
+    import sys
+
+    from ctxmix_lite.paths import repo_root
+
+    r = subprocess.run([sys.executable, "-m", name, "--help"], capture_output=True, text=True, cwd=repo_root(),
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "--only {study,attribution}" in r.stdout

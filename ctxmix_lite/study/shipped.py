@@ -41,9 +41,10 @@ import numpy as np
 
 from ctxmix_lite.course.options import Options
 
-# the live re-checks live in .recheck; they stay importable from here (notebooks: shipped.recheck_study)
-from .recheck import (LOOSE, RecheckSettings, ShippedResultsError, ShippedResultsMismatch, compare_study,
-                      recheck_attribution, recheck_probe, recheck_study)
+# the live re-checks live in .recheck; they stay importable from here (notebooks: shipped.recheck_study).
+# Absolute imports throughout: `python -m ctxmix_lite.shipped` runs this file as package `ctxmix_lite`.
+from ctxmix_lite.study.recheck import (LOOSE, RecheckSettings, ShippedResultsError, ShippedResultsMismatch,
+                                      compare_study, recheck_attribution, recheck_probe, recheck_study)
 
 __all__ = [
     "FORMAT",
@@ -215,7 +216,7 @@ def code_version() -> dict:
     import transformers
 
     from ctxmix_lite import __version__
-    from .runs import SCORING_SCHEMA
+    from ctxmix_lite.study.runs import SCORING_SCHEMA
 
     root = Path(__file__).resolve().parents[2]
     commit, dirty = None, None
@@ -265,7 +266,7 @@ def same_platform(code: dict) -> bool:
 
 
 def _data_provenance(items, data: str) -> dict:
-    from .runs import dataset_fingerprint, item_key
+    from ctxmix_lite.study.runs import dataset_fingerprint, item_key
 
     keys = [item_key(dict(it)) for it in items]
     d = dict(source=data, dataset_fingerprint=dataset_fingerprint(keys), n_items=len(keys))
@@ -291,7 +292,7 @@ def _run_record(run, model=None) -> dict:
 
 
 def _run_from_record(d: dict):
-    from .runs import ModelRun
+    from ctxmix_lite.study.runs import ModelRun
 
     return ModelRun(d["name"], d["init"], int(d["seed"]), tuple(tuple(kv) for kv in d.get("config_overrides", [])))
 
@@ -369,9 +370,9 @@ def load_study(name_or_path=STUDY_BUNDLE, items=None, options=None):
     of ``table`` (default: the one it was computed with; all are in ``variants``)."""
     import pandas as pd
 
-    from .runs import SCORING_SCHEMA, StudyOptions, dataset_fingerprint, item_key
+    from ctxmix_lite.study.runs import SCORING_SCHEMA, StudyOptions, dataset_fingerprint, item_key
 
-    from .core import StudyResult
+    from ctxmix_lite.study.core import StudyResult
 
     frames, arrays, prov = read_bundle(name_or_path, kind="homophony-study")
     where = _bundle_path(name_or_path)
@@ -422,7 +423,7 @@ def usable(precomputed: bool, **params) -> tuple:
     exclusion rule, no hub model). ``params``: the notebook's values (``model, data, n_items,
     checked_only, seed``, and optionally ``hub=False``, ``exclude_misrecognised=True``,
     ``n_examples, ig_steps, vz_chunk``)."""
-    from .runs import NOTEBOOK_DEFAULTS
+    from ctxmix_lite.study.runs import NOTEBOOK_DEFAULTS
 
     if not precomputed:
         return False, "PRECOMPUTED = False: everything is recomputed here."
@@ -499,8 +500,8 @@ def save_attribution(examples: Sequence[dict], directory=None, *, items=None, da
 def load_attribution(name_or_path=ATTRIBUTION_BUNDLE, items=None):
     """Notebook 07's shipped examples: a list of dicts as given to :func:`save_attribution` (the
     attributions rebuilt as :class:`~ctxmix_lite.attribution.Attribution`) and the provenance."""
-    from .attribution import Attribution
-    from .runs import dataset_fingerprint, item_key
+    from ctxmix_lite.study.attribution import Attribution
+    from ctxmix_lite.study.runs import dataset_fingerprint, item_key
 
     frames, arrays, prov = read_bundle(name_or_path, kind="attribution")
     if items is not None and prov.get("data"):
@@ -536,8 +537,8 @@ def main(argv=None) -> int:
     ``data/results/``."""
     import argparse
 
-    from . import core as study
-    from .runs import NOTEBOOK_DEFAULTS
+    from ctxmix_lite.study import core as study
+    from ctxmix_lite.study.runs import NOTEBOOK_DEFAULTS
 
     ap = argparse.ArgumentParser(prog="python -m ctxmix_lite.study.shipped", description=main.__doc__)
     ap.add_argument("--only", choices=("study", "attribution"), default=None)
@@ -554,7 +555,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         res = study.run_study(items, runs, exclude_misrecognised=True, threads=args.threads, loaded=dict(loaded),
                               options=study.StudyOptions())
-        from . import probe
+        from ctxmix_lite.study import probe
 
         scores = probe.probe_study(res, seed=d["seed"], progress=False)  # notebook 06's probe, its seed
         by_distance, _ = probe.probe_by_distance(res, items, seed=d["seed"], verbose=False)
@@ -565,7 +566,7 @@ def main(argv=None) -> int:
         print(f"study: {time.perf_counter() - t:.0f} s -> {p}")
         del loaded
     if args.only in (None, "attribution"):
-        from .attribution_examples import compute_examples
+        from ctxmix_lite.study.attribution_examples import compute_examples
 
         t = time.perf_counter()
         model, proc = study.ModelRun(d["model"], "trained").load()
