@@ -233,6 +233,7 @@ def test_cue_distances_and_probe_by_distance_degrade_gracefully(capsys):
     table, counts = probe.probe_by_distance(res, items, groups={"far (>=9)": lambda x: x >= 9})
     assert table.empty and counts["n"].tolist() == [0]
     # issue 13: the settings object is the same call as its fields; an unknown keyword is refused
+    capsys.readouterr()
     kw = dict(n_splits=5, seed=3, C=0.5, verbose=False)
     a, _ = probe.probe_by_distance(res, items, groups=small, **kw)
     b, _ = probe.probe_by_distance(res, items, groups=small, options=probe.DistanceProbeSettings(**kw))
