@@ -172,6 +172,72 @@ def test_blank_out_and_token_replacement_change_the_probability(whisper_base, it
     assert tgt["drop"] > 0.3
     same = A.target_probability(model, proc, audio, ids, pos)
     assert same == pytest.approx(tgt["p"], rel=1e-6)
-    rep = A.cue_token_replacement(model, proc, audio, ids, al, [3], 4, ["le"])
+    rep = A.cue_token_replacement(model, proc, audio, ids, al, cue_indices=[3], target_index=4, replacements=["le"])
     assert rep["text"].startswith("Elle a perdu le livres")
     assert rep["drop"] > 0.3  # the decoder reads number from the cue token
+    # the options object is the same call as its fields; a missing target or a wrong keyword is refused
+    assert A.cue_token_replacement(model, proc, audio, ids, al, options=A.CueReplacement([3], 4, ["le"])) == rep
+    with pytest.raises(TypeError, match="needs target_index"):
+        A.cue_token_replacement(model, proc, audio, ids, al, cue_indices=[3], replacements=["le"])
+    with pytest.raises(ValueError, match="2 replacements for 1 cue"):
+        A.cue_token_replacement(model, proc, audio, ids, al, cue_indices=[3], target_index=4, replacements=["le", "x"])
+    with pytest.raises(TypeError, match=r"cue_token_replacement\(\) got unexpected keyword argument\(s\) \['cues'\]"):
+        A.cue_token_replacement(model, proc, audio, ids, al, cues=[3])
+
+
+def test_settings_objects_equal_keywords(tiny, item):
+    """Issue 13: each attribution's settings object is the same call as its fields as keywords."""
+    model, proc = tiny
+    audio, al = item
+    ids = _ids(proc)
+    pos = A.target_positions(proc, ids, al, 4)
+    a = A.integrated_gradients(model, proc, audio, ids, pos, steps=4, batch_size=4, baseline="zeros")
+    b = A.integrated_gradients(model, proc, audio, ids, pos, options=A.IGSettings(steps=4, batch_size=4, baseline="zeros"))
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert a.extra["steps"] == 4 and a.value == b.value
+    a = A.vz_rollout(model, proc, audio, ids, pos, chunk_frames=16, residual=0.5)
+    b = A.vz_rollout(model, proc, audio, ids, pos, options=A.RolloutSettings(chunk_frames=16, residual=0.5))
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert a.extra["chunk_frames"] == 16 and a.extra["residual"] == 0.5
+    a = A.word_deletion(model, proc, audio, al, ids, pos, fill="noise")
+    b = A.word_deletion(model, proc, audio, al, ids, pos, options=A.DeletionSettings(fill="noise"))
+    assert a.equals(b) and not a.equals(A.word_deletion(model, proc, audio, al, ids, pos))
+
+
+@pytest.mark.parametrize("fn, bad", [("integrated_gradients", "step"), ("vz_rollout", "chunk"),
+                                     ("word_deletion", "fil")])
+def test_unknown_attribution_setting_is_a_type_error_naming_the_function(fn, bad):
+    args = (None, None, np.zeros(1600, np.float32), [1], [0]) if fn != "word_deletion" else (
+        None, None, np.zeros(1600, np.float32), [], [1], [0])
+    with pytest.raises(TypeError, match=rf"{fn}\(\) got unexpected keyword argument\(s\) \['{bad}'\]"):
+        getattr(A, fn)(*args, **{bad: 1})
+
+
+def test_example_settings_objects_equal_keywords(tiny, item):
+    """analyse_example / compute_examples (notebook 07): the settings object is the same call as its
+    fields; compute_examples passes the per-example fields on; unknown keywords are refused."""
+    from ctxmix_lite import attribution_examples as AE
+
+    model, proc = tiny
+    audio, al = item
+    it = dict(item_id="a0", audio=dict(array=audio, sampling_rate=16000, path=""), transcription=TEXT, alignment=al,
+              cue_index=3, target_index=4, target_index_2=-1, template="Det_Noun", label="plural")
+    tids = _ids(proc)[4:]
+    kw = dict(methods=("gxi", "ig"), ig_steps=2, with_deletion=False, with_interventions=False)
+    a = AE.analyse_example(model, proc, it, 0, "k0", tids, **kw)
+    b = AE.analyse_example(model, proc, it, 0, "k0", tids, options=AE.ExampleSettings(**kw))
+    assert set(a) == set(b) and "vz" not in a and "deletion" not in a and a["ig"].extra["steps"] == 2
+    np.testing.assert_array_equal(a["ig"].scores, b["ig"].scores)
+    # compute_examples: the transcripts given (no transcription), the example settings passed on
+    from ctxmix_lite.study import item_key
+
+    tr = {item_key(it): {"text": TEXT, "ids": tids}}
+    c = AE.compute_examples([it], model, proc, transcripts=tr, n_examples=1, progress=False, **kw)
+    d = AE.compute_examples([it], model, proc, transcripts=tr,
+                            options=AE.ExamplesSettings(n_examples=1, progress=False, **kw))
+    assert len(c) == len(d) == 1 and c[0]["ig"].extra["steps"] == 2 and "deletion" not in c[0]
+    np.testing.assert_array_equal(c[0]["ig"].scores, d[0]["ig"].scores)
+    np.testing.assert_array_equal(c[0]["ig"].scores, a["ig"].scores)
+    for fn, args in (("analyse_example", (model, proc, it, 0, "k0", tids)), ("compute_examples", ([it], model, proc))):
+        with pytest.raises(TypeError, match=rf"{fn}\(\) got unexpected keyword argument\(s\) \['ig_step'\]"):
+            getattr(AE, fn)(*args, ig_step=2)

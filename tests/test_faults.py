@@ -592,3 +592,50 @@ def test_n_items_values():
             study.run_study([{}], n_items=bad)
         with pytest.raises(ValueError, match="n_items must be a whole number >= 1"):
             study.course_items(n_items=bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# options objects (issue 13): the object and its fields as keywords are the same call
+# ---------------------------------------------------------------------------------------------
+def test_run_study_settings_object_equals_keywords(items, tiny):
+    import pandas as pd
+
+    kw = dict(components=("encoder",), measures=("attention", "value_zeroing"), n_items=1, cache=False,
+              progress=False, exclude_misrecognised=False, teacher_forcing="reference")
+    a = study.run_study(items, [TINY], loaded={TINY: tiny}, **kw)
+    b = study.run_study(items, [TINY], loaded={TINY: tiny}, run_settings=study.RunSettings(**kw))
+    pd.testing.assert_frame_equal(a.all_table, b.all_table)
+    assert set(a.all_table["measure"]) == {"attention", "value_zeroing"} and set(a.all_table["item"]) == {"f0:noun", "f0:verb"}
+    # options= is still the recorded StudyOptions (the decoder definition), beside the run settings
+    c = study.run_study(items, [TINY], loaded={TINY: tiny}, options=study.StudyOptions("word_pooled"), **kw)
+    assert c.options.decoder_definition == "word_pooled"
+    pd.testing.assert_frame_equal(a.all_table, c.all_table)  # encoder only: the definition does not apply
+    with pytest.raises(TypeError, match=r"run_study\(\) got unexpected keyword argument\(s\) \['n_item'\]"):
+        study.run_study(items, [TINY], n_item=1)
+
+
+def test_item_distributions_settings_object_equals_keywords(items, tiny):
+    model, proc = tiny
+    kw = dict(components=("encoder",), measures=("attention_norm",))
+    a = study.item_distributions(model, proc, items[0], **kw)
+    b = study.item_distributions(model, proc, items[0], options=study.ScoringSettings(**kw))
+    # items[0] is a Det_Noun_Verb item: two uses
+    assert a["dist"].keys() == b["dist"].keys() == {(u, "encoder", "attention_norm") for u in ("noun", "verb")}
+    for k in a["dist"]:
+        np.testing.assert_array_equal(a["dist"][k], b["dist"][k])
+    with pytest.raises(TypeError, match=r"item_distributions\(\) got unexpected keyword argument\(s\) \['measure'\]"):
+        study.item_distributions(model, proc, items[0], measure=("attention",))
+
+
+def test_get_transcriptions_settings_object_equals_keywords(items, tiny, fake_transcribe, tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXMIX_CACHE", str(tmp_path / "cache"))
+    run = study.ModelRun("openai/whisper-tiny", "trained")
+    keys = [study.item_key(it) for it in items]
+    model, proc = tiny
+    a = study.get_transcriptions(run, items, keys, model, proc, cache=False, progress=False)
+    b = study.get_transcriptions(run, items, keys, model, proc,
+                                 options=study.TranscriptionSettings(cache=False, progress=False))
+    assert [a[k]["text"] for k in keys] == [b[k]["text"] for k in keys] and len(fake_transcribe) == 4
+    assert not list((tmp_path / "cache").rglob("*.json"))  # cache=False reached the function both ways
+    with pytest.raises(TypeError, match=r"get_transcriptions\(\) got unexpected keyword argument\(s\) \['lang'\]"):
+        study.get_transcriptions(run, items, keys, model, proc, lang="fr")

@@ -150,3 +150,49 @@ def test_layer_names_one_convention():
         plotting.state_label(-1)
     with pytest.raises(ValueError):
         plotting.layer_options(0)
+
+
+def _drawn(ax):
+    """What a heatmap shows: image values, colour map and range, labels, title, colour bar, cell texts."""
+    img = ax.images[0]
+    return (np.asarray(img.get_array()).tolist(), img.get_cmap().name, img.norm.vmin, img.norm.vmax, img.origin,
+            ax.get_xlabel(), ax.get_ylabel(), ax.get_title(), ax.figure.axes[1].get_ylabel(),
+            sorted(t.get_text() for t in ax.texts))
+
+
+def test_heatmap_options_objects_equal_keywords():
+    m = np.arange(6, dtype=float).reshape(2, 3)
+    kw = dict(xlabel="k", ylabel="q", title="T", cmap="magma", colorbar_label="w", vmin=0.0, vmax=9.0,
+              annotate=True, fmt="{:.1f}")
+    a = plotting.plot_matrix(m, ax=plt.figure().add_subplot(), **kw)
+    b = plotting.plot_matrix(m, ax=plt.figure().add_subplot(), options=plotting.MatrixStyle(**kw))
+    assert _drawn(a) == _drawn(b) and _drawn(a)[1] == "magma" and "5.0" in _drawn(a)[-1]
+    # keywords beside an options object override its fields
+    c = plotting.plot_matrix(m, ax=plt.figure().add_subplot(), options=plotting.MatrixStyle(**kw), cmap="Blues")
+    assert _drawn(c)[1] == "Blues"
+    # the layer heatmap: the same style fields, its own defaults
+    d = plotting.plot_layer_heatmap(m, ["a", "b", "c"], ax=plt.figure().add_subplot(), title="L")
+    e = plotting.plot_layer_heatmap(m, ["a", "b", "c"], ax=plt.figure().add_subplot(),
+                                    options=plotting.LayerHeatmapStyle(title="L"))
+    assert _drawn(d) == _drawn(e)
+    assert _drawn(d)[1] == "Blues" and _drawn(d)[4] == "lower" and len(_drawn(d)[-1]) == 6
+    assert plotting.LayerHeatmapStyle().ylabel == "Layer" and plotting.MatrixStyle().annotate is False
+
+
+def test_spectrogram_options_object_equals_keywords(tone):
+    a = plotting.plot_spectrogram_words(tone, SR, ALIGN, ax=plt.figure().add_subplot(), n_mels=40, colorbar=False,
+                                        title="t")
+    b = plotting.plot_spectrogram_words(tone, SR, ALIGN, ax=plt.figure().add_subplot(),
+                                        options=plotting.SpectrogramSettings(n_mels=40, colorbar=False, title="t"))
+    np.testing.assert_array_equal(a.collections[0].get_array(), b.collections[0].get_array())
+    assert a.get_title() == b.get_title() == "t" and len(a.figure.axes) == 1
+
+
+@pytest.mark.parametrize("fn, args", [
+    ("plot_matrix", (np.eye(2),)),
+    ("plot_layer_heatmap", (np.eye(2), ["a", "b"])),
+    ("plot_spectrogram_words", (np.zeros(SR // 10), SR)),
+])
+def test_unknown_plot_setting_is_a_type_error_naming_the_function(fn, args):
+    with pytest.raises(TypeError, match=rf"{fn}\(\) got unexpected keyword argument\(s\) \['colour_map'\]"):
+        getattr(plotting, fn)(*args, colour_map="magma")

@@ -232,6 +232,16 @@ def test_cue_distances_and_probe_by_distance_degrade_gracefully(capsys):
     # no item at all in a group
     table, counts = probe.probe_by_distance(res, items, groups={"far (>=9)": lambda x: x >= 9})
     assert table.empty and counts["n"].tolist() == [0]
+    # issue 13: the settings object is the same call as its fields; an unknown keyword is refused
+    capsys.readouterr()
+    kw = dict(n_splits=5, seed=3, C=0.5, verbose=False)
+    a, _ = probe.probe_by_distance(res, items, groups=small, **kw)
+    b, _ = probe.probe_by_distance(res, items, groups=small, options=probe.DistanceProbeSettings(**kw))
+    pd.testing.assert_frame_equal(a, b)
+    assert set(a["distance_group"]) == {"adjacent (1)"} and not capsys.readouterr().out  # skipped, not printed
+    assert not a.equals(probe.probe_by_distance(res, items, groups=small, verbose=False)[0])  # the settings count
+    with pytest.raises(TypeError, match=r"probe_by_distance\(\) got unexpected keyword argument\(s\) \['splits'\]"):
+        probe.probe_by_distance(res, items, splits=2)
 
 
 def test_the_papers_fig4_values_are_drawn_at_our_depth_of_the_same_layer():

@@ -268,3 +268,52 @@ def test_the_readme_results_are_the_shipped_results():
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_results.py"), "--check"],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# options objects (issue 13): the object and its fields as keywords are the same call
+# ------------------------------------------------------------------------------------------------
+def test_recheck_study_settings_object_equals_keywords(study_bundle, default_items, monkeypatch):
+    from ctxmix_lite.study import core, recheck
+
+    calls = []
+    monkeypatch.setattr(core, "run_study", lambda items, runs, **kw: calls.append(("run", [dict(i) for i in items],
+                                                                                    list(runs), kw)) or "live")
+    monkeypatch.setattr(recheck, "compare_study", lambda live, ref, **kw: calls.append(
+        ("compare", live, {k: v for k, v in kw.items() if k != "title"})) or "report")
+    kw = dict(n_items=1, atol=1e-5, threads=1, verbose=False, loose=None, runs=study_bundle.runs[:1])
+    assert shipped.recheck_study(study_bundle, default_items, **kw) == "report"
+    assert shipped.recheck_study(study_bundle, default_items, options=shipped.RecheckSettings(**kw)) == "report"
+    assert len(calls) == 4 and calls[0] == calls[2] and calls[1] == calls[3]
+    assert len(calls[0][1]) == 1 and calls[0][2] == study_bundle.runs[:1] and calls[0][3]["threads"] == 1
+    assert calls[1][2] == dict(atol=1e-5, loose=None, verbose=False)
+    with pytest.raises(TypeError, match=r"recheck_study\(\) got unexpected keyword argument\(s\) \['n_item'\]"):
+        shipped.recheck_study(study_bundle, default_items, n_item=1)
+
+
+def test_save_study_record_object_equals_keywords(study_bundle, default_items, tmp_path):
+    kw = dict(data="offline", settings=dict(n_items=NOTEBOOK_DEFAULTS["n_items"]), command="test",
+              extra_frames=dict(extra=pd.DataFrame(dict(a=[1.0, 2.0]))))
+    a = shipped.save_study(study_bundle, default_items, tmp_path / "a", **kw)
+    b = shipped.save_study(study_bundle, default_items, tmp_path / "b", options=shipped.StudyRecord(**kw))
+    fa, arr_a, pa = shipped.read_bundle(a)
+    fb, arr_b, pb = shipped.read_bundle(b)
+    assert set(fa) == set(fb) and "extra" in fa and all(fa[k].equals(fb[k]) for k in fa)
+    assert pa["files"] == pb["files"] and pa["settings"] == pb["settings"] and pa["command"] == "test"
+    with pytest.raises(TypeError, match=r"save_study\(\) got unexpected keyword argument\(s\) \['setting'\]"):
+        shipped.save_study(study_bundle, default_items, tmp_path / "c", setting={})
+
+
+@pytest.mark.parametrize("name", ["ctxmix_lite.shipped", "ctxmix_lite.study.shipped"])
+def test_python_m_shipped_runs_under_both_names(name):
+    """``make shipped`` runs ``python -m ctxmix_lite.shipped`` (the alias: the file runs as package
+    ``ctxmix_lite``, so a relative import there would fail)."""
+    import subprocess
+    import sys
+
+    from ctxmix_lite.paths import repo_root
+
+    r = subprocess.run([sys.executable, "-m", name, "--help"], capture_output=True, text=True, cwd=repo_root(),
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "--only {study,attribution}" in r.stdout

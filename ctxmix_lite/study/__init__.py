@@ -7,7 +7,8 @@
     cache.py        the shards and transcripts, validated on every read
     figures.py      summaries, figures, the comparison with the paper
     cli.py          ``python -m ctxmix_lite.study``
-    shipped.py      the committed results in data/results/, loaded and re-checked
+    shipped.py      the committed results in data/results/, saved and loaded
+    recheck.py      live re-checks of the shipped results (re-exported by shipped)
     explorer.py     the item x model x component x layer x measure explorer (notebook 05)
     probe.py        the number probe (notebook 06)
     attribution.py, attribution_examples.py   context mixing vs attribution (notebook 07)

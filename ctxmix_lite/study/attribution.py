@@ -44,8 +44,14 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ctxmix_lite.course.options import Options
+
 __all__ = [
     "Attribution",
+    "IGSettings",
+    "RolloutSettings",
+    "DeletionSettings",
+    "CueReplacement",
     "target_positions",
     "target_log_prob",
     "target_probability",
@@ -157,15 +163,28 @@ def gradient_x_input(model, processor, audio, decoder_ids, positions) -> Attribu
                        dict(per_mel=a.numpy()))
 
 
-def integrated_gradients(model, processor, audio, decoder_ids, positions, steps: int = 16,
-                         batch_size: int = 2, baseline: str = "silence") -> Attribution:
+@dataclass(frozen=True)
+class IGSettings(Options):
+    """:func:`integrated_gradients`: ``steps`` points on the path (midpoint rule), evaluated
+    ``batch_size`` at a time, from the ``baseline`` (``"silence"`` or ``"zeros"``)."""
+
+    steps: int = 16
+    batch_size: int = 2
+    baseline: str = "silence"
+
+
+def integrated_gradients(model, processor, audio, decoder_ids, positions,
+                         options: Optional[IGSettings] = None, **settings) -> Attribution:
     """Integrated gradients of ``p(target)`` w.r.t. the log-mel features (see module docstring).
 
-    baseline: ``"silence"`` (features of zeros of the clip's length: what the model sees for
-    silence) or ``"zeros"`` (all-zero features). ``extra["completeness_gap"]`` = ``sum a - (f(x) -
-    f(x'))``: small when ``steps`` is enough."""
+    settings: the fields of :class:`IGSettings` (or pass ``options=``). baseline: ``"silence"``
+    (features of zeros of the clip's length: what the model sees for silence) or ``"zeros"``
+    (all-zero features). ``extra["completeness_gap"]`` = ``sum a - (f(x) - f(x'))``: small when
+    ``steps`` is enough."""
     from ctxmix_lite.internals.rows_capture import attention_implementation
 
+    o = IGSettings.resolve(options, settings, where="integrated_gradients")
+    steps, batch_size, baseline = o.steps, o.batch_size, o.baseline
     _require_whisper(model)
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
@@ -197,10 +216,21 @@ def integrated_gradients(model, processor, audio, decoder_ids, positions, steps:
 # ------------------------------------------------------------------------------------------------
 # value-zeroing rollout
 # ------------------------------------------------------------------------------------------------
-def vz_rollout(model, processor, audio, decoder_ids, positions, chunk_frames: int = 2, residual: float = 0.0,
-               progress: bool = False) -> Attribution:
+@dataclass(frozen=True)
+class RolloutSettings(Options):
+    """:func:`vz_rollout`: encoder frames per chunk (``chunk_frames``, 20 ms each), the encoder
+    rollout's identity share (``residual``), a ``progress`` bar."""
+
+    chunk_frames: int = 2
+    residual: float = 0.0
+    progress: bool = False
+
+
+def vz_rollout(model, processor, audio, decoder_ids, positions, options: Optional[RolloutSettings] = None,
+               **settings) -> Attribution:
     """Value-zeroing rollout from the target's decoder rows to input time (see module docstring):
-    the course's own construction; the decoder's self-attention is left out.
+    the course's own construction; the decoder's self-attention is left out. settings: the fields
+    of :class:`RolloutSettings` (or pass ``options=``).
 
     ``residual``: the encoder rollout's identity share -- 0 (default) is the authors' value-zeroing
     rollout (``res=False``), 0.5 Abnar & Zuidema's attention-rollout form.
@@ -214,6 +244,8 @@ def vz_rollout(model, processor, audio, decoder_ids, positions, chunk_frames: in
     from .scoring import keys_upto
     from ctxmix_lite.measures.value_zeroing import value_zeroing
 
+    o = RolloutSettings.resolve(options, settings, where="vz_rollout")
+    chunk_frames, residual, progress = o.chunk_frames, o.residual, o.progress
     _require_whisper(model)
     audio = np.asarray(audio, dtype=np.float32)
     dur = len(audio) / 16000
@@ -289,11 +321,25 @@ def blank_out(model, processor, audio, decoder_ids, positions, spans_seconds, fi
     return dict(p=p, p_blanked=pb, drop=p - pb, relative_drop=(p - pb) / p if p > 0 else float("nan"))
 
 
-def word_deletion(model, processor, audio, alignment, decoder_ids, positions, fill: str = "zeros", progress: bool = False):
+@dataclass(frozen=True)
+class DeletionSettings(Options):
+    """:func:`word_deletion`: what fills a blanked word (``fill``: ``"zeros"`` or ``"noise"``,
+    see :func:`blank_spans`), a ``progress`` bar."""
+
+    fill: str = "zeros"
+    progress: bool = False
+
+
+def word_deletion(model, processor, audio, alignment, decoder_ids, positions,
+                  options: Optional[DeletionSettings] = None, **settings):
     """Blank every aligned word in turn: a ``pandas.DataFrame`` with ``word, start, end, p,
-    p_blanked, drop, relative_drop`` (one forward pass per word)."""
+    p_blanked, drop, relative_drop`` (one forward pass per word). settings: the fields of
+    :class:`DeletionSettings` (or pass ``options=``)."""
     import pandas as pd
     from tqdm.auto import tqdm
+
+    o = DeletionSettings.resolve(options, settings, where="word_deletion")
+    fill, progress = o.fill, o.progress
 
     p = target_probability(model, processor, audio, decoder_ids, positions)
     rows = []
@@ -350,10 +396,31 @@ def replace_decoder_word(processor, decoder_ids, alignment, word_index: int, rep
     return new_ids, decoder_positions(al, new_ids[prefix_length:], tok, prefix_length)
 
 
-def cue_token_replacement(model, processor, audio, decoder_ids, alignment, cue_indices: Sequence[int], target_index: int,
-                          replacements: Sequence[str], prefix_length: int = 4) -> dict:
+@dataclass(frozen=True)
+class CueReplacement(Options):
+    """What :func:`cue_token_replacement` replaces: the aligned words ``cue_indices`` by
+    ``replacements`` (one each), and whose probability it reads (``target_index``, required);
+    ``prefix_length``: Whisper's decoder prompt (4 tokens)."""
+
+    cue_indices: Sequence[int] = ()
+    target_index: Optional[int] = None
+    replacements: Sequence[str] = ()
+    prefix_length: int = 4
+
+
+def cue_token_replacement(model, processor, audio, decoder_ids, alignment,
+                          options: Optional[CueReplacement] = None, **settings) -> dict:
     """Replace the cue word(s) in the teacher-forced transcript (audio untouched) and compare
-    ``p(target)``: ``{"p", "p_replaced", "drop", "relative_drop", "text"}``."""
+    ``p(target)``: ``{"p", "p_replaced", "drop", "relative_drop", "text"}``. settings: the fields
+    of :class:`CueReplacement` (``cue_indices, target_index, replacements``, ``prefix_length``; or
+    pass ``options=``)."""
+    o = CueReplacement.resolve(options, settings, where="cue_token_replacement")
+    if o.target_index is None:
+        raise TypeError("cue_token_replacement() needs target_index (the word whose probability is read)")
+    if len(o.cue_indices) != len(o.replacements):
+        raise ValueError(f"cue_token_replacement(): {len(o.replacements)} replacements for "
+                         f"{len(o.cue_indices)} cue words")
+    cue_indices, target_index, replacements, prefix_length = o.cue_indices, o.target_index, o.replacements, o.prefix_length
     pos0 = target_positions(processor, decoder_ids, alignment, target_index, prefix_length)
     p = target_probability(model, processor, audio, decoder_ids, pos0)
     ids, al = list(decoder_ids), [dict(a) for a in alignment]

@@ -75,6 +75,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from ctxmix_lite.course.options import Options
 from ctxmix_lite.measures.registry import MEASURES
 from ctxmix_lite.internals.rows_capture import attention_implementation
 from .runs import DECODER_COMPONENTS, ModelRun, PROMPT_MASS, SCORING_SCHEMA, STUDY_VERSION, StudyOptions, alignment_of, audio_of, check_n_items, dataset_fingerprint, default_model_runs, distance_group, item_id_of, item_key, item_uses, use_cue_distance, use_token_distance
@@ -141,11 +142,25 @@ def _ctc_transcribe(model, processor, audio) -> str:
     return processor.batch_decode(ids)[0]
 
 
+@dataclass(frozen=True)
+class TranscriptionSettings(Options):
+    """How :func:`get_transcriptions` runs: read / write the transcript ``cache``, show a
+    ``progress`` bar, the ``language`` Whisper transcribes."""
+
+    cache: bool = True
+    progress: bool = True
+    language: str = "fr"
+
+
 def get_transcriptions(run: ModelRun, items: Sequence, keys: Sequence[str], model=None, processor=None,
-                       cache: bool = True, progress: bool = True, language: str = "fr") -> dict:
+                       options: Optional[TranscriptionSettings] = None, **settings) -> dict:
     """Greedy transcription of every item by a *trained* ASR model, generated once and cached:
-    ``{key: {"text": str, "ids": [text token ids] (Whisper) or None (CTC)}}``."""
+    ``{key: {"text": str, "ids": [text token ids] (Whisper) or None (CTC)}}``. settings: the fields
+    of :class:`TranscriptionSettings` (or pass ``options=``)."""
     from tqdm.auto import tqdm
+
+    o = TranscriptionSettings.resolve(options, settings, where="get_transcriptions")
+    cache, progress, language = o.cache, o.progress, o.language
 
     from ctxmix_lite.models.loading import model_family
 
@@ -253,45 +268,57 @@ def _as_items(items, n_items: Optional[int]) -> list:
     return [dict(it) for it in items]
 
 
-def run_study(
-    items,
-    models=None,
-    components: Optional[Sequence[str]] = None,
-    measures: Sequence[str] = MEASURES,
-    n_items: Optional[int] = None,
-    exclude_misrecognised: bool = True,
-    cache: bool = True,
-    progress: bool = True,
-    threads: Optional[int] = None,
-    language: str = "fr",
-    loaded: Optional[dict] = None,
-    options=None,
-    teacher_forcing: str = "transcription",
-) -> StudyResult:
-    """Cue contribution for every item × model × component × measure × layer.
+@dataclass(frozen=True)
+class RunSettings(Options):
+    """How :func:`run_study` runs (not what it computes: the decoder definitions are
+    :class:`StudyOptions`, recorded with every result; these are not).
 
-    Args:
-        items: the homophony items (``load_homophony(...)`` rows or dicts with audio, alignment,
-            cue_index, target_index[, target_index_2], template, label...).
-        models: :class:`ModelRun` specs (default :func:`default_model_runs`).
+    Fields:
         components: subset of ``("encoder", "decoder", "cross")`` (default: all a model has).
+        measures: the context-mixing measures (default: all, :data:`MEASURES`).
         n_items: only the first ``n_items`` items.
         exclude_misrecognised: the paper's rule: drop (item, use) pairs that any trained ASR model of
             the run did not transcribe with cue and target right and in order (all models, all
             components). False: keep them for the encoder; decoder/cross rows exist only where the
             transcript contains cue and target.
         cache: read / write per-item shards under :func:`study_cache_dir` (resumable).
+        progress: show progress bars.
         threads: ``torch.set_num_threads(threads)`` for the run (e.g. 2 cores).
-        loaded: optional ``{ModelRun: (model, processor)}`` of already loaded models.
-        options: :class:`StudyOptions` (or a dict / definition name): which decoder definition the
-            ``decoder`` rows of ``table`` use (default: the paper's). Every definition is computed in
-            the same pass and kept in ``variants`` (column ``definition``); ``decoder_mass`` holds
-            the paper-normalised mass of the target rows on each prompt position.
+        language: the language Whisper transcribes (``"fr"``).
         teacher_forcing: what Whisper's decoder reads: ``"transcription"`` (the paper's: the
             trained model's own greedy transcription) or ``"reference"`` (the item's sentence, so
             every item has decoder and cross-attention rows whatever the model heard; the
             notebooks' ``SMOKE`` runs use it with ``exclude_misrecognised=False`` so that a tiny
             CI sample never depends on the recogniser -- not the paper's setting).
+    """
+
+    components: Optional[Sequence[str]] = None
+    measures: Sequence[str] = MEASURES
+    n_items: Optional[int] = None
+    exclude_misrecognised: bool = True
+    cache: bool = True
+    progress: bool = True
+    threads: Optional[int] = None
+    language: str = "fr"
+    teacher_forcing: str = "transcription"
+
+
+def run_study(items, models=None, loaded: Optional[dict] = None, options=None,
+              run_settings: Optional[RunSettings] = None, **settings) -> StudyResult:
+    """Cue contribution for every item × model × component × measure × layer.
+
+    Args:
+        items: the homophony items (``load_homophony(...)`` rows or dicts with audio, alignment,
+            cue_index, target_index[, target_index_2], template, label...).
+        models: :class:`ModelRun` specs (default :func:`default_model_runs`).
+        loaded: optional ``{ModelRun: (model, processor)}`` of already loaded models.
+        options: :class:`StudyOptions` (or a dict / definition name): which decoder definition the
+            ``decoder`` rows of ``table`` use (default: the paper's). Every definition is computed in
+            the same pass and kept in ``variants`` (column ``definition``); ``decoder_mass`` holds
+            the paper-normalised mass of the target rows on each prompt position.
+        run_settings, settings: how the study runs: a :class:`RunSettings` and/or its fields as
+            keywords (``components, measures, n_items, exclude_misrecognised, cache, progress,
+            threads, language, teacher_forcing``), e.g. ``run_study(items, cache=False)``.
 
     Nothing is dropped silently: ``exclusions`` has one row per excluded (item, use, model) with
     ``reason_code`` (``misrecognised``: the paper's rule, ``scope`` = all components;
@@ -304,6 +331,9 @@ def run_study(
 
     from ctxmix_lite.models.loading import resolve_name
 
+    o = RunSettings.resolve(run_settings, settings, where="run_study")
+    components, measures, n_items, exclude_misrecognised = o.components, o.measures, o.n_items, o.exclude_misrecognised
+    cache, progress, threads, language, teacher_forcing = o.cache, o.progress, o.threads, o.language, o.teacher_forcing
     if teacher_forcing not in ("transcription", "reference"):
         raise ValueError(f"teacher_forcing must be 'transcription' or 'reference', got {teacher_forcing!r}")
     if threads is not None:
@@ -387,7 +417,6 @@ def run_study(
         if todo:
             model, processor = loaded.get(run) or run.load()
         t0 = time.perf_counter()
-        n_layers = None
         for k in tqdm(range(len(items)), desc=f"study {run.label}", disable=not progress):
             path = shard_path(shard_dir, keys[k])
             got = load_shard(path, key=keys[k], run=run.slug, settings=tag, expect=dict(
@@ -408,7 +437,8 @@ def run_study(
                         text = " " + str(items[k]["transcription"]).strip()
                         dec_ids = prefix + list(processor.tokenizer(text, add_special_tokens=False).input_ids)
                         src = "reference text"
-                res = item_distributions(model, processor, items[k], uses[k], dec_ids, 4, components, measures, audios[k])
+                res = item_distributions(model, processor, items[k], uses[k], dec_ids, audio=audios[k],
+                                         prefix_length=4, components=components, measures=measures)
                 meta = dict(key=keys[k], run=run.slug, settings=tag, transcript_source=src, n_frames=res["n_frames"],
                             window=res["window"], positions=res["positions"], study_version=STUDY_VERSION,
                             decoder_prefix=None if dec_ids is None else
@@ -421,7 +451,6 @@ def run_study(
             for (u_name, comp, meas), dist in res["dist"].items():
                 u = next(u for u in uses[k] if u.name == u_name)
                 L = dist.shape[0]
-                n_layers = L
                 item_id = ids[k] if u.name == "main" else f"{ids[k]}:{u.name}"
                 dist_w = use_cue_distance(it, u)
                 dist_t = use_token_distance(positions, u)

@@ -17,11 +17,15 @@ Functions here are plain numpy / scikit-learn; the features come from the study 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from ctxmix_lite.course.options import Options
+
 __all__ = [
+    "DistanceProbeSettings",
     "cross_validate_probe",
     "probe_layers",
     "normalised_depth",
@@ -350,10 +354,24 @@ def cue_distances(items, analyses) -> np.ndarray:
     return np.asarray(out, dtype=int)
 
 
-def probe_by_distance(result, items, groups: Optional[Mapping] = None, n_splits: int = 3, seed: int = 0,
-                      C: float = 1.0, progress: bool = False, verbose: bool = True):
+@dataclass(frozen=True)
+class DistanceProbeSettings(Options):
+    """:func:`probe_by_distance`: the probe's cross-validation folds (``n_splits``), ``seed`` and
+    inverse regularisation ``C`` (as :func:`probe_layers`), a ``progress`` bar, and ``verbose``
+    (print the groups that are skipped)."""
+
+    n_splits: int = 3
+    seed: int = 0
+    C: float = 1.0
+    progress: bool = False
+    verbose: bool = True
+
+
+def probe_by_distance(result, items, groups: Optional[Mapping] = None,
+                      options: Optional[DistanceProbeSettings] = None, **settings):
     """The probe of :func:`probe_study`, separately for each cue-distance group
     (:data:`DISTANCE_GROUPS`: adjacent vs ``>= 2`` words apart), whatever distances the items have.
+    settings: the fields of :class:`DistanceProbeSettings` (or pass ``options=``).
 
     A group is probed only where each class has at least ``n_splits`` items; otherwise it is
     skipped with a printed note (never silently). Returns ``(table, counts)``: the tidy probe table
@@ -361,6 +379,8 @@ def probe_by_distance(result, items, groups: Optional[Mapping] = None, n_splits:
     group, label) and per exact distance, so a reader sees what each number rests on."""
     import pandas as pd
 
+    o = DistanceProbeSettings.resolve(options, settings, where="probe_by_distance")
+    n_splits, seed, C, progress, verbose = o.n_splits, o.seed, o.C, o.progress, o.verbose
     groups = dict(DISTANCE_GROUPS if groups is None else groups)
     runs = {r.label: r for r in result.runs}
     out = []

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ctxmix_lite.course.options import Options
 from ctxmix_lite.internals.capture_types import LayerCapture
 from ctxmix_lite.measures.registry import MEASURES, layer_measure
 from ctxmix_lite.internals.rows_capture import whisper_rows_capture
@@ -160,17 +161,20 @@ def _frame_spans(alignment, n_frames: int, window: float, duration: float) -> li
     return words_to_frame_spans(alignment, n_frames, window, duration)
 
 
-def item_distributions(
-    model,
-    processor,
-    item,
-    uses: Optional[Sequence[Use]] = None,
-    decoder_ids: Optional[Sequence[int]] = None,
-    prefix_length: int = 4,
-    components: Optional[Sequence[str]] = None,
-    measures: Sequence[str] = MEASURES,
-    audio: Optional[np.ndarray] = None,
-) -> dict:
+@dataclasses.dataclass(frozen=True)
+class ScoringSettings(Options):
+    """What :func:`item_distributions` scores: the ``components`` (default: all the model has),
+    the ``measures`` (default: all) and the decoder's ``prefix_length`` (Whisper's prompt, 4
+    tokens: start of transcript, language, task, no timestamps)."""
+
+    prefix_length: int = 4
+    components: Optional[Sequence[str]] = None
+    measures: Sequence[str] = MEASURES
+
+
+def item_distributions(model, processor, item, uses: Optional[Sequence[Use]] = None,
+                       decoder_ids: Optional[Sequence[int]] = None, audio: Optional[np.ndarray] = None,
+                       options: Optional[ScoringSettings] = None, **settings) -> dict:
     """Everything the study keeps about one item and one model, from one forward pass.
 
     Returns ``{"dist": {(use, component, measure): [L, W] target-row scores per aligned word},
@@ -184,9 +188,13 @@ def item_distributions(
     word's entry is its share of the whole row and the entries do not sum to 1),
     ``"decoder[skip_special_tokens]"``, ``"decoder[word_pooled]"`` (see :class:`StudyOptions`) and
     ``"decoder[prompt_mass]"`` (``[L, prefix_length]``: the paper-normalised mass on each prompt
-    position).
+    position). ``audio``: the item's samples when already decoded (default: read from ``item``).
+    settings: the fields of :class:`ScoringSettings` (or pass ``options=``).
     """
     from ctxmix_lite.models.loading import model_family
+
+    o = ScoringSettings.resolve(options, settings, where="item_distributions")
+    prefix_length, components, measures = o.prefix_length, o.components, o.measures
 
     family = model_family(model)
     audio = audio_of(item) if audio is None else audio

@@ -9,7 +9,9 @@
   components, words), every cell annotated: the figure type of the homophony study.
 
 Every function draws on ``ax`` when given (else on a new figure) and returns the axes, so several
-panels can be combined with ``plt.subplots``. Save with :func:`ctxmix_lite.paths.savefig`.
+panels can be combined with ``plt.subplots``. Their drawing settings are typed options objects
+(:class:`MatrixStyle`, :class:`LayerHeatmapStyle`, :class:`SpectrogramSettings`), given as keywords
+(``plot_matrix(M, cmap="magma")``) or as the object (``options=MatrixStyle(cmap="magma")``). Save with :func:`ctxmix_lite.paths.savefig`.
 
 **Layer names** (one convention for everything a learner reads: text, titles, axis labels,
 printed tables, viewer controls).  Code indexes the Transformer layers of a stack from 0, as
@@ -26,9 +28,12 @@ An *alignment* is a list of words with times in seconds: dicts ``{"start": s, "e
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+
+from ctxmix_lite.course.options import Options
 
 
 def layer_label(index: int, component: Optional[str] = None) -> str:
@@ -162,11 +167,27 @@ def mel_spectrogram_db(audio, sr: int, n_mels: int = 80, n_fft: int = 400, hop_l
     return librosa.power_to_db(S, ref=np.max)
 
 
-def plot_spectrogram_words(audio, sr: int, alignment=None, ax=None, n_mels: int = 80,
-                           n_fft: int = 400, hop_length: int = 160, fmax: Optional[float] = 8000.0,
-                           colorbar: bool = True, title: Optional[str] = None):
-    """Log-mel spectrogram (time in seconds, frequency in Hz on a mel scale) with word boundaries."""
+@dataclass(frozen=True)
+class SpectrogramSettings(Options):
+    """How :func:`plot_spectrogram_words` computes and draws the spectrogram (the framing of
+    :func:`mel_spectrogram_db`, Whisper's by default), its colour bar and title."""
+
+    n_mels: int = 80
+    n_fft: int = 400
+    hop_length: int = 160
+    fmax: Optional[float] = 8000.0
+    colorbar: bool = True
+    title: Optional[str] = None
+
+
+def plot_spectrogram_words(audio, sr: int, alignment=None, ax=None,
+                           options: Optional[SpectrogramSettings] = None, **settings):
+    """Log-mel spectrogram (time in seconds, frequency in Hz on a mel scale) with word boundaries.
+    settings: the fields of :class:`SpectrogramSettings` (or pass ``options=``)."""
     import librosa.display
+
+    o = SpectrogramSettings.resolve(options, settings, where="plot_spectrogram_words")
+    n_mels, n_fft, hop_length, fmax, colorbar, title = o.n_mels, o.n_fft, o.hop_length, o.fmax, o.colorbar, o.title
 
     S_db = mel_spectrogram_db(audio, sr, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
                               fmax=fmax)
@@ -201,31 +222,69 @@ def _set_ticks(ax, labels, n, axis):
         ax.set_xticklabels(labels, rotation=90 if rotate else 0)
 
 
-def plot_matrix(mat, row_labels: Optional[Sequence] = None, col_labels: Optional[Sequence] = None,
-                xlabel: str = "key / source position j", ylabel: str = "query / target position i",
-                title: Optional[str] = None, ax=None, cmap: str = "viridis",
-                colorbar_label: str = "value", vmin=None, vmax=None, annotate: bool = False,
-                fmt: str = "{:.2f}"):
+@dataclass(frozen=True)
+class MatrixStyle(Options):
+    """How :func:`plot_matrix` draws a heatmap: axis labels, title, colour map and its range
+    (``vmin`` / ``vmax``, default: the data's), the colour bar's label, and ``annotate`` (write
+    each value in its cell with ``fmt``)."""
+
+    xlabel: str = "key / source position j"
+    ylabel: str = "query / target position i"
+    title: Optional[str] = None
+    cmap: str = "viridis"
+    colorbar_label: str = "value"
+    vmin: Optional[float] = None
+    vmax: Optional[float] = None
+    annotate: bool = False
+    fmt: str = "{:.2f}"
+
+
+@dataclass(frozen=True)
+class LayerHeatmapStyle(MatrixStyle):
+    """:class:`MatrixStyle` with the defaults of :func:`plot_layer_heatmap` (the study's figure)."""
+
+    xlabel: str = ""
+    ylabel: str = "Layer"
+    cmap: str = "Blues"
+    colorbar_label: str = "cue contribution"
+    annotate: bool = True
+
+
+def _draw_heatmap(ax, m, o: MatrixStyle, origin: str = "upper"):
+    """``m`` on ``ax`` with the colour map and range of ``o`` (the image; ticks are the caller's)."""
+    return ax.imshow(m, aspect="auto", origin=origin, interpolation="nearest", cmap=o.cmap, vmin=o.vmin, vmax=o.vmax)
+
+
+def _finish_heatmap(ax, m, img, o: MatrixStyle):
+    """Axis labels, title, colour bar and annotations of ``o`` on a heatmap drawn by :func:`_draw_heatmap`."""
+    ax.set_xlabel(o.xlabel)
+    ax.set_ylabel(o.ylabel)
+    if o.title:
+        ax.set_title(o.title)
+    ax.figure.colorbar(img, ax=ax, pad=0.02).set_label(o.colorbar_label)
+    if o.annotate:
+        _annotate(ax, m, img, o.fmt)
+    return ax
+
+
+def plot_matrix(mat, row_labels: Optional[Sequence] = None, col_labels: Optional[Sequence] = None, ax=None,
+                options: Optional[MatrixStyle] = None, **style):
     """Heatmap of a 2-D array (row i, column j) with labelled axes and colour bar.
 
-    ``row_labels`` / ``col_labels`` (e.g. words) must match the shape; ``annotate`` writes each
-    value in its cell (for small word x word matrices).
+    ``row_labels`` / ``col_labels`` (e.g. words) must match the shape. style: the fields of
+    :class:`MatrixStyle` (``xlabel, ylabel, title, cmap, colorbar_label, vmin, vmax, annotate,
+    fmt``; or pass ``options=``); ``annotate`` writes each value in its cell (for small word x
+    word matrices).
     """
+    o = MatrixStyle.resolve(options, style, where="plot_matrix")
     m = _to_numpy(mat, "mat")
     if m.ndim != 2:
         raise ValueError(f"plot_matrix needs a 2-D array, got shape {m.shape}")
     ax = _new_ax(ax, (5.5, 4.5))
-    img = ax.imshow(m, aspect="auto", interpolation="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
+    img = _draw_heatmap(ax, m, o)
     _set_ticks(ax, row_labels, m.shape[0], "row")
     _set_ticks(ax, col_labels, m.shape[1], "column")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.figure.colorbar(img, ax=ax, pad=0.02).set_label(colorbar_label)
-    if annotate:
-        _annotate(ax, m, img, fmt)
-    return ax
+    return _finish_heatmap(ax, m, img, o)
 
 
 def _annotate(ax, m, img, fmt):
@@ -266,16 +325,15 @@ def mark_spans(ax, spans, labels: Optional[Sequence] = None, axis: str = "both",
     return ax
 
 
-def plot_layer_heatmap(values, col_labels: Sequence, layer_labels: Optional[Sequence] = None,
-                       title: Optional[str] = None, ax=None, xlabel: str = "",
-                       ylabel: str = "Layer", colorbar_label: str = "cue contribution",
-                       cmap: str = "Blues", vmin=None, vmax=None, annotate: bool = True,
-                       fmt: str = "{:.2f}"):
+def plot_layer_heatmap(values, col_labels: Sequence, layer_labels: Optional[Sequence] = None, ax=None,
+                       options: Optional[LayerHeatmapStyle] = None, **style):
     """Layers x columns heatmap, layer 1 at the bottom, each cell annotated.
 
     ``values``: ``[n_layers, n_cols]``; ``col_labels`` name the columns (measures, components...);
-    ``layer_labels`` default to 1..n_layers.
+    ``layer_labels`` default to 1..n_layers. style: the fields of :class:`LayerHeatmapStyle` (the
+    fields of :class:`MatrixStyle` with this figure's defaults; or pass ``options=``).
     """
+    o = LayerHeatmapStyle.resolve(options, style, where="plot_layer_heatmap")
     m = _to_numpy(values, "values")
     if m.ndim != 2:
         raise ValueError(f"plot_layer_heatmap needs [layers, columns], got shape {m.shape}")
@@ -283,15 +341,7 @@ def plot_layer_heatmap(values, col_labels: Sequence, layer_labels: Optional[Sequ
     if layer_labels is None:
         layer_labels = list(range(1, n_layers + 1))
     ax = _new_ax(ax, (1.2 + 1.1 * n_cols, 1.0 + 0.45 * n_layers))
-    img = ax.imshow(m, aspect="auto", origin="lower", interpolation="nearest", cmap=cmap,
-                    vmin=vmin, vmax=vmax)
+    img = _draw_heatmap(ax, m, o, origin="lower")
     _set_ticks(ax, layer_labels, n_layers, "row")
     _set_ticks(ax, col_labels, n_cols, "column")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.figure.colorbar(img, ax=ax, pad=0.02).set_label(colorbar_label)
-    if annotate:
-        _annotate(ax, m, img, fmt)
-    return ax
+    return _finish_heatmap(ax, m, img, o)

@@ -180,7 +180,8 @@ if PRECOMPUTED:
     shipped.recheck_attribution(r0, live)
     print(f"({time.perf_counter() - t:.0f} s)")
 else:
-    results = [AE.analyse_example(model, proc, items[k], k, keys[k], tr[keys[k]]["ids"], IG_STEPS, VZ_CHUNK)
+    results = [AE.analyse_example(model, proc, items[k], k, keys[k], tr[keys[k]]["ids"], ig_steps=IG_STEPS,
+                                  vz_chunk=VZ_CHUNK)
                for k in examples]
 for r in results:
     it, u = r["item"], r["use"]
