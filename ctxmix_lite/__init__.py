@@ -80,7 +80,6 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
-import types
 
 __version__ = "0.1.0"
 

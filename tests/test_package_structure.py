@@ -385,3 +385,13 @@ def test_long_signature_scan_can_fail(tmp_path):
                               "def g(a, b, c, d, e, f, g, **settings):\n    pass\n"
                               "def _h(a, b, c, d, e, f, g, h, i):\n    pass\n")
     assert long_signatures(tmp_path) == {f"{PACKAGE}/viz/m.py:f": 8}
+
+
+def test_the_package_passes_pyflakes():
+    """The package is linted like the notebook sources (tests/test_notebooks.py): no unused import or
+    variable, no undefined name."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pyflakes", str(ROOT / PACKAGE)], capture_output=True, text=True)
+    assert out.returncode == 0 and not out.stdout.strip(), f"pyflakes on {PACKAGE}:\n{out.stdout}{out.stderr}"

@@ -7,7 +7,7 @@ or a key span ``spans[c] = (first, last)`` (inclusive).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
