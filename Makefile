@@ -96,7 +96,7 @@ install: $(STAMP)
 # Quick when everything is there; as root installs with apt, otherwise prints the commands
 # (espeak-ng + MBROLA voices for the data, Debian's chromium for the browser tests).
 system: install
-	@$(PY) -m ctxmix_lite.colab --install-system
+	@$(PY) -m ctxmix_lite.course.colab --install-system
 	@sh ci/install-chromium.sh
 
 # ---- the two commands ----------------------------------------------------------------------
@@ -141,7 +141,7 @@ test-latest:
 # Re-compute the shipped results (data/results/) at the notebooks' default parameters: after the
 # data, the models or the study's definitions change. Resumes from the study cache.
 shipped: data
-	$(PY) -m ctxmix_lite.shipped
+	$(PY) -m ctxmix_lite.study.shipped
 
 # ---- extras --------------------------------------------------------------------------------
 lab: system

@@ -47,7 +47,7 @@ SENTENCES = [  # (text, cue index, target index, target_2 index, template, label
 
 
 def synthetic_items(n: int) -> list:
-    from ctxmix_lite import synth
+    from ctxmix_lite.corpus import synth
 
     out = []
     for k in range(n):
@@ -61,7 +61,7 @@ def synthetic_items(n: int) -> list:
 
 def load_items(n: int) -> list:
     try:
-        from ctxmix_lite.homophony import load_homophony
+        from ctxmix_lite.corpus.homophony import load_homophony
 
         ds = load_homophony("offline", smoke=True, progress=False)
         idx = np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int)  # every template
@@ -107,7 +107,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     from ctxmix_lite import study
-    from ctxmix_lite.capture import whisper_features, whisper_prefix_ids
+    from ctxmix_lite.internals.capture import whisper_features, whisper_prefix_ids
     from ctxmix_lite.models import model_family
 
     items = load_items(args.items)

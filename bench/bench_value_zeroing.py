@@ -82,7 +82,7 @@ def timed(fn, device="cpu"):
 def clip_and_words(min_seconds=0.0, seed=0):
     """An offline synthetic French item (audio, alignment, target index); clips are concatenated
     (alignment shifted) until ``min_seconds`` is reached."""
-    from ctxmix_lite.homophony import item_alignment, item_audio, load_homophony
+    from ctxmix_lite.corpus.homophony import item_alignment, item_audio, load_homophony
 
     ds = load_homophony("offline", smoke=True, progress=False)
     item = ds[seed % len(ds)]
@@ -103,7 +103,7 @@ def clip_and_words(min_seconds=0.0, seed=0):
 
 
 def run_case(label, lc, rows=None, spans=None, ref_columns=None, device="cpu", ref_cache=None):
-    from ctxmix_lite.value_zeroing import auto_chunk_size, value_zeroing
+    from ctxmix_lite.measures.value_zeroing import auto_chunk_size, value_zeroing
 
     H, Tq, Tk = lc.weights.shape
     C = Tk if spans is None else len(spans)
@@ -146,8 +146,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = set(args.cases.split(","))
-    from ctxmix_lite.audio import words_to_frame_spans
-    from ctxmix_lite.capture import capture
+    from ctxmix_lite.corpus.audio import words_to_frame_spans
+    from ctxmix_lite.internals.capture import capture
     from ctxmix_lite.models import load_model
 
     dev = args.device

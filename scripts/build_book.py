@@ -15,7 +15,7 @@ What the staging step (``OUT/src``) does to the sources, so that the site stands
 * images that live outside the site (e.g. the "Open in Colab" badges) become plain text links,
   so every image of the site is served by the site itself;
 * an interactive viewer (ipywidgets) is replaced by its last static state: the HTML copy of its
-  first drawing that ``ctxmix_lite.widgets.Viewer`` puts next to the widget (a note that it is
+  first drawing that ``ctxmix_lite.viz.widgets.Viewer`` puts next to the widget (a note that it is
   live in Jupyter and Colab, the control values, the figure), else the images and audio its
   output widget held when the notebook was saved and the values of its controls. The widget state itself is dropped (it would need
   JavaScript from a CDN that a static, offline site cannot rely on). When the run saved no
@@ -169,7 +169,7 @@ def static_widgets(nb) -> int:
                 new_outputs.append(out)
                 continue
             n += 1
-            if "text/html" in data:  # the viewer's own static copy (ctxmix_lite.widgets.Viewer)
+            if "text/html" in data:  # the viewer's own static copy (ctxmix_lite.viz.widgets.Viewer)
                 new_outputs.append(nbformat.v4.new_output(
                     out["output_type"] if out["output_type"] == "display_data" else "display_data",
                     data={"text/html": data["text/html"]}))

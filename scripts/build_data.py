@@ -10,7 +10,7 @@
     python scripts/build_data.py --export-check  # write data/checks/<model>.tsv from the cache
     python scripts/build_data.py --commonvoice ~/cv-corpus-11.0/fr --split test --n 50
 
-The build goes to ``ctxmix_lite.paths.data_dir()/homophony/<key>`` (``data/build/`` in a checkout,
+The build goes to ``ctxmix_lite.course.paths.data_dir()/homophony/<key>`` (``data/build/`` in a checkout,
 ``$CTXMIX_DATA`` if set); the key hashes every input, so running it again only rebuilds when the
 word lists, the code, the voices or the parameters changed.
 """
@@ -49,11 +49,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
 
-    from ctxmix_lite import homophony as H
+    from ctxmix_lite.corpus import homophony as H
 
     t0 = time.perf_counter()
     if args.commonvoice is not None:
-        from ctxmix_lite import commonvoice as CV
+        from ctxmix_lite.corpus import commonvoice as CV
 
         out = args.out or Path(H.build_dir("commonvoice"))
         ds, rep = CV.import_common_voice(args.commonvoice, split=args.split, max_items=args.n,
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         print(f"committed-check file: {path} ({n_lines} of {len(ds)} items)")
     print(f"data: {build}")
     print(f"  dataset: {build / 'dataset'}  (datasets.load_from_disk, or "
-          f"ctxmix_lite.homophony.load_homophony('offline', n={n}))")
+          f"ctxmix_lite.corpus.homophony.load_homophony('offline', n={n}))")
     print(f"  clips:   {build / 'clips'}  (16-bit WAV copies)")
     print(f"  report:  {build / 'report.json'}")
     print(f"ready in {wall:.1f} s (build itself: {rep.get('build_seconds')} s when it was built)")
@@ -126,7 +126,7 @@ def edge_silence_effect(ds, idx, model, processor, report, progress=True) -> dic
     same audio with the pause cut off, sample-exact: the build's report records it per pair)."""
     import numpy as np
 
-    from ctxmix_lite import homophony as H
+    from ctxmix_lite.corpus import homophony as H
     from ctxmix_lite.corpus import whisper_check as WC
 
     sub = ds.select(idx)

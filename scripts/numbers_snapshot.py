@@ -74,9 +74,10 @@ def _frame(df, name) -> dict:
 def compute(progress: bool = False) -> dict:
     import torch
 
-    from ctxmix_lite import audio as A
-    from ctxmix_lite import capture as C
-    from ctxmix_lite import decomposition, measures, patterns, rollout
+    from ctxmix_lite.corpus import audio as A
+    from ctxmix_lite.internals import capture as C
+    from ctxmix_lite.measures import decomposition, patterns, rollout
+    from ctxmix_lite import measures
     from ctxmix_lite import study as S
 
     torch.set_num_threads(2)

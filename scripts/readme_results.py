@@ -31,7 +31,8 @@ def _short(label: str) -> str:
 
 
 def block() -> str:
-    from ctxmix_lite import probe, shipped, study
+    from ctxmix_lite.study import probe, shipped
+    from ctxmix_lite import study
 
     res = shipped.load_study()
     prov = res.provenance

@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from ctxmix_lite.paths import figures_dir, outputs_dir
+    from ctxmix_lite.course.paths import figures_dir, outputs_dir
 
     solutions = not args.no_solutions
     if solutions:

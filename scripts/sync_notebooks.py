@@ -17,7 +17,7 @@ source alone: no outputs, execution counts or widget state; the course's noteboo
 (kernelspec ``python3``, ``language_info``, Colab's ``provenance``); cell ids ``nbNN-MM``
 (position MM, as the runner's stall reports name them); cell metadata limited to ``tags``,
 ``jupyter.source_hidden`` and Colab's ``cellView`` (anything else Jupyter adds is dropped, and
-said); the first cell, the set-up cell, is the current ``ctxmix_lite.colab.COLAB_SETUP_CELL``.
+said); the first cell, the set-up cell, is the current ``ctxmix_lite.course.colab.COLAB_SETUP_CELL``.
 
 When the two sides say different things, the more recently modified file wins. If both were edited
 since the last commit (``git``) and disagree, nothing is written for that notebook until
@@ -89,7 +89,7 @@ def normalise(nb, stem: str, notes: list | None = None):
     """A copy of ``nb`` in the committed form (see the module docstring); what it drops that a
     contributor may have meant to keep (cell metadata) is appended to ``notes``."""
     _import_root()
-    from ctxmix_lite.colab import COLAB_SETUP_CELL
+    from ctxmix_lite.course.colab import COLAB_SETUP_CELL
 
     notes = [] if notes is None else notes
     out = nbformat.v4.new_notebook()

@@ -152,15 +152,16 @@ def test_setup_cell_on_a_fake_colab(tmp_path):
     with a release tag: step 1 fetches that tag, then the fetched package's colab_setup runs; run
     again it fetches nothing; a ref that does not exist is a clear error that leaves no folder."""
     src = tmp_path / "origin"
-    (src / "ctxmix_lite").mkdir(parents=True)
+    (src / "ctxmix_lite" / "course").mkdir(parents=True)
     (src / "ctxmix_lite" / "__init__.py").write_text("")
-    (src / "ctxmix_lite" / "colab.py").write_text(
+    (src / "ctxmix_lite" / "course" / "__init__.py").write_text("")
+    (src / "ctxmix_lite" / "course" / "colab.py").write_text(
         "def colab_setup(repo_dir, ref, t0):\n    print('SETUP', repo_dir, ref)\n")
     _git("init", "-q", cwd=src)
     _git("add", ".", cwd=src)
     _git("commit", "-q", "-m", "release", cwd=src)
     _git("tag", "v9.9.9", cwd=src)
-    (src / "ctxmix_lite" / "colab.py").write_text("raise SystemExit('main, not the tag')\n")
+    (src / "ctxmix_lite" / "course" / "colab.py").write_text("raise SystemExit('main, not the tag')\n")
     _git("commit", "-q", "-am", "later work on the default branch", cwd=src)
     dest = tmp_path / "content" / "ctxmix"
     code = ("import sys, types; sys.modules['google.colab'] = types.ModuleType('google.colab')\n"
@@ -328,3 +329,16 @@ def test_cli_print_setup_cell():
 
 def _forbidden(*a, **k):
     raise AssertionError(f"subprocess.run must not be called here: {a}")
+
+
+def test_the_cells_already_fetched_check_names_a_file_of_this_course():
+    """The cell decides "the course is already here" (a second notebook in the same Colab runtime) by
+    one file of the fetched tree; that file must exist in this repository, or every notebook after
+    the first would stop with "exists but holds no course" (it named ctxmix_lite/colab.py after the
+    module moved to ctxmix_lite/course/)."""
+    import re
+
+    m = re.search(r"os\.path\.isfile\(os\.path\.join\(REPO_DIR, ([^)]*)\)\)", colab.COLAB_SETUP_CELL)
+    assert m, "the set-up cell no longer checks a file of the fetched course"
+    parts = [p.strip().strip("\"'") for p in m.group(1).split(",")]
+    assert (ROOT.joinpath(*parts)).is_file(), f"the cell checks {'/'.join(parts)}, which this course does not have"

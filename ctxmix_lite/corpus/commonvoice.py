@@ -2,7 +2,7 @@
 
 From a locally downloaded Common Voice release folder (``validated.tsv`` or ``test.tsv`` beside
 ``clips/``), :func:`import_common_voice` finds template matches, aligns the words of every kept
-clip, and writes the same schema as the offline set (:func:`ctxmix_lite.homophony.features`).
+clip, and writes the same schema as the offline set (:func:`ctxmix_lite.corpus.homophony.features`).
 
 Template matching (no parser offline, so rules on the lexicon; the study used a French spaCy
 parse):
@@ -308,7 +308,7 @@ def whisper_align(model, processor, audio: np.ndarray, text: str, language: str 
     token) and ends at the next word's start (the last word: at its last path frame + 20 ms),
     clipped to the clip; then :func:`snap_to_pauses` (the text has no token for a pause, so DTW
     hands the pause to the next word). Words are the whitespace-separated words of ``text``
-    without punctuation, as in :func:`ctxmix_lite.synth.tokenize`.
+    without punctuation, as in :func:`ctxmix_lite.corpus.synth.tokenize`.
     """
     import torch
 

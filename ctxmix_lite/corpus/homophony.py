@@ -21,11 +21,11 @@ liaison /z/ is kept). Each item records its cue distance in words (``cue_distanc
 Every item has a *minimal pair*: the same sentence, voice and prosody with the other number.
 
 Offline default (:func:`build_offline`): sentences from the word lists and frames in ``data/``,
-spoken by libespeak-ng + MBROLA (:mod:`ctxmix_lite.synth`) with exact word times. Checks, each
+spoken by libespeak-ng + MBROLA (:mod:`ctxmix_lite.corpus.synth`) with exact word times. Checks, each
 counted in the build report:
 
 1. lexicon: ``merge(phon(sg)) == merge(phon(pl))`` in Lexique 3.82 for every target
-   (:mod:`ctxmix_lite.lexicon`);
+   (:mod:`ctxmix_lite.corpus.lexicon`);
 2. synthesiser: the target's phones are identical in both members of the pair, and so are the
    phones of every word except the cue;
 3. cue audible: the cue's phones differ between the members; for Pronoun_Verb the plural cue ends
@@ -36,7 +36,7 @@ counted in the build report:
 
 Real data: :func:`load_homophony` with ``"hub"`` (``hosein-m/french_homophone_asr``) or a local
 path, mapped onto the same schema (:func:`normalize_external`); Common Voice French through
-:mod:`ctxmix_lite.commonvoice`.
+:mod:`ctxmix_lite.corpus.commonvoice`.
 
 Every offline clip starts and ends with a pause (:data:`EDGE_SILENCE`, drawn per pair, the same for
 both members), as real recordings do; word and phone times include it.
@@ -47,7 +47,7 @@ cue_index, target_index, target_index_2, cue_distance, cue_token_distance, whisp
 phones[{start, end, phone, word_index}]``.
 
 The code lives in one module per concept; this module re-exports their public names (the course,
-the notebooks and the scripts import them from here, or from ``ctxmix_lite.homophony``):
+the notebooks and the scripts import them from here, or from ``ctxmix_lite.corpus.homophony``):
 
 * :mod:`.items`         -- the schema (:func:`features`), accessors, :func:`check_item`;
 * :mod:`.tokens`        -- Whisper decoder tokens, :func:`token_distance`;

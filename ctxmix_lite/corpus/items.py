@@ -126,7 +126,7 @@ def check_schema(ds) -> None:
 def item_audio(item) -> np.ndarray:
     """The item's samples as float32 16 kHz numpy: the dict's ``array`` (at its ``sampling_rate``,
     16 kHz when that is missing or None), else its ``path`` or ``bytes``
-    (:func:`ctxmix_lite.audio.load_audio`)."""
+    (:func:`ctxmix_lite.corpus.audio.load_audio`)."""
     from .audio import load_audio
 
     a = item["audio"]

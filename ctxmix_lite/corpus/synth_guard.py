@@ -25,8 +25,8 @@ every fork happens, so that
 Why a wrapper installed from outside ``synth.py``: the homophony data's build key hashes
 ``synth.py`` byte for byte (``corpus.build._build_key``), and the built data, its key and the
 committed checks do not depend on how descriptors are handled. ``ctxmix_lite/__init__.py``
-installs it whenever ``ctxmix_lite.synth`` is imported, by any route (``from ctxmix_lite import
-synth``, ``import ctxmix_lite.synth``, a process-pool worker unpickling ``synth._safe``).
+installs it whenever ``ctxmix_lite.corpus.synth`` is imported, by any route (``from ctxmix_lite import
+synth``, ``import ctxmix_lite.corpus.synth``, a process-pool worker unpickling ``synth._safe``).
 Linux only (``/proc``); elsewhere only step 1 runs, over the descriptors ``/dev/fd`` lists.
 """
 from __future__ import annotations

@@ -104,7 +104,7 @@ def _audio_key(arr: np.ndarray) -> str:
 
 def default_model():
     """Whisper-base ``(model, processor)`` from :func:`ctxmix_lite.models.load_model`, or, where that
-    raises ImportError, :func:`ctxmix_lite.whisper_offline.load_whisper_base_offline`."""
+    raises ImportError, :func:`ctxmix_lite.models.whisper_offline.load_whisper_base_offline`."""
     try:
         from ctxmix_lite.models.loading import load_model
 

@@ -18,9 +18,9 @@
 
 Command line (used by ``make``)::
 
-    python -m ctxmix_lite.colab --check             # exit 1 when something is missing
-    python -m ctxmix_lite.colab --install-system    # root: apt; else print the commands
-    python -m ctxmix_lite.colab --install-system --dry-run
+    python -m ctxmix_lite.course.colab --check             # exit 1 when something is missing
+    python -m ctxmix_lite.course.colab --install-system    # root: apt; else print the commands
+    python -m ctxmix_lite.course.colab --install-system --dry-run
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ if IN_COLAB:
     REF = os.environ.get("CTXMIX_REF", "{COURSE_REF}")
     REPO_DIR = os.environ.get("CTXMIX_DIR", "{COLAB_REPO_DIR}")
     T0 = time.time()
-    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "colab.py")):
+    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "course", "colab.py")):
         print(f"[1/{SETUP_STEPS}] the course is already in {{REPO_DIR}} (an earlier notebook of this runtime fetched it)")
     else:
         print(f"[1/{SETUP_STEPS}] fetching the course: {{REPO}} @ {{REF}} -> {{REPO_DIR}} (~10 s) ...", flush=True)
@@ -95,7 +95,7 @@ if IN_COLAB:
         print(f"      done in {{time.time() - T0:.0f}} s", flush=True)
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
-    from ctxmix_lite.colab import colab_setup
+    from ctxmix_lite.course.colab import colab_setup
     colab_setup(REPO_DIR, REF, T0)  # [2/{SETUP_STEPS}] pip  [3/{SETUP_STEPS}] voices (apt)  [4/{SETUP_STEPS}] caches; prints what it does
 else:
     try:
@@ -418,7 +418,7 @@ def install_system_packages(dry_run: bool = False, quiet: bool = False) -> str:
     if not is_root:
         say("Missing system packages: " + ", ".join(missing) + ".\n"
             "Not running as root, so nothing was installed. Run these commands (or "
-            "`sudo .venv/bin/python -m ctxmix_lite.colab --install-system`):\n\n"
+            "`sudo .venv/bin/python -m ctxmix_lite.course.colab --install-system`):\n\n"
             + "\n".join(install_commands(os_info, sudo=True)) + "\n")
         return "printed"
     try:
@@ -448,7 +448,7 @@ def install_system_packages(dry_run: bool = False, quiet: bool = False) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctxmix_lite.colab", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ctxmix_lite.course.colab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--install-system", action="store_true",
                         help="install espeak-ng, mbrola, mbrola-fr1..fr7 (root), else print how")

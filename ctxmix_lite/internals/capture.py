@@ -1,7 +1,7 @@
 """Read every layer's internals from a real speech Transformer in one forward pass.
 
 ``capture(model, processor, audio)`` runs the model once with forward hooks on the transformers
-modules themselves (no forked modelling code) and returns a :class:`~ctxmix_lite.capture_types.Capture`:
+modules themselves (no forked modelling code) and returns a :class:`~ctxmix_lite.internals.capture_types.Capture`:
 for every layer of every component, the layer input, the attention weights and value vectors per
 head, the output projection, the attention output and the layer output, plus two closures:
 

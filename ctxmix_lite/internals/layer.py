@@ -450,7 +450,7 @@ def capture_layer_io(layers: Sequence, run: Callable[[], object]) -> list:
     :class:`LayerIO` per layer call: each layer's *true* input (the hidden states, masks and encoder
     output the model passed it) and its output. Hooks are removed afterwards; runs under no_grad.
     The records are kept on the CPU whatever device the model runs on (``run`` gives the model its
-    inputs on the model's device, e.g. with :func:`ctxmix_lite.capture.to_device`);
+    inputs on the model's device, e.g. with :func:`ctxmix_lite.internals.capture.to_device`);
     :func:`compare_with_transformers` runs each layer where its module is.
     """
     records = []

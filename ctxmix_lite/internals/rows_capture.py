@@ -38,7 +38,7 @@ def _heads(x: torch.Tensor, H: int) -> torch.Tensor:
 
 def _no_rerun(positions):
     raise NotImplementedError(
-        "a rows-only capture has no reference re-run; use ctxmix_lite.capture.capture() for "
+        "a rows-only capture has no reference re-run; use ctxmix_lite.internals.capture.capture() for "
         "method='reference'"
     )
 
@@ -66,7 +66,7 @@ def _decoder_self_post(layer, k_enc: torch.Tensor, v_enc: torch.Tensor, final_no
     :func:`~ctxmix_lite.internals.capture.whisper_decoder_rest` (the one implementation of the
     rest of the layer), its cross-attention over the keys / values recorded in the forward pass
     (``k_enc``, ``v_enc`` ``[Tk, D]``) instead of projecting 1,500 encoder states again per call.
-    Same numbers as :func:`ctxmix_lite.capture.capture`'s ``post`` (tested)."""
+    Same numbers as :func:`ctxmix_lite.internals.capture.capture`'s ``post`` (tested)."""
     from ctxmix_lite.internals.capture import whisper_decoder_rest
 
     ca = layer.encoder_attn
@@ -103,11 +103,11 @@ def whisper_rows_capture(model, processor, audio: np.ndarray, decoder_ids: Optio
 
     Encoder captures hold only the query rows ``encoder_rows`` (``weights [H, R, 1500]``, ``resid``,
     ``attn_out``, ``out`` ``[R, D]``); values, ``W_O`` and ``post`` are those of the full layer, so
-    :func:`~ctxmix_lite.attention_norm.attention_norm` and the fast
-    :func:`~ctxmix_lite.value_zeroing.value_zeroing` give exactly the rows of the full matrices.
+    :func:`~ctxmix_lite.measures.attention_norm.attention_norm` and the fast
+    :func:`~ctxmix_lite.measures.value_zeroing.value_zeroing` give exactly the rows of the full matrices.
     Decoder and cross-attention captures hold every decoder position (a few dozen). Weights are
     recomputed from the recorded queries and keys with the eager formula; ``rerun`` is not
-    available (use :func:`ctxmix_lite.capture.capture` for the reference loop).
+    available (use :func:`ctxmix_lite.internals.capture.capture` for the reference loop).
 
     ``attn_implementation``: the kernel the forward pass runs with (default ``"sdpa"``, the
     transformers default; no weights are read from it), restored afterwards. Every capture is
@@ -227,8 +227,8 @@ def verify_recomputed_weights(lc: LayerCapture, kernel: str = "sdpa") -> float:
     """Check that the weights recomputed with the eager formula are the ones the attention kernel
     applied: ``(sum_j alpha_ij^h v_j^h) W_O + b_O`` must give back the block output the forward
     pass produced, for every captured row. Returns the relative error; raises
-    :class:`ctxmix_lite.capture.CaptureError` when it exceeds :data:`RECOMPUTE_RTOL` (a kernel that
-    masks, scales or mixes differently: run the reference :func:`ctxmix_lite.capture.capture`,
+    :class:`ctxmix_lite.internals.capture.CaptureError` when it exceeds :data:`RECOMPUTE_RTOL` (a kernel that
+    masks, scales or mixes differently: run the reference :func:`ctxmix_lite.internals.capture.capture`,
     which reads the weights from the eager path)."""
     from ctxmix_lite.internals.capture import CaptureError
 
@@ -241,7 +241,7 @@ def verify_recomputed_weights(lc: LayerCapture, kernel: str = "sdpa") -> float:
         raise CaptureError(
             f"{lc.component} layer {lc.layer}: the attention weights recomputed from q and k do not "
             f"reproduce the {kernel} kernel's attention output (relative error {err:.1e} > "
-            f"{RECOMPUTE_RTOL:.0e}); use ctxmix_lite.capture.capture (eager attention) for this model")
+            f"{RECOMPUTE_RTOL:.0e}); use ctxmix_lite.internals.capture.capture (eager attention) for this model")
     return err
 
 

@@ -8,7 +8,7 @@ The study reads matrices at the word level, as the paper does::
 
 Frames outside every word (padding of Whisper's 30 s window, silences) take no part: they are
 not in any span, so they never enter a mean nor the renormalisation.  Spans are inclusive frame
-(or token) indices ``(first, last)``, e.g. from :func:`ctxmix_lite.audio.words_to_frame_spans`.
+(or token) indices ``(first, last)``, e.g. from :func:`ctxmix_lite.corpus.audio.words_to_frame_spans`.
 ``row_spans=None`` keeps the rows as they are (e.g. decoder token rows of cross-attention),
 ``col_spans=None`` keeps the columns.
 """

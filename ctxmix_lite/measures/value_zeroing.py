@@ -30,7 +30,7 @@ Two implementations that must agree to float32 precision:
   study reads (e.g. the target word's frames) -- the reference loop cannot save anything there.
 
 *Factored* fast path (``factor_ffn``; used when the capture exposes its feed-forward modules as
-:class:`~ctxmix_lite.capture_types.FeedForwardParts` and there are many rows).  Per pair the
+:class:`~ctxmix_lite.internals.capture_types.FeedForwardParts` and there are many rows).  Per pair the
 generic fast path runs ``fc1`` and ``fc2``; the first is avoidable.  With ``h_ij = h_i - delta_ij``
 (``h_i = resid_i + attn_out_i``), ``c(.)`` the centring of a layer norm with gain ``g``, bias ``b``
 and ``rstd_ij = 1 / sqrt(mean(c(h_ij)^2) + eps)``::

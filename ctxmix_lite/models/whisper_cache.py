@@ -45,7 +45,7 @@ def _fallback_cache_dir() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """``ctxmix_lite.paths.cache_dir() / "whisper-base-offline"`` (``$CTXMIX_CACHE``, default ~/.cache/ctxmix)."""
+    """``ctxmix_lite.course.paths.cache_dir() / "whisper-base-offline"`` (``$CTXMIX_CACHE``, default ~/.cache/ctxmix)."""
     try:
         from ctxmix_lite.course.paths import cache_dir as _cd
     except ImportError:

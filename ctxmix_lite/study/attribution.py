@@ -15,7 +15,7 @@ Three answers, one per family of methods, all on the same item:
   value-zeroing papers) -- context mixing instead of gradients: the encoder's value-zeroing
   matrices over the speech frames (chunks of ``chunk_frames`` 20 ms frames, padding excluded and
   rows renormalised), rolled out through the encoder layers in the authors' value-zeroing form
-  (plain product, no identity added: :mod:`ctxmix_lite.rollout`, form ``"plain"``), then read from
+  (plain product, no identity added: :mod:`ctxmix_lite.measures.rollout`, form ``"plain"``), then read from
   the target's decoder rows through the cross-attention value-zeroing rows averaged over the
   decoder layers: ``a = mean_l c_l  R_enc`` (one score per chunk).  It **ignores** the decoder's
   self-attention (what the target's rows take from earlier tokens, the cue token included: that

@@ -2,7 +2,7 @@
 
 For items the trained Whisper transcribes with cue and target right (templates taken in turn):
 gradient x input, integrated gradients and the value-zeroing rollout of ``p(target)`` over input
-time (:mod:`ctxmix_lite.attribution`), the blank-out of every word, and three interventions on
+time (:mod:`ctxmix_lite.study.attribution`), the blank-out of every word, and three interventions on
 the cue (silence its audio, replace its token in the teacher-forced transcript, both).
 The faithfulness correlations are left to the notebook: they use the learner's
 ``word_attribution``.

@@ -49,11 +49,11 @@ Speed (the point of ``rows``): a Whisper encoder has 1,500 frames but the study 
 rows of the target word. The Whisper pass here (:func:`whisper_rows_capture`) runs the model's
 forward once with its default attention kernel and hooks on the projections; the attention weights
 of the rows the study reads are recomputed from the recorded queries and keys with the eager
-formula ``softmax(q_i K^T / sqrt(d_h))`` (tested equal to :func:`ctxmix_lite.capture.capture`), and
+formula ``softmax(q_i K^T / sqrt(d_h))`` (tested equal to :func:`ctxmix_lite.internals.capture.capture`), and
 checked on every layer of every item: they must rebuild the kernel's own attention output (relative
 error ~5e-7 on Whisper-base; a ``CaptureError`` above 1e-4). So no weight is read from sdpa, and
 every weight used is verified to be the one the forward pass applied.
-Value zeroing runs in the fast rows-only mode of :mod:`ctxmix_lite.value_zeroing` with one column
+Value zeroing runs in the fast rows-only mode of :mod:`ctxmix_lite.measures.value_zeroing` with one column
 per aligned word. See ``bench/bench_study.py`` for the cost against a plain forward pass.
 
 Results: one tidy ``pandas.DataFrame`` (item, template, label, model, init, component, measure,
@@ -61,7 +61,7 @@ layer, score, ...), cached per (model, init, seed, settings, item) under
 ``cache_dir()/study/`` (one ``.npz`` shard per item, written atomically: an interrupted run
 resumes), transcriptions cached once per trained model and item. Every shard and transcript is
 checked when read back (key, format, arrays and shapes, SHA-256) and recomputed, with a warning
-naming its path, when it fails: see :mod:`ctxmix_lite.study_cache`.
+naming its path, when it fails: see :mod:`ctxmix_lite.study.cache`.
 """
 from __future__ import annotations
 
@@ -104,22 +104,22 @@ def _settings_tag(components, measures, language: str, teacher_forcing: str = "t
 
 
 def _atomic_write(path: Path, writer: Callable[[str], None]):
-    """Atomic, group-readable write (:func:`ctxmix_lite.study_cache.atomic_write`)."""
+    """Atomic, group-readable write (:func:`ctxmix_lite.study.cache.atomic_write`)."""
     from .cache import atomic_write
 
     atomic_write(path, writer)
 
 
 def _save_shard(path: Path, res: dict, meta: dict) -> bool:
-    """Write one checked shard (:func:`ctxmix_lite.study_cache.save_shard`); False: not cached."""
+    """Write one checked shard (:func:`ctxmix_lite.study.cache.save_shard`); False: not cached."""
     from .cache import save_shard
 
     return save_shard(path, res, meta, root=study_cache_dir())
 
 
 def _load_shard(path: Path, **checks):
-    """Read one shard with every check (:func:`ctxmix_lite.study_cache.read_shard`); raises
-    :class:`~ctxmix_lite.study_cache.CacheEntryError` with the reason when it is unusable."""
+    """Read one shard with every check (:func:`ctxmix_lite.study.cache.read_shard`); raises
+    :class:`~ctxmix_lite.study.cache.CacheEntryError` with the reason when it is unusable."""
     from .cache import read_shard
 
     return read_shard(path, **checks)

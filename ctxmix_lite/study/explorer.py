@@ -2,7 +2,7 @@
 one layer, one measure -> the word x word matrix and the frame x frame (or token x token) matrix,
 over the waveform with its word boundaries, and the clip's audio.
 
-Built on :mod:`ctxmix_lite.widgets` (ipywidgets 7 and 8): the drawing is a plain update function
+Built on :mod:`ctxmix_lite.viz.widgets` (ipywidgets 7 and 8): the drawing is a plain update function
 :meth:`Explorer.show` that knows nothing about widgets, so tests and CI call it headlessly for every
 option (:meth:`Explorer.run_all`).
 

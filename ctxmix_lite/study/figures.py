@@ -146,7 +146,7 @@ def _rise(summary, label, component, measure="value_zeroing"):
 def paper_comparison(summary, runs: Sequence[ModelRun], probe_results=None, decoder_definition: str = "paper") -> "object":
     """The paper's reported findings beside ours (``pandas.DataFrame``: finding, paper, ours, verdict,
     why). Value Zeroing is the reference measure, as in the paper. ``probe_results``: optional
-    tidy probe table (:func:`ctxmix_lite.probe.probe_layers` rows with ``model_label``,
+    tidy probe table (:func:`ctxmix_lite.study.probe.probe_layers` rows with ``model_label``,
     ``component``) for the probe findings. ``decoder_definition``: the definition of the
     summary's decoder rows (``StudyResult.options.decoder_definition``), named in ``ours``."""
     import pandas as pd

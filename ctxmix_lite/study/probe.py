@@ -178,7 +178,7 @@ def probe_layers(
     copied into every row. Returns a tidy ``pandas.DataFrame`` with columns ``layer, layer_name,
     depth, accuracy, accuracy_std, macro_f1, macro_f1_std, chance, n`` (+ the meta columns);
     ``layer`` is the hidden-state index (0 = the input to layer 1, ``l`` = the output of layer
-    ``l``) and ``layer_name`` its learner-facing name (:func:`ctxmix_lite.plotting.state_label`:
+    ``l``) and ``layer_name`` its learner-facing name (:func:`ctxmix_lite.viz.plotting.state_label`:
     ``"input (0)"``, ``"layer 1"``, ...).  The paper probes states 1..L only
     (``probing/save_rep.py`` keeps ``hidden_states[1:]``): the ``input (0)`` row is this course's.
     """

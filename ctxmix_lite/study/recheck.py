@@ -167,7 +167,7 @@ def _verdict(rows, columns, atol: float, title: str, failure: str, verbose: bool
     if not close.all():
         raise ShippedResultsMismatch(
             f"{failure}:\n" + rep[~close].to_string(index=False)
-            + "\nRegenerate them (`python -m ctxmix_lite.shipped`) or set PRECOMPUTED = False to recompute.")
+            + "\nRegenerate them (`python -m ctxmix_lite.study.shipped`) or set PRECOMPUTED = False to recompute.")
     if not equal.all():
         import torch
 
@@ -182,7 +182,7 @@ def _verdict(rows, columns, atol: float, title: str, failure: str, verbose: bool
 def recheck_probe(shipped, label: Optional[str] = None, component: str = "encoder", seed: int = 0,
                   atol: float = 1e-6, verbose: bool = True, loose: Optional[float] = LOOSE["probe"]):
     """Re-fit the probe of one (model, component) of the shipped study on its shipped features
-    (:func:`ctxmix_lite.probe.probe_layers`, the notebook's settings) and check accuracy and
+    (:func:`ctxmix_lite.study.probe.probe_layers`, the notebook's settings) and check accuracy and
     macro-F1 of every layer against the shipped ``probe_scores`` (default: the trained Whisper's
     encoder). The features themselves are checked by :func:`recheck_study`."""
     from .probe import probe_layers

@@ -15,7 +15,7 @@ import numpy as np
 
 #: The default parameters of notebooks 05-07 (their ``parameters`` cells repeat them as literals,
 #: which papermill needs; tests/test_shipped.py checks they agree): the run the shipped results in
-#: ``data/results/`` hold (:mod:`ctxmix_lite.shipped`).
+#: ``data/results/`` hold (:mod:`ctxmix_lite.study.shipped`).
 NOTEBOOK_DEFAULTS = dict(model="openai/whisper-base", data="offline", n_items=200, checked_only=True, seed=0,
                          n_examples=3, ig_steps=16, vz_chunk=2)
 
@@ -249,7 +249,7 @@ def audio_of(item) -> np.ndarray:
     from ctxmix_lite.corpus.audio import load_audio
 
     a = item["audio"]
-    if isinstance(a, dict):  # array + sampling_rate, else path or bytes (ctxmix_lite.audio.load_audio)
+    if isinstance(a, dict):  # array + sampling_rate, else path or bytes (ctxmix_lite.corpus.audio.load_audio)
         return load_audio(a)
     return load_audio(a, 16000)
 

@@ -22,7 +22,7 @@ definitions (:data:`ctxmix_lite.study.SCORING_SCHEMA`) as the code that reads it
 
 Regenerate (after the data, the models or the study's definitions change)::
 
-    python -m ctxmix_lite.shipped            # ~30-60 min on 2 CPU cores (resumes from the study cache)
+    python -m ctxmix_lite.study.shipped            # ~30-60 min on 2 CPU cores (resumes from the study cache)
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ import numpy as np
 from ctxmix_lite.course.options import Options
 
 # the live re-checks live in .recheck; they stay importable from here (notebooks: shipped.recheck_study).
-# Absolute imports throughout: `python -m ctxmix_lite.shipped` runs this file as package `ctxmix_lite`.
+# Absolute imports throughout: `python -m ctxmix_lite.study.shipped` runs this file as package `ctxmix_lite`.
 from ctxmix_lite.study.recheck import (LOOSE, RecheckSettings, ShippedResultsError, ShippedResultsMismatch,
                                       compare_study, recheck_attribution, recheck_probe, recheck_study)
 
@@ -148,7 +148,7 @@ def read_bundle(name_or_path, kind: Optional[str] = None):
     pj = d / "provenance.json"
     if not pj.is_file():
         raise ShippedResultsError(f"no shipped results at {d} (missing {pj.name}); regenerate them with "
-                                  "`python -m ctxmix_lite.shipped` or run the notebook with PRECOMPUTED = False")
+                                  "`python -m ctxmix_lite.study.shipped` or run the notebook with PRECOMPUTED = False")
     try:
         prov = json.loads(pj.read_text())
     except (OSError, ValueError) as err:
@@ -166,7 +166,7 @@ def read_bundle(name_or_path, kind: Optional[str] = None):
             raise ShippedResultsError(
                 f"{p} does not match its provenance ({p.stat().st_size} bytes, expected {meta['bytes']}; "
                 "SHA-256 differs): the file is corrupt or was edited. Restore it (git checkout -- "
-                f"{p}) or regenerate the bundle with `python -m ctxmix_lite.shipped`")
+                f"{p}) or regenerate the bundle with `python -m ctxmix_lite.study.shipped`")
     frames = {}
     for name, dts in prov.get("dtypes", {}).items():
         p = d / f"{name}.csv.gz"
@@ -379,7 +379,7 @@ def load_study(name_or_path=STUDY_BUNDLE, items=None, options=None):
     if prov["code"].get("scoring_schema") != SCORING_SCHEMA:
         raise ShippedResultsError(
             f"{where} was computed with the study schema {prov['code'].get('scoring_schema')!r}, this code "
-            f"uses {SCORING_SCHEMA!r}: regenerate it (`python -m ctxmix_lite.shipped`) or set PRECOMPUTED = False")
+            f"uses {SCORING_SCHEMA!r}: regenerate it (`python -m ctxmix_lite.study.shipped`) or set PRECOMPUTED = False")
     if items is not None:
         fp = dataset_fingerprint([item_key(dict(it)) for it in items])
         if fp != prov["fingerprint"]:
@@ -463,7 +463,7 @@ def save_attribution(examples: Sequence[dict], directory=None, *, items=None, da
                      settings: Optional[dict] = None, model=None, command: str = "") -> Path:
     """Notebook 07's per-example results: ``examples`` = dicts with ``k`` (index in the item pool),
     ``key`` (item content key), ``ids`` (teacher-forced decoder input), ``pos`` (target positions),
-    ``gxi`` / ``ig`` / ``vz`` (:class:`~ctxmix_lite.attribution.Attribution`), ``deletion``
+    ``gxi`` / ``ig`` / ``vz`` (:class:`~ctxmix_lite.study.attribution.Attribution`), ``deletion``
     (DataFrame) and ``interventions`` (dict)."""
     import pandas as pd
 
@@ -499,7 +499,7 @@ def save_attribution(examples: Sequence[dict], directory=None, *, items=None, da
 
 def load_attribution(name_or_path=ATTRIBUTION_BUNDLE, items=None):
     """Notebook 07's shipped examples: a list of dicts as given to :func:`save_attribution` (the
-    attributions rebuilt as :class:`~ctxmix_lite.attribution.Attribution`) and the provenance."""
+    attributions rebuilt as :class:`~ctxmix_lite.study.attribution.Attribution`) and the provenance."""
     from ctxmix_lite.study.attribution import Attribution
     from ctxmix_lite.study.runs import dataset_fingerprint, item_key
 
@@ -532,7 +532,7 @@ def load_attribution(name_or_path=ATTRIBUTION_BUNDLE, items=None):
 # regeneration
 # ------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    """``python -m ctxmix_lite.shipped [--only study|attribution]`` -- recompute the shipped results
+    """``python -m ctxmix_lite.study.shipped [--only study|attribution]`` -- recompute the shipped results
     at the notebooks' default parameters (resuming from the study cache) and write them under
     ``data/results/``."""
     import argparse
@@ -549,7 +549,7 @@ def main(argv=None) -> int:
     d = NOTEBOOK_DEFAULTS
     items = study.course_items(d["data"], d["n_items"], seed=d["seed"], checked_only=d["checked_only"])
     runs = study.default_model_runs()
-    cmd = "python -m ctxmix_lite.shipped" + (f" --only {args.only}" if args.only else "")
+    cmd = "python -m ctxmix_lite.study.shipped" + (f" --only {args.only}" if args.only else "")
     if args.only in (None, "study"):
         loaded = {r: r.load() for r in runs}
         t = time.perf_counter()

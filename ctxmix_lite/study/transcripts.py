@@ -128,7 +128,7 @@ def misrecognised_words(alignment_words: Sequence[str], transcript: str, use: Us
     """The study's exclusion rule for one use: the indices of cue / target words that the
     transcript lacks (matched in order, :func:`map_transcript`), ``[]`` when it has them all. The
     transcript is split into words exactly as the data's ``whisper_ok`` check splits it
-    (:func:`ctxmix_lite.homophony.transcript_words`: elisions split, *d'un* -> *d'*, *un*)."""
+    (:func:`ctxmix_lite.corpus.homophony.transcript_words`: elisions split, *d'un* -> *d'*, *un*)."""
     m = map_transcript(list(alignment_words), split_transcript(transcript))
     return [i for i in (*use.cue, use.target) if i not in m]
 

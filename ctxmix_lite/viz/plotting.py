@@ -11,7 +11,7 @@
 Every function draws on ``ax`` when given (else on a new figure) and returns the axes, so several
 panels can be combined with ``plt.subplots``. Their drawing settings are typed options objects
 (:class:`MatrixStyle`, :class:`LayerHeatmapStyle`, :class:`SpectrogramSettings`), given as keywords
-(``plot_matrix(M, cmap="magma")``) or as the object (``options=MatrixStyle(cmap="magma")``). Save with :func:`ctxmix_lite.paths.savefig`.
+(``plot_matrix(M, cmap="magma")``) or as the object (``options=MatrixStyle(cmap="magma")``). Save with :func:`ctxmix_lite.course.paths.savefig`.
 
 **Layer names** (one convention for everything a learner reads: text, titles, axis labels,
 printed tables, viewer controls).  Code indexes the Transformer layers of a stack from 0, as

@@ -12,7 +12,7 @@ if IN_COLAB:
     REF = os.environ.get("CTXMIX_REF", "main")
     REPO_DIR = os.environ.get("CTXMIX_DIR", "/content/ctxmix")
     T0 = time.time()
-    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "colab.py")):
+    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "course", "colab.py")):
         print(f"[1/4] the course is already in {REPO_DIR} (an earlier notebook of this runtime fetched it)")
     else:
         print(f"[1/4] fetching the course: {REPO} @ {REF} -> {REPO_DIR} (~10 s) ...", flush=True)
@@ -32,7 +32,7 @@ if IN_COLAB:
         print(f"      done in {time.time() - T0:.0f} s", flush=True)
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
-    from ctxmix_lite.colab import colab_setup
+    from ctxmix_lite.course.colab import colab_setup
     colab_setup(REPO_DIR, REF, T0)  # [2/4] pip  [3/4] voices (apt)  [4/4] caches; prints what it does
 else:
     try:
@@ -115,7 +115,7 @@ else:
 # the exercises. In an **exercise** you fill in a function; the `check_...` call right below
 # compares it with a reference on several cases and prints ✔, or ✘ with what differs and a hint.
 # Figures are saved to `outputs/figures/`. The code you call lives in the package `ctxmix_lite`:
-# read it any time (e.g. `ctxmix_lite.plotting??`).
+# read it any time (e.g. `ctxmix_lite.viz.plotting??`).
 
 # %% tags=["parameters"]
 SMOKE = False      # True: tiny sizes (what the automated tests run)
@@ -130,18 +130,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
 
-from ctxmix_lite import audio, synth
-from ctxmix_lite.exercises import nb00, use_solution
-from ctxmix_lite.paths import savefig
-from ctxmix_lite.plotting import plot_matrix, plot_spectrogram_words, plot_waveform_words
-from ctxmix_lite.widgets import audio_player, viewer
+from ctxmix_lite.corpus import audio, synth
+from ctxmix_lite.course.exercises import nb00, use_solution
+from ctxmix_lite.course.paths import savefig
+from ctxmix_lite.viz.plotting import plot_matrix, plot_spectrogram_words, plot_waveform_words
+from ctxmix_lite.viz.widgets import audio_player, viewer
 
 n_sentences = 2 if SMOKE else N_SENTENCES
 
 # %% [markdown]
 # ## 1. A sentence and its words
 #
-# `ctxmix_lite.synth` drives the espeak-ng synthesiser with an MBROLA French voice. While it speaks,
+# `ctxmix_lite.corpus.synth` drives the espeak-ng synthesiser with an MBROLA French voice. While it speaks,
 # the synthesiser reports when each phone starts, so we know exactly when each word begins and ends
 # — the *alignment*: a list of `{"start": s, "end": s, "word": w}` in seconds. (Real recordings need
 # a forced aligner for this; the paper used the Montreal Forced Aligner.)

@@ -12,7 +12,7 @@ if IN_COLAB:
     REF = os.environ.get("CTXMIX_REF", "main")
     REPO_DIR = os.environ.get("CTXMIX_DIR", "/content/ctxmix")
     T0 = time.time()
-    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "colab.py")):
+    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "course", "colab.py")):
         print(f"[1/4] the course is already in {REPO_DIR} (an earlier notebook of this runtime fetched it)")
     else:
         print(f"[1/4] fetching the course: {REPO} @ {REF} -> {REPO_DIR} (~10 s) ...", flush=True)
@@ -32,7 +32,7 @@ if IN_COLAB:
         print(f"      done in {time.time() - T0:.0f} s", flush=True)
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
-    from ctxmix_lite.colab import colab_setup
+    from ctxmix_lite.course.colab import colab_setup
     colab_setup(REPO_DIR, REF, T0)  # [2/4] pip  [3/4] voices (apt)  [4/4] caches; prints what it does
 else:
     try:
@@ -87,11 +87,11 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from ctxmix_lite import layer
-from ctxmix_lite.exercises import check_value, nb01, use_solution
+from ctxmix_lite.internals import layer
+from ctxmix_lite.course.exercises import check_value, nb01, use_solution
 from ctxmix_lite.models import load_model, model_summary, resolve_device
-from ctxmix_lite.paths import savefig
-from ctxmix_lite.plotting import layer_label
+from ctxmix_lite.course.paths import savefig
+from ctxmix_lite.viz.plotting import layer_label
 
 DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
@@ -678,7 +678,7 @@ plt.show()
 #
 # ## What's next
 #
-# Notebook 02 uses `ctxmix_lite.capture` to record, for every layer, the attention weights, value
+# Notebook 02 uses `ctxmix_lite.internals.capture` to record, for every layer, the attention weights, value
 # vectors, $W_O$ and residual stream you have just computed — and looks at real attention patterns
 # in Whisper and wav2vec2.
 #

@@ -12,7 +12,7 @@ if IN_COLAB:
     REF = os.environ.get("CTXMIX_REF", "main")
     REPO_DIR = os.environ.get("CTXMIX_DIR", "/content/ctxmix")
     T0 = time.time()
-    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "colab.py")):
+    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "course", "colab.py")):
         print(f"[1/4] the course is already in {REPO_DIR} (an earlier notebook of this runtime fetched it)")
     else:
         print(f"[1/4] fetching the course: {REPO} @ {REF} -> {REPO_DIR} (~10 s) ...", flush=True)
@@ -32,7 +32,7 @@ if IN_COLAB:
         print(f"      done in {time.time() - T0:.0f} s", flush=True)
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
-    from ctxmix_lite.colab import colab_setup
+    from ctxmix_lite.course.colab import colab_setup
     colab_setup(REPO_DIR, REF, T0)  # [2/4] pip  [3/4] voices (apt)  [4/4] caches; prints what it does
 else:
     try:
@@ -50,7 +50,7 @@ else:
 # **Learning goals**
 #
 # - record every layer's attention weights of real speech models (Whisper-base trained, and
-#   randomly initialised Whisper-base and XLSR-53) with `ctxmix_lite.capture`;
+#   randomly initialised Whisper-base and XLSR-53) with `ctxmix_lite.internals.capture`;
 # - read attention maps at the **frame** level (time in seconds, with the waveform and the word
 #   boundaries) and at the **word** level (frames pooled over each word's span);
 # - measure how **diagonal** (local, "linguistic") each head is with the *[cumulative attention
@@ -92,14 +92,14 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from ctxmix_lite import patterns
+from ctxmix_lite.measures import patterns
 from ctxmix_lite.course.speech_clips import (analyse_clip, load_clips, plot_map_with_audio,
                                           plot_word_matrix, word_map)
-from ctxmix_lite.exercises import nb02, use_solution
+from ctxmix_lite.course.exercises import nb02, use_solution
 from ctxmix_lite.models import load_model, model_summary, resolve_device
-from ctxmix_lite.paths import savefig
-from ctxmix_lite.plotting import layer_label, layer_options
-from ctxmix_lite.widgets import viewer
+from ctxmix_lite.course.paths import savefig
+from ctxmix_lite.viz.plotting import layer_label, layer_options
+from ctxmix_lite.viz.widgets import viewer
 
 DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
@@ -122,7 +122,7 @@ for name, (m, _) in models.items():
 # %% [markdown]
 # ## 1. What `capture` records
 #
-# `ctxmix_lite.capture.capture(model, processor, audio)` runs the model once (eager attention: the
+# `ctxmix_lite.internals.capture.capture(model, processor, audio)` runs the model once (eager attention: the
 # only implementation that returns the weights) with hooks on its own `transformers` modules and
 # returns, for every layer of every component, a `LayerCapture`: the attention weights per head
 # `[H, Tq, Tk]`, the value vectors per head, the output projection $W_O$, the residual stream, the
@@ -161,7 +161,7 @@ for layer in (0, L_enc - 1):
 # %% [markdown]
 # **Word level.** To talk about words, pool the frame-level map over each word's frames — mean over
 # the frames of the query word and of the key word — and re-normalise each row over the aligned
-# words (`ctxmix_lite.pooling.word_level`): silences and padding drop out. The decoder's rows are
+# words (`ctxmix_lite.measures.pooling.word_level`): silences and padding drop out. The decoder's rows are
 # tokens; cross-attention maps tokens to the frames of each word.
 
 # %%
@@ -210,7 +210,7 @@ plt.show()
 #
 # Write `cad(A)` for maps `A [..., T, T]`, returning one number per map (shape `A.shape[:-2]`,
 # float32). The check uses the identity, uniform and random maps, and the real maps of trained
-# Whisper-base; besides comparing with `ctxmix_lite.patterns.cad` (which integrates $D(r)$ in
+# Whisper-base; besides comparing with `ctxmix_lite.measures.patterns.cad` (which integrates $D(r)$ in
 # float64), it tests that every CAD lies in $[0, 1]$.
 #
 # <details><summary>Hint 1 — a nudge</summary>
@@ -254,7 +254,7 @@ nb02.check_cad(cad, real_maps=d0.maps["encoder"][:, :2])
 
 # %% [markdown]
 # Now every head of every encoder layer, trained vs random, on the frames of speech
-# (`ctxmix_lite.patterns.cad`), and the $D(r)$ curves of the head-averaged maps.
+# (`ctxmix_lite.measures.patterns.cad`), and the $D(r)$ curves of the head-averaged maps.
 
 # %%
 for label in ("Whisper-base random", "XLSR-53 random"):
@@ -318,7 +318,7 @@ plt.show()
 #
 # 0 when every key receives the same total — uniform attention **and** a purely diagonal map (each
 # column holds one row's mass) — and 1 when a single column receives everything, wherever that
-# column lies (`ctxmix_lite.patterns.verticality`; `top_column_share` gives the largest $c_j$).
+# column lies (`ctxmix_lite.measures.patterns.verticality`; `top_column_share` gives the largest $c_j$).
 # CAD and $V$ are complementary: CAD separates diagonal from spread-out maps, $V$ separates
 # column-concentrated maps from both. On three synthetic maps:
 
@@ -372,7 +372,7 @@ for label, v in verts.items():
 # Audhkhasi et al. (2022) compared the heads of a Conformer pairwise, separately for the attention
 # maps ($d^A$), queries ($d^Q$), keys ($d^K$) and values ($d^V$), summed over layers, and found the
 # **attention maps most diverse and the value vectors least** (their Table 3). Their exact distance
-# could not be recovered, so we define ours (`ctxmix_lite.patterns`):
+# could not be recovered, so we define ours (`ctxmix_lite.measures.patterns`):
 #
 # - $d^X = 1 - \mathrm{CKA}(X_h, X_g)$ for $X \in \{A, Q, K, V\}$: linear *centred kernel alignment*
 #   between two heads' representations of the same $T$ frames (rows of $A_h$; $Q_h$, $K_h$, $V_h$).

@@ -12,7 +12,7 @@ if IN_COLAB:
     REF = os.environ.get("CTXMIX_REF", "main")
     REPO_DIR = os.environ.get("CTXMIX_DIR", "/content/ctxmix")
     T0 = time.time()
-    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "colab.py")):
+    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "course", "colab.py")):
         print(f"[1/4] the course is already in {REPO_DIR} (an earlier notebook of this runtime fetched it)")
     else:
         print(f"[1/4] fetching the course: {REPO} @ {REF} -> {REPO_DIR} (~10 s) ...", flush=True)
@@ -32,7 +32,7 @@ if IN_COLAB:
         print(f"      done in {time.time() - T0:.0f} s", flush=True)
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
-    from ctxmix_lite.colab import colab_setup
+    from ctxmix_lite.course.colab import colab_setup
     colab_setup(REPO_DIR, REF, T0)  # [2/4] pip  [3/4] voices (apt)  [4/4] caches; prints what it does
 else:
     try:
@@ -84,14 +84,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ctxmix_lite.attention_norm import attention_norm as library_attention_norm
+from ctxmix_lite.measures.attention_norm import attention_norm as library_attention_norm
 from ctxmix_lite.course.speech_clips import (analyse_clip, clip_measures, load_clips, plot_map_with_audio,
                                           plot_word_matrix, word_map)
-from ctxmix_lite.exercises import nb03, use_solution
+from ctxmix_lite.course.exercises import nb03, use_solution
 from ctxmix_lite.models import load_model, resolve_device
-from ctxmix_lite.paths import savefig
-from ctxmix_lite.plotting import layer_label, layer_options
-from ctxmix_lite.widgets import viewer
+from ctxmix_lite.course.paths import savefig
+from ctxmix_lite.viz.plotting import layer_label, layer_options
+from ctxmix_lite.viz.widgets import viewer
 
 DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
@@ -199,7 +199,7 @@ nb03.check_attention_norm(attention_norm, cap)
 # = \sum_{h,g} \alpha^h_{ij}\, G_j[h,g]\, \alpha^g_{ij} ,$$
 #
 # $T_k H^2$ numbers for $G$ and $T_q T_k H^2$ operations, no $D$ in the big loop.
-# `ctxmix_lite.attention_norm.attention_norm(layer_capture)` does this ($G$ in float64). With fewer
+# `ctxmix_lite.measures.attention_norm.attention_norm(layer_capture)` does this ($G$ in float64). With fewer
 # than $4H$ rows the $D$-vectors themselves are the cheaper way (the study's ~20 target frames), and
 # it takes that form instead; both are tested against a per-head loop. Compare it with
 # your function (on the first 60 query frames: a direct version needs 60 x 1500 x 512 floats

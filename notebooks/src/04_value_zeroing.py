@@ -12,7 +12,7 @@ if IN_COLAB:
     REF = os.environ.get("CTXMIX_REF", "main")
     REPO_DIR = os.environ.get("CTXMIX_DIR", "/content/ctxmix")
     T0 = time.time()
-    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "colab.py")):
+    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "course", "colab.py")):
         print(f"[1/4] the course is already in {REPO_DIR} (an earlier notebook of this runtime fetched it)")
     else:
         print(f"[1/4] fetching the course: {REPO} @ {REF} -> {REPO_DIR} (~10 s) ...", flush=True)
@@ -32,7 +32,7 @@ if IN_COLAB:
         print(f"      done in {time.time() - T0:.0f} s", flush=True)
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
-    from ctxmix_lite.colab import colab_setup
+    from ctxmix_lite.course.colab import colab_setup
     colab_setup(REPO_DIR, REF, T0)  # [2/4] pip  [3/4] voices (apt)  [4/4] caches; prints what it does
 else:
     try:
@@ -90,13 +90,13 @@ import torch
 
 from ctxmix_lite.course.speech_clips import (SR, analyse_clip, clip_measures, load_clips,
                                           plot_map_with_audio, plot_word_matrix, word_map)
-from ctxmix_lite.exercises import nb03, nb04, use_solution
+from ctxmix_lite.course.exercises import nb03, nb04, use_solution
 from ctxmix_lite.models import load_model, resolve_device
-from ctxmix_lite.paths import savefig
-from ctxmix_lite.plotting import layer_label, layer_options
-from ctxmix_lite.rollout import rollout, rollout_form, rollout_measure
-from ctxmix_lite.value_zeroing import value_zeroing
-from ctxmix_lite.widgets import viewer
+from ctxmix_lite.course.paths import savefig
+from ctxmix_lite.viz.plotting import layer_label, layer_options
+from ctxmix_lite.measures.rollout import rollout, rollout_form, rollout_measure
+from ctxmix_lite.measures.value_zeroing import value_zeroing
+from ctxmix_lite.viz.widgets import viewer
 
 DEVICE = resolve_device(DEVICE)  # "auto" -> "cuda" or "cpu"
 torch.manual_seed(SEED)
@@ -333,7 +333,7 @@ print(f"one encoder layer re-run ({layer_label(1)}): {one:.2f} s -> a 1,500-colu
 #
 # No attention needs re-running: all the $(i, j)$ pairs — or only the rows a study reads — go
 # through `post` (the model's own modules, `LayerCapture.post`) in batches, in chunks that bound
-# memory. This is `ctxmix_lite.value_zeroing.value_zeroing(cap, method="fast")`; `method="reference"`
+# memory. This is `ctxmix_lite.measures.value_zeroing.value_zeroing(cap, method="fast")`; `method="reference"`
 # is the loop you wrote.
 
 # %% [markdown]
@@ -458,7 +458,7 @@ print(f"max |factored - generic| = {float((out[True] - out[False]).abs().max()):
 # On the frames of speech (encoder) and the tokens (decoder), every layer: attention (mean over
 # heads), Attention-Norm, value zeroing, and **ALTI** (Ferrando et al., 2022) — a decomposition of
 # the attention block's output into one vector per input position *including the residual* and
-# the layer norm, scored by how close each part is to the whole (`ctxmix_lite.decomposition`;
+# the layer norm, scored by how close each part is to the whole (`ctxmix_lite.measures.decomposition`;
 # it reconstructs the block output exactly, see the tests). How similar are their rankings?
 # Spearman rank correlation per layer, mean over clips, trained vs random.
 
@@ -541,7 +541,7 @@ plt.show()
 #   (`compute_joint_attention(..., res=False)` in their `ValueZeroing` code, where attention gets
 #   `res=True`, the form above). ALTI contains the residual too and uses the same form.
 #
-# `ctxmix_lite.rollout.rollout(mats, form=...)` takes either form; `rollout_measure(mats, measure)`
+# `ctxmix_lite.measures.rollout.rollout(mats, form=...)` takes either form; `rollout_measure(mats, measure)`
 # picks the one listed above. Below: the decoder's rollout after the last layer, token × token, for
 # each measure.
 

@@ -12,7 +12,7 @@ if IN_COLAB:
     REF = os.environ.get("CTXMIX_REF", "main")
     REPO_DIR = os.environ.get("CTXMIX_DIR", "/content/ctxmix")
     T0 = time.time()
-    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "colab.py")):
+    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "course", "colab.py")):
         print(f"[1/4] the course is already in {REPO_DIR} (an earlier notebook of this runtime fetched it)")
     else:
         print(f"[1/4] fetching the course: {REPO} @ {REF} -> {REPO_DIR} (~10 s) ...", flush=True)
@@ -32,7 +32,7 @@ if IN_COLAB:
         print(f"      done in {time.time() - T0:.0f} s", flush=True)
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
-    from ctxmix_lite.colab import colab_setup
+    from ctxmix_lite.course.colab import colab_setup
     colab_setup(REPO_DIR, REF, T0)  # [2/4] pip  [3/4] voices (apt)  [4/4] caches; prints what it does
 else:
     try:
@@ -130,13 +130,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ctxmix_lite import shipped, study
-from ctxmix_lite.exercises import nb05, use_solution
-from ctxmix_lite.explorer import Explorer
+from ctxmix_lite.study import shipped
+from ctxmix_lite import study
+from ctxmix_lite.course.exercises import nb05, use_solution
+from ctxmix_lite.study.explorer import Explorer
 from ctxmix_lite.models import resolve_device
-from ctxmix_lite.paths import outputs_dir, savefig
-from ctxmix_lite.plotting import plot_waveform_words
-from ctxmix_lite.widgets import audio_player
+from ctxmix_lite.course.paths import outputs_dir, savefig
+from ctxmix_lite.viz.plotting import plot_waveform_words
+from ctxmix_lite.viz.widgets import audio_player
 
 torch.set_num_threads(THREADS)
 DEVICE = resolve_device(DEVICE)
@@ -295,7 +296,7 @@ explorer.widget()
 #
 # **Shipped results.** The whole run takes tens of minutes on two CPU cores, so with
 # `PRECOMPUTED = True` (the default) the notebook loads it from `data/results/` — computed by
-# `python -m ctxmix_lite.shipped` with exactly these definitions and items; its provenance (data
+# `python -m ctxmix_lite.study.shipped` with exactly these definitions and items; its provenance (data
 # build, model weights, code version) is printed — and **recomputes `RECHECK_ITEMS` items live**,
 # every model, component, measure and layer, checking that they equal the shipped rows to 1e-6.
 # `PRECOMPUTED = False` recomputes everything (and so does any change of the item or model

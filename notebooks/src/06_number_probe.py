@@ -12,7 +12,7 @@ if IN_COLAB:
     REF = os.environ.get("CTXMIX_REF", "main")
     REPO_DIR = os.environ.get("CTXMIX_DIR", "/content/ctxmix")
     T0 = time.time()
-    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "colab.py")):
+    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "course", "colab.py")):
         print(f"[1/4] the course is already in {REPO_DIR} (an earlier notebook of this runtime fetched it)")
     else:
         print(f"[1/4] fetching the course: {REPO} @ {REF} -> {REPO_DIR} (~10 s) ...", flush=True)
@@ -32,7 +32,7 @@ if IN_COLAB:
         print(f"      done in {time.time() - T0:.0f} s", flush=True)
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
-    from ctxmix_lite.colab import colab_setup
+    from ctxmix_lite.course.colab import colab_setup
     colab_setup(REPO_DIR, REF, T0)  # [2/4] pip  [3/4] voices (apt)  [4/4] caches; prints what it does
 else:
     try:
@@ -88,7 +88,7 @@ else:
 #   `hidden_states[1:]`); we add the input to layer 1, named `input (0)` (section 2 says what it is).
 # - **Probe details.** The paper fits `LogisticRegression(solver="liblinear")` on the raw features;
 #   ours z-scores each feature on the training folds first (`standardize=True` in
-#   `ctxmix_lite.probe.cross_validate_probe`; `False` is the paper's form) and uses lbfgs.
+#   `ctxmix_lite.study.probe.cross_validate_probe`; `False` is the paper's form) and uses lbfgs.
 #
 # In `SMOKE` mode, misrecognised items are kept so that every class has three items for 3-fold
 # cross-validation; the numbers of a smoke run mean nothing.
@@ -117,11 +117,12 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from ctxmix_lite import probe, shipped, study
-from ctxmix_lite.exercises import nb06, use_solution
+from ctxmix_lite.study import probe, shipped
+from ctxmix_lite import study
+from ctxmix_lite.course.exercises import nb06, use_solution
 from ctxmix_lite.models import resolve_device
-from ctxmix_lite.paths import outputs_dir, savefig
-from ctxmix_lite.plotting import state_label
+from ctxmix_lite.course.paths import outputs_dir, savefig
+from ctxmix_lite.viz.plotting import state_label
 
 torch.set_num_threads(THREADS)
 DEVICE = resolve_device(DEVICE)

@@ -12,7 +12,7 @@ if IN_COLAB:
     REF = os.environ.get("CTXMIX_REF", "main")
     REPO_DIR = os.environ.get("CTXMIX_DIR", "/content/ctxmix")
     T0 = time.time()
-    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "colab.py")):
+    if os.path.isfile(os.path.join(REPO_DIR, "ctxmix_lite", "course", "colab.py")):
         print(f"[1/4] the course is already in {REPO_DIR} (an earlier notebook of this runtime fetched it)")
     else:
         print(f"[1/4] fetching the course: {REPO} @ {REF} -> {REPO_DIR} (~10 s) ...", flush=True)
@@ -32,7 +32,7 @@ if IN_COLAB:
         print(f"      done in {time.time() - T0:.0f} s", flush=True)
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
-    from ctxmix_lite.colab import colab_setup
+    from ctxmix_lite.course.colab import colab_setup
     colab_setup(REPO_DIR, REF, T0)  # [2/4] pip  [3/4] voices (apt)  [4/4] caches; prints what it does
 else:
     try:
@@ -79,7 +79,7 @@ else:
 # - **"VZ rollout" is this course's own construction**, not a method of the paper or of the
 #   value-zeroing papers. It rolls the encoder's value-zeroing matrices out through the encoder
 #   layers in the authors' value-zeroing form (a plain product, no identity added — their
-#   `res=False`; `ctxmix_lite.rollout`, form `"plain"`), then reads them from the target's decoder
+#   `res=False`; `ctxmix_lite.measures.rollout`, form `"plain"`), then reads them from the target's decoder
 #   rows through the cross-attention value-zeroing rows **averaged over the decoder layers**:
 #   $a = \big(\tfrac1L \sum_l c_l\big)\, R_{\text{enc}}$. It **ignores**:
 #   - the decoder's **self-attention**: what the target's rows take from earlier tokens — the cue
@@ -116,13 +116,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ctxmix_lite import attribution as A
-from ctxmix_lite import attribution_examples as AE
-from ctxmix_lite import shipped, study
-from ctxmix_lite.exercises import nb07, use_solution
+from ctxmix_lite.study import attribution as A
+from ctxmix_lite.study import attribution_examples as AE
+from ctxmix_lite.study import shipped
+from ctxmix_lite import study
+from ctxmix_lite.course.exercises import nb07, use_solution
 from ctxmix_lite.models import resolve_device
-from ctxmix_lite.paths import outputs_dir, savefig
-from ctxmix_lite.widgets import audio_player
+from ctxmix_lite.course.paths import outputs_dir, savefig
+from ctxmix_lite.viz.widgets import audio_player
 
 torch.set_num_threads(THREADS)
 DEVICE = resolve_device(DEVICE)

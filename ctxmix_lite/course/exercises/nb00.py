@@ -8,7 +8,7 @@ itself (``T`` = clip duration). The study maps a time ``t`` to the frame ``ceil(
 
 The notebook's readable solutions live in the notebook itself (collapsed cells tagged
 ``solution``). The references here are the library's own functions,
-:func:`ctxmix_lite.audio.time_to_frame` and :func:`ctxmix_lite.audio.span_to_frames` -- what the
+:func:`ctxmix_lite.corpus.audio.time_to_frame` and :func:`ctxmix_lite.corpus.audio.span_to_frames` -- what the
 study uses -- so a solution is checked against an independent formulation. Frame indices are
 integers: one answer is right, so the comparison is exact.
 """
@@ -20,13 +20,13 @@ from ctxmix_lite.course.exercises import case, check_function
 
 def frame_of(t: float, n_frames: int = 1500, window: float = 30.0) -> int:
     """Reference: frame index of time ``t`` seconds, ``ceil(F * t / T)`` clipped to ``[0, F - 1]``
-    (:func:`ctxmix_lite.audio.time_to_frame`)."""
+    (:func:`ctxmix_lite.corpus.audio.time_to_frame`)."""
     return audio.time_to_frame(t, n_frames, window)
 
 
 def word_to_frames(start: float, end: float, n_frames: int = 1500, window: float = 30.0) -> tuple:
     """Reference: inclusive frame span ``(first, last)`` of a word from ``start`` to ``end`` seconds
-    (:func:`ctxmix_lite.audio.span_to_frames`)."""
+    (:func:`ctxmix_lite.corpus.audio.span_to_frames`)."""
     return audio.span_to_frames(start, end, n_frames, window)
 
 

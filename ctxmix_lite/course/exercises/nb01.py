@@ -1,7 +1,7 @@
 """Notebook 01 (the Transformer layer): checks, their references and the notebook's helpers.
 
 The readable solutions, written from the equations, live in the notebook (collapsed cells tagged
-``solution``). The references here are thin wrappers around :mod:`ctxmix_lite.layer` with the
+``solution``). The references here are thin wrappers around :mod:`ctxmix_lite.internals.layer` with the
 signatures the learner writes: an independent formulation that a solution -- the notebook's or the
 learner's -- is compared with, within float32 tolerance (atol 1e-5, rtol 1e-4): another order of
 operations, scaling q before or after the product, ``F.layer_norm`` or the explicit formula all
@@ -108,7 +108,7 @@ def whisper_decoder_ids(processor, text: str = SENTENCE) -> torch.Tensor:
 
 def whisper_layer_io(model, processor, audio, text: str = SENTENCE) -> list:
     """Every Whisper encoder and decoder layer's true input and output on ``audio`` (padded to
-    30 s), the decoder teacher-forced on ``text``: a list of :class:`ctxmix_lite.layer.LayerIO`
+    30 s), the decoder teacher-forced on ``text``: a list of :class:`ctxmix_lite.internals.layer.LayerIO`
     (encoder layers first)."""
     from ctxmix_lite.internals.capture import model_device
 
@@ -260,7 +260,7 @@ def mha_cases(data: ExerciseData) -> list:
 
 def check_multi_head_attention(fn, data: Optional[ExerciseData] = None, strict=None) -> bool:
     """``multi_head_attention(x_q, x_kv, p, causal=False)`` (``p``: a layer's
-    :class:`ctxmix_lite.layer.AttentionParams`) on real Whisper-base / wav2vec2-base layers."""
+    :class:`ctxmix_lite.internals.layer.AttentionParams`) on real Whisper-base / wav2vec2-base layers."""
     data = data or default_exercise_data()
     cases = mha_cases(data)
     found = diagnose_mistakes(fn, cases, MHA_MISTAKES)
@@ -357,7 +357,7 @@ def check_pre_ln_layer(fn, data: Optional[ExerciseData] = None, strict=None) -> 
 
 
 def real_layer_table(records: Sequence[L.LayerIO], model_label: str, float64: bool = True) -> list:
-    """:func:`ctxmix_lite.layer.compare_with_transformers` rows, tagged with the model's label and
+    """:func:`ctxmix_lite.internals.layer.compare_with_transformers` rows, tagged with the model's label and
     ``layer``: the layer's 0-based index within its own stack (Whisper: encoder 0-5, decoder 0-5);
     :func:`print_real_layer_table` prints it 1-based ("layer 1" = the first)."""
     rows, seen = [], {}

@@ -122,7 +122,7 @@ def value_norm_profile(lc, n_show: int, n_speech: int) -> dict:
 # ----------------------------------------------------------------------------------------------
 def cad(A: torch.Tensor) -> torch.Tensor:
     """Reference of the check: CAD of every map in ``A [..., T, T]`` -> ``[...]`` float32, from
-    :func:`ctxmix_lite.patterns.cad` (which integrates D(r) in float64: an independent formulation
+    :func:`ctxmix_lite.measures.patterns.cad` (which integrates D(r) in float64: an independent formulation
     of the closed form the notebook's solution writes)."""
     return patterns.cad(A).to(torch.float32)
 

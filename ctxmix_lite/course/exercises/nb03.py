@@ -11,7 +11,7 @@ The learner writes ``attention_norm(weights, values, W_O, per_head=False)`` on p
 
 with ``W_O^h = W_O[:, h*d_h:(h+1)*d_h]`` (the columns that read head h).  The readable solution
 (the vectors themselves, then their norms) is in the notebook, in a collapsed cell tagged
-``solution``. The reference of the check is :func:`ctxmix_lite.attention_norm.attention_norm`,
+``solution``. The reference of the check is :func:`ctxmix_lite.measures.attention_norm.attention_norm`,
 an independent formulation (the squared norm expanded through a per-key Gram matrix, in float64);
 :func:`check_attention_norm` runs both on real Whisper-base blocks (encoder, causal decoder,
 cross-attention), tests the properties every correct answer has (scores >= 0, exactly 0 where no

@@ -1,7 +1,7 @@
 """Notebook 04 (value zeroing): checks, library references and helpers of its three exercises.
 
 4.1 ``zeroed_output(cap, positions) -> [Tq, D]``: zero the value vectors of ``positions`` in every
-    head *yourself*, from the captured pieces of one :class:`~ctxmix_lite.capture_types.LayerCapture`
+    head *yourself*, from the captured pieces of one :class:`~ctxmix_lite.internals.capture_types.LayerCapture`
     (weights fixed, then the output projection and ``cap.post``).  Checked against the model's own
     layer re-run ``cap.rerun(positions)`` (independent: the transformers module with a hook on
     ``v_proj``).

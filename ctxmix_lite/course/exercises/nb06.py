@@ -30,7 +30,7 @@ __all__ = ["cv_accuracy", "check_cv_accuracy", "exercise_cases", "valid_range", 
 
 
 def cv_accuracy(X, y, n_splits: int = 3, seed: int = 0) -> float:
-    """Reference solution: :func:`ctxmix_lite.probe.cross_validate_probe`'s mean accuracy."""
+    """Reference solution: :func:`ctxmix_lite.study.probe.cross_validate_probe`'s mean accuracy."""
     return cross_validate_probe(X, y, n_splits=n_splits, seed=seed)["accuracy"]
 
 

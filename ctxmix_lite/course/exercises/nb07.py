@@ -19,7 +19,7 @@ __all__ = ["word_attribution", "check_word_attribution"]
 
 
 def word_attribution(scores, times, step, alignment) -> np.ndarray:
-    """Reference solution: :func:`ctxmix_lite.attribution.word_scores`."""
+    """Reference solution: :func:`ctxmix_lite.study.attribution.word_scores`."""
     return word_scores(Attribution("x", np.asarray(scores, dtype=float), np.asarray(times, dtype=float), float(step), 1.0),
                        alignment)
 
