@@ -73,8 +73,6 @@ def _raw(lc, measure, rows=None, spans=None):
     head mean, span columns summed; value zeroing not normalised -- the view normalises rows)."""
     from ctxmix_lite.measures.registry import layer_measure
 
-    if measure not in MEASURES:
-        raise ValueError(f"unknown measure {measure!r}; choose from {MEASURES}")
     opts = {"normalize": False} if measure == "value_zeroing" else {}
     return layer_measure(lc, measure, rows=rows, spans=spans, **opts).double().numpy()
 
@@ -133,15 +131,15 @@ def layer_view(caps: dict, item, component: str, layer: int, measure: str,
     spans = words_to_frame_spans(al, caps.get("n_frames", 1500), caps.get("window", 30.0), audio_dur)
     K = _speech_frames(spans)
     words = [w["word"] + (" [cue]" if k in u.cue else " [target]" if k == u.target else "") for k, w in enumerate(al)]
+    vz = measure == "value_zeroing"  # its frame view zeroes chunks of vz_chunk frames
     vz_spans = [(f // vz_chunk, l // vz_chunk) for f, l in spans]
     vz_axis = f"encoder frames zeroed ({vz_chunk} x 20 ms)"
     lc = caps[component][layer]
     if component == "encoder":
         lc = keys_upto(lc, K)
         rows = list(range(K))
-        fr = sum_normalize(_raw(lc, measure, rows, _chunks(K, vz_chunk) if measure == "value_zeroing" else None))
+        fr = sum_normalize(_raw(lc, measure, rows, _chunks(K, vz_chunk) if vz else None))
         word = np.stack(word_rows(lc, "encoder", measure, [list(range(f, l + 1)) for f, l in spans], spans))
-        vz = measure == "value_zeroing"
         return _finish(LayerView(word, fr, words, "encoder frame (query)", vz_axis if vz else "encoder frame (key)",
                                  None, None, spans, vz_spans if vz else spans, 0.0), u)
     positions = caps.get("positions")
@@ -162,7 +160,6 @@ def layer_view(caps: dict, item, component: str, layer: int, measure: str,
         col_axis, col_labels, col_spans = "decoder token (key)", token_strings, None
     else:  # cross
         lc = keys_upto(lc, K)
-        vz = measure == "value_zeroing"
         fr = sum_normalize(_raw(lc, measure, None, _chunks(K, vz_chunk) if vz else None))
         scores = word_rows(lc, "cross", measure, [groups[k] for k in have], spans)
         col_axis, col_labels, col_spans = (vz_axis if vz else "encoder frame (key)"), None, (vz_spans if vz else spans)
